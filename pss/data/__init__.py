@@ -1,0 +1,1 @@
+"""Datasets: label space, the PSS and VOC layouts, the embedded demo, transforms, loaders, the dataset doctor."""

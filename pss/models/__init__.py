@@ -1,0 +1,1 @@
+"""Segmentation models: backbones, PSP / aux heads, the (group) context module, discriminators."""
