@@ -59,7 +59,8 @@ def _as_index_tensor(x: Any, name: str) -> torch.Tensor:
         if not np.issubdtype(x.dtype, np.integer):
             raise ValueError(f"{name} must hold integer class indices, got numpy dtype {x.dtype}")
         # torch lacks some unsigned numpy dtypes (uint32/uint64); int64 is always representable here.
-        x = torch.from_numpy(np.ascontiguousarray(x if x.dtype in (np.uint8, np.int32, np.int64) else x.astype(np.int64)))
+        native = x.dtype in (np.uint8, np.int32, np.int64)
+        x = torch.from_numpy(np.ascontiguousarray(x if native else x.astype(np.int64)))
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
     if x.dtype == torch.bool or x.is_floating_point() or x.is_complex():
@@ -183,7 +184,8 @@ def foreground_iou(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.nd
     """
     p, t = _as_index_tensor(pred, "pred"), _as_index_tensor(target, "target")
     if p.shape != t.shape or p.dim() != 2:
-        raise ValueError(f"foreground_iou takes two (H, W) maps of one image, got {tuple(p.shape)} and {tuple(t.shape)}")
+        raise ValueError(f"foreground_iou takes two (H, W) maps of one image, got {tuple(p.shape)} "
+                         f"and {tuple(t.shape)}")
     p, t = p.long(), t.to(p.device).long()
     inter = (p == t) & (p > 0)
     union = (p > 0) | (t > 0)

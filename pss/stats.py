@@ -82,7 +82,8 @@ def mask_summary(path: str | Path, min_pixels: int = DEFAULT_MIN_PIXELS) -> Mask
     try:
         st = os.stat(resolved)
     except OSError as exc:
-        raise DatasetError(f"{resolved}: cannot read mask ({exc.strerror}); check the SegmentationClass folder") from exc
+        raise DatasetError(f"{resolved}: cannot read mask ({exc.strerror}); "
+                           "check the SegmentationClass folder") from exc
     return _cached_summary(str(resolved), st.st_mtime_ns, st.st_size, int(min_pixels))
 
 
