@@ -1,0 +1,222 @@
+"""SQLite index of the run store (``WS/runs/index.sqlite``): one row per run, one row per job.
+
+The run directories are the source of truth; this index exists so the app and the CLI can list,
+filter and poll runs without opening every directory, and so jobs can be claimed atomically.
+It can always be rebuilt with ``RunStore.reindex()``.
+
+Concurrency: the app is multi-threaded and training runs in other processes, so there is no shared
+connection: every operation opens its own (``Index.connect``), in WAL mode (readers never block
+the writer) with a busy timeout (writers wait for each other instead of failing).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pss.errors import RunStoreError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 15_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, user TEXT, method TEXT NOT NULL, status TEXT NOT NULL,
+    created TEXT NOT NULL, updated TEXT NOT NULL, device TEXT,
+    steps INTEGER NOT NULL DEFAULT 0, total_steps INTEGER NOT NULL DEFAULT 0,
+    fiou REAL, miou REAL, duration_s REAL, config_json TEXT NOT NULL DEFAULT '{}', dir TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
+CREATE INDEX IF NOT EXISTS runs_user ON runs (user, method, status);
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, status TEXT NOT NULL, device TEXT NOT NULL,
+    pid INTEGER, proc_start INTEGER, command_json TEXT NOT NULL, created TEXT NOT NULL,
+    started TEXT, ended TEXT, error TEXT, resumable INTEGER NOT NULL DEFAULT 0, cancel_requested TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs (status, device, created);
+CREATE INDEX IF NOT EXISTS jobs_run ON jobs (run_id);
+"""
+
+
+@dataclass
+class RunRecord:
+    """One row of the ``runs`` table. ``dir`` is the run directory (stored relative to the runs root).
+
+    ``fiou``/``miou`` are the final evaluation scores (None until evaluated); ``steps`` is the
+    highest step logged so far; times are ISO 8601 UTC strings.
+    """
+
+    run_id: str
+    user: str | None
+    method: str
+    status: str
+    created: str
+    updated: str
+    device: str | None
+    steps: int
+    total_steps: int
+    fiou: float | None
+    miou: float | None
+    duration_s: float | None
+    config_json: str
+    dir: Path
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved config as a dict (parsed from ``config_json``)."""
+        return json.loads(self.config_json)
+
+    @property
+    def progress(self) -> float:
+        """Fraction of ``total_steps`` done, in [0, 1] (0 when total_steps is 0)."""
+        return min(1.0, self.steps / self.total_steps) if self.total_steps > 0 else 0.0
+
+
+RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
+
+
+class Index:
+    """Connections and schema of ``index.sqlite``; the runs-table queries live here too.
+
+    ``fresh`` is True when this object created the tables (a new or out-of-date index), in which
+    case the store fills it from the run directories.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.root = path.parent
+        self.fresh = False
+        self._init_schema()
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """A new autocommit connection, closed at the end of the block (one per operation/thread)."""
+        try:
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise RunStoreError(f"cannot open the run index {self.path}: {exc}") from exc
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL; the dirs are the truth
+            yield conn
+        except sqlite3.DatabaseError as exc:
+            if "not a database" in str(exc) or "malformed" in str(exc):
+                raise RunStoreError(
+                    f"the run index {self.path} is corrupt ({exc}); delete it (and its -wal/-shm files): "
+                    "RunStore rebuilds it from the run directories"
+                ) from exc
+            raise
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``: takes the write lock up front, so a read-then-write
+        (claiming a job) cannot interleave with another writer's."""
+        with self.connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _init_schema(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.connect() as conn:
+            # journal_mode is persistent and cannot change inside a transaction
+            conn.execute("PRAGMA journal_mode = WAL")
+        with self.transaction() as conn:
+            has_table = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'"
+            ).fetchone()
+            row = conn.execute("SELECT version FROM schema_version").fetchone() if has_table else None
+            if row is not None and row[0] > SCHEMA_VERSION:
+                raise RunStoreError(
+                    f"the run index {self.path} has schema version {row[0]}, newer than this pss "
+                    f"(version {SCHEMA_VERSION}); upgrade pss, or delete the index to rebuild it from the run directories"
+                )
+            if row is not None and row[0] == SCHEMA_VERSION:
+                return
+            # new index, or an older schema: the index is derived data, so rebuild it
+            for table in ("runs", "jobs", "schema_version"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            self.fresh = True
+
+    # ---- runs table -------------------------------------------------------------------------
+
+    def _record(self, row: sqlite3.Row) -> RunRecord:
+        values = {name: row[name] for name in RUN_COLUMNS}
+        values["dir"] = self.root / row["dir"]
+        return RunRecord(**values)
+
+    def upsert_run(self, record: RunRecord, conn: sqlite3.Connection | None = None) -> None:
+        """Insert or replace the row of ``record.run_id``."""
+        values = [getattr(record, name) for name in RUN_COLUMNS]
+        values[RUN_COLUMNS.index("dir")] = Path(record.dir).name
+        sql = f"INSERT OR REPLACE INTO runs ({', '.join(RUN_COLUMNS)}) VALUES ({', '.join('?' * len(values))})"
+        if conn is not None:
+            conn.execute(sql, values)
+            return
+        with self.connect() as own:
+            own.execute(sql, values)
+
+    def update_run(self, run_id: str, **columns: Any) -> bool:
+        """Set ``columns`` of one row; False when the row does not exist."""
+        unknown = set(columns) - set(RUN_COLUMNS)
+        if unknown:
+            raise RunStoreError(f"unknown runs column(s) {sorted(unknown)}; known: {', '.join(RUN_COLUMNS)}")
+        assignments = ", ".join(f"{name} = ?" for name in columns)
+        with self.connect() as conn:
+            cur = conn.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", [*columns.values(), run_id])
+            return cur.rowcount > 0
+
+    def bump_steps(self, run_id: str, step: int, updated: str) -> None:
+        """Record progress; MAX() so events from several writers arrive in any order."""
+        with self.connect() as conn:
+            conn.execute(
+                "UPDATE runs SET steps = MAX(steps, ?), updated = MAX(updated, ?) WHERE run_id = ?",
+                (step, updated, run_id),
+            )
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The row of ``run_id``, or None."""
+        with self.connect() as conn:
+            row = conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def query_runs(self, user: str | None = None, method: str | None = None,
+                   status: str | None = None, search: str | None = None) -> list[RunRecord]:
+        """Rows matching every given filter, newest first. ``search`` is a case-insensitive
+        substring of the run id, user, method, status, device or config."""
+        where, args = [], []
+        for name, value in (("user", user), ("method", method), ("status", status)):
+            if value is not None:
+                where.append(f"{name} = ?")
+                args.append(value)
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("(run_id || ' ' || IFNULL(user, '') || ' ' || method || ' ' || status || ' ' || "
+                         "IFNULL(device, '') || ' ' || config_json) LIKE ? ESCAPE '\\'")
+            args.append(f"%{escaped}%")
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        with self.connect() as conn:
+            rows = conn.execute(sql + " ORDER BY created DESC, run_id DESC", args).fetchall()
+        return [self._record(row) for row in rows]
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove the run's row and its jobs' rows."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM jobs WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
