@@ -1,0 +1,14 @@
+"""The engine facade used by the CLI, the app and notebooks (plain values in, plain values out)."""
+from __future__ import annotations
+
+from pss.api.data import (CLASS_NAMES, DEFAULT_WORKSPACE, NUM_CLASSES, THUMB_SIZE, VOC_PALETTE, DatasetStatistics,
+                          ImageRecord, UserCollection, Workspace, cached_grouping, colorize, compute_grouping,
+                          create_demo_workspace, dataset_statistics, file_key, list_users, load_image, load_label,
+                          open_workspace, read_user, thumbnail)
+
+__all__ = [
+    "CLASS_NAMES", "DEFAULT_WORKSPACE", "NUM_CLASSES", "THUMB_SIZE", "VOC_PALETTE", "DatasetStatistics",
+    "ImageRecord", "UserCollection", "Workspace", "cached_grouping", "colorize", "compute_grouping",
+    "create_demo_workspace", "dataset_statistics", "file_key", "list_users", "load_image", "load_label",
+    "open_workspace", "read_user", "thumbnail",
+]

@@ -1,0 +1,94 @@
+"""Assemble the Blocks app for one workspace and launch it with the project's serving rules.
+
+Serving rules (DESIGN.md App, app_anchors §4.4-4.6):
+- bind 127.0.0.1 unless told otherwise; optional ``auth``; ``run_history=False`` (private photos);
+- files are served only from the workspace: ``allowed_paths=[WS]``, and Gradio's own upload/cache folders
+  are moved under ``WS/cache`` too (``GRADIO_TEMP_DIR``), so nothing outside the workspace is reachable;
+  Gradio resolves symlinks before its allowed-path check, so a link pointing outside is refused;
+- plotly.js is copied from the installed ``plotly`` package into ``WS/cache/static`` (no CDN).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import gradio as gr
+import plotly
+
+from pss.api import Workspace, list_users
+from pss_app.services.statistics import scope_choices
+from pss_app.tabs import groups as groups_tab
+from pss_app.tabs import images as images_tab
+from pss_app.tabs import statistics as statistics_tab
+
+DEFAULT_K = 8
+MAX_K = 80
+CSS = """
+.pss-legend { display: flex; flex-wrap: wrap; gap: 4px 12px; font-size: 13px; }
+.pss-legend-item { display: inline-flex; align-items: center; gap: 4px; }
+.pss-swatch { width: 14px; height: 14px; border: 1px solid #555; display: inline-block; }
+"""
+
+
+def serve_from_workspace(ws: Workspace) -> None:
+    """Point Gradio's upload/cache folders into ``WS/cache`` (must run before the Blocks are built)."""
+    os.environ["GRADIO_TEMP_DIR"] = str(ws.cache / "gradio")
+    os.environ["GRADIO_EXAMPLES_CACHE"] = str(ws.cache / "gradio-examples")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def install_plotly_js(ws: Workspace) -> Path:
+    """Copy the installed plotly.js bundle into ``WS/cache/static`` (once per plotly version) and return it."""
+    source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    target = ws.cache / "static" / f"plotly-{plotly.__version__}.min.js"
+    if not target.exists() or target.stat().st_size != source.stat().st_size:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    return target
+
+
+def build_app(ws: Workspace, default_k: int = DEFAULT_K) -> gr.Blocks:
+    """The whole app for workspace ``ws`` (not launched)."""
+    serve_from_workspace(ws)
+    plotly_js = install_plotly_js(ws)
+    users = list_users(ws)
+    with gr.Blocks(title="pss workbench", analytics_enabled=False) as demo:
+        gr.Markdown(f"## pss · personalized semantic segmentation workbench\nWorkspace `{ws.root}`")
+        with gr.Row():
+            user = gr.Dropdown(users, value=users[0] if users else None, label="User", elem_id="user")
+            k = gr.Slider(2, MAX_K, value=default_k, step=1, label="Groups K (k-means)", elem_id="k")
+            status = gr.Markdown(elem_id="status")
+        with gr.Tabs(selected="images") as tabs:
+            with gr.Tab("Images", id="images", elem_id="tab-images"):
+                images = images_tab.build(ws, user, k, status, demo.load)
+            with gr.Tab("Groups", id="groups", elem_id="tab-groups"):
+                groups_tab.build(ws, plotly_js, user, k, status, images, tabs, demo.load)
+            with gr.Tab("Statistics", id="statistics", elem_id="tab-statistics") as stats:
+                scope = statistics_tab.build(ws, stats, status)
+
+        def refresh_users(current: str | None):
+            """Users may be added or removed while the app runs: refresh the choices on every page load."""
+            names = list_users(ws)
+            value = current if current in names else (names[0] if names else None)
+            return gr.Dropdown(choices=names, value=value), gr.Dropdown(choices=scope_choices(ws))
+
+        demo.load(refresh_users, user, [user, scope], api_name="users")
+    return demo
+
+
+def launch_kwargs(ws: Workspace, host: str = "127.0.0.1", port: int | None = None,
+                  auth: tuple[str, str] | None = None, quiet: bool = False) -> dict:
+    """Keyword arguments of ``Blocks.launch`` implementing the serving rules above."""
+    return dict(server_name=host, server_port=port, auth=auth, allowed_paths=[str(ws.root)], run_history=False,
+                css=CSS, quiet=quiet, show_error=False, max_file_size="20mb", inbrowser=False)
+
+
+def launch(ws: Workspace, host: str = "127.0.0.1", port: int | None = None, auth: tuple[str, str] | None = None,
+           block: bool = True, quiet: bool = False) -> tuple[gr.Blocks, str]:
+    """Build and serve the app; returns ``(demo, local_url)`` (after the server stops when ``block``)."""
+    demo = build_app(ws)
+    _, local_url, _ = demo.launch(prevent_thread_lock=not block, **launch_kwargs(ws, host, port, auth, quiet))
+    return demo, local_url

@@ -1,0 +1,34 @@
+"""Statistics tab (layout and wiring only): the paper's Fig. 2 for all users or one."""
+from __future__ import annotations
+
+import gradio as gr
+
+from pss.api import Workspace
+from pss_app.feedback import guarded
+from pss_app.services.statistics import ALL_USERS, scope_choices, statistics_figures
+
+
+def build(ws: Workspace, tab: gr.Tab, status: gr.Markdown) -> gr.Dropdown:
+    """Lay out the tab inside ``tab`` and wire its events; returns the scope dropdown (refreshed on load)."""
+    with gr.Row():
+        scope = gr.Dropdown(scope_choices(ws), value=ALL_USERS, label="Users", elem_id="stats-scope")
+        refresh = gr.Button("Refresh", size="sm", elem_id="stats-refresh")
+    summary = gr.Markdown(elem_id="stats-summary")
+    with gr.Row():
+        proportion = gr.Plot(show_label=False, elem_id="stats-proportion")
+        cooccurrence = gr.Plot(show_label=False, elem_id="stats-cooccurrence")
+    with gr.Row():
+        object_size = gr.Plot(show_label=False, elem_id="stats-object-size")
+        instances = gr.Plot(show_label=False, elem_id="stats-instances")
+
+    outputs = [proportion, cooccurrence, object_size, instances, summary, status]
+
+    @guarded(len(outputs))
+    def show(scope_value: str):
+        figures = statistics_figures(ws, scope_value)
+        return (figures.proportion, figures.cooccurrence, figures.object_size, figures.instances,
+                figures.summary(), "")
+
+    # Computed when the tab is opened (not at page load): mask statistics read every labelled mask once.
+    gr.on([tab.select, scope.change, refresh.click], show, scope, outputs, api_name="statistics")
+    return scope
