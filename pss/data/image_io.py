@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-from torchvision.io import ImageReadMode, decode_image
 
 from pss.data.labels import read_label_png
 from pss.errors import DatasetError
@@ -30,6 +30,25 @@ _SWAPS_AXES = {5, 6, 7, 8}
 # Errors Pillow raises for unreadable, corrupt or truncated files (DecompressionBombError is a plain Exception).
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, UnidentifiedImageError,
                Image.DecompressionBombError)
+
+
+def _find_torchvision_decoder() -> Callable[..., torch.Tensor] | None:
+    """torchvision's native ``decode_image`` op, or None (then Pillow decodes everything).
+
+    The public ``torchvision.io.decode_image`` wrapper emits a DeprecationWarning on every call since 0.29 (the
+    codecs move to TorchCodec); the op underneath is the same code without the per-call warning. pyproject pins
+    torchvision <= 0.29.1, and if a later version drops the op we fall back to Pillow instead of failing.
+    """
+    try:
+        import torchvision.io  # noqa: F401  (registers torch.ops.image)
+
+        return torch.ops.image.decode_image
+    except (ImportError, AttributeError, RuntimeError):
+        return None
+
+
+_TV_DECODE = _find_torchvision_decoder()
+_TV_MODE_RGB = 3  # torchvision.io.ImageReadMode.RGB.value
 
 
 def ensure_strict_pillow() -> None:
@@ -77,9 +96,10 @@ def load_rgb_tensor(path: str | Path) -> torch.Tensor:
     """
     path = Path(path)
     data = _read_bytes(path)
+    if _TV_DECODE is None or not data:
+        return _decode_with_pillow(path, "empty file" if not data else "torchvision decoder unavailable")
     try:
-        image = decode_image(torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8),
-                             mode=ImageReadMode.RGB, apply_exif_orientation=True)
+        image = _TV_DECODE(torch.frombuffer(data, dtype=torch.uint8), _TV_MODE_RGB, True)
     except (RuntimeError, ValueError) as exc:
         # torchvision rejects both broken files and formats it lacks (BMP, TIFF, arithmetic-coded JPEG);
         # Pillow tells the two apart and is just as strict about truncation.
