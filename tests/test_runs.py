@@ -143,7 +143,7 @@ def test_crashed_atomic_write_leaves_old_file_and_ignored_temp(store: RunStore, 
     (store.root / ".creating-20260101-000000-pss-id9-0000-abc").mkdir()
     assert store.open_run(run.run_id).meta["status"] == "queued"
     result = store.reindex()
-    assert result.indexed == 1 and list(result) == []
+    assert (result.indexed, result.skipped) == (1, [])
     assert [r.run_id for r in store.list_runs()] == [run.run_id]
 
 
@@ -169,7 +169,7 @@ def test_other_format_versions_fail_with_advice(store: RunStore) -> None:
     assert str(old.dir / "config.yaml") in str(info.value)
     with pytest.raises(RunStoreError, match="upgrade pss"):
         store.open_run(new.run_id)
-    skipped = store.reindex()
+    skipped = store.reindex().skipped
     assert sorted(Path(p).name for p, _ in skipped) == sorted([old.run_id, new.run_id])
     assert store.list_runs() == []
 
@@ -206,6 +206,32 @@ def test_reindex_rebuilds_a_deleted_index(tmp_path: Path) -> None:
     os.rename(b.dir, tmp_path / "elsewhere")
     rebuilt.reindex()
     assert [r.run_id for r in rebuilt.list_runs()] == [a.run_id]
+
+
+def test_index_deleted_while_in_use_is_rebuilt(store: RunStore) -> None:
+    run = store.create_run("id1", "pss", CONFIG, "cpu", 20)
+    run.log_event("train", 4, loss=0.5)
+    assert [r.steps for r in store.list_runs()] == [4]  # this thread now holds a connection
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{store.index.path}{suffix}").unlink(missing_ok=True)
+    assert [(r.run_id, r.steps) for r in store.list_runs()] == [(run.run_id, 4)]  # same object heals
+    assert store.index.path.exists()
+
+
+def _log_in_forked_child(run) -> None:  # uses the parent's store object (and its cached connection)
+    run.log_event("train", 7, loss=0.5)
+
+
+def test_forked_child_opens_its_own_connection(store: RunStore) -> None:
+    run = store.create_run("id1", "pss", CONFIG, "cpu", 20)
+    run.log_event("train", 1, loss=1.0)  # the parent caches a connection before forking
+    child = multiprocessing.get_context("fork").Process(target=_log_in_forked_child, args=(run,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    run.log_event("train", 2, loss=0.75)  # the parent's connection still works
+    assert [e["step"] for e in run.events()] == [1, 7, 2]
+    assert run.record.steps == 7
 
 
 def test_index_is_wal_with_schema_version(store: RunStore) -> None:

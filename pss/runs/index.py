@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -77,7 +79,19 @@ class RunRecord:
         return min(1.0, self.steps / self.total_steps) if self.total_steps > 0 else 0.0
 
 
+_INHERITED: list[sqlite3.Connection] = []  # connections a forked child must keep but never use
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
 RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
+JOB_COLUMNS = ("job_id", "run_id", "status", "device", "pid", "proc_start", "command_json", "created",
+               "started", "ended", "error", "resumable", "cancel_requested")
 
 
 class Index:
@@ -87,15 +101,30 @@ class Index:
     case the store fills it from the run directories.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, on_fresh: Callable[[], None] | None = None) -> None:
         self.path = path
         self.root = path.parent
         self.fresh = False
+        self._on_fresh = on_fresh
+        self._local = threading.local()
+        self._initializing = False
         self._init_schema()
 
-    @contextlib.contextmanager
-    def connect(self) -> Iterator[sqlite3.Connection]:
-        """A new autocommit connection, closed at the end of the block (one per operation/thread)."""
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection, (re)opened when missing, inherited across fork, or when the
+        index file was deleted or replaced (then the schema is recreated and ``on_fresh`` called)."""
+        inode = _inode(self.path)
+        cached = getattr(self._local, "cached", None)
+        if cached is not None:
+            pid, cached_inode, conn = cached
+            if pid == os.getpid() and cached_inode == inode:
+                return conn
+            self._discard()
+        if inode is None and not self._initializing:
+            self._init_schema()  # deleted while in use: recreate it, refilled by on_fresh
+            if self.fresh and self._on_fresh is not None:
+                self._on_fresh()
+            return self._connection()
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.Error as exc:
@@ -104,16 +133,53 @@ class Index:
             conn.row_factory = sqlite3.Row
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA synchronous = NORMAL")  # durable enough with WAL; the dirs are the truth
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._error(exc) or RunStoreError(f"cannot open the run index {self.path}: {exc}") from exc
+        self._local.cached = (os.getpid(), _inode(self.path), conn)
+        return conn
+
+    def _discard(self) -> None:
+        pid, _, conn = self._local.cached
+        self._local.cached = None
+        if pid == os.getpid():
+            conn.close()
+        else:  # never close (or use) a connection inherited across fork: SQLite forbids it
+            _INHERITED.append(conn)
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their thread ends)."""
+        if getattr(self._local, "cached", None) is not None:
+            self._discard()
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[sqlite3.Connection]:
+        """This thread's autocommit connection, for one operation.
+
+        Connections are kept per thread, not per operation: closing the last connection to a WAL
+        database checkpoints it (tens of ms), which would be paid on every logged event.
+        """
+        conn = self._connection()
+        try:
             yield conn
         except sqlite3.DatabaseError as exc:
-            if "not a database" in str(exc) or "malformed" in str(exc):
-                raise RunStoreError(
-                    f"the run index {self.path} is corrupt ({exc}); delete it (and its -wal/-shm files): "
-                    "RunStore rebuilds it from the run directories"
-                ) from exc
-            raise
-        finally:
-            conn.close()
+            error = self._error(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    def _error(self, exc: sqlite3.Error) -> RunStoreError | None:
+        """The RunStoreError (with advice) for a lock timeout or a corrupt file; None for others."""
+        if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+            return RunStoreError(
+                f"the run index {self.path} stayed locked for {BUSY_TIMEOUT_MS / 1000:.0f} s ({exc}): another "
+                "process holds a long write; retry, and check for a stuck process using the workspace")
+        if isinstance(exc, sqlite3.DatabaseError) and ("not a database" in str(exc) or "malformed" in str(exc)):
+            self.close()
+            return RunStoreError(
+                f"the run index {self.path} is corrupt ({exc}); delete it (and its -wal/-shm files): "
+                "RunStore rebuilds it from the run directories")
+        return None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -130,6 +196,14 @@ class Index:
 
     def _init_schema(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._initializing = True
+        try:
+            self._create_tables()
+        finally:
+            self._initializing = False
+
+    def _create_tables(self) -> None:
+        self.fresh = False
         with self.connect() as conn:
             # journal_mode is persistent and cannot change inside a transaction
             conn.execute("PRAGMA journal_mode = WAL")

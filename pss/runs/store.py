@@ -27,6 +27,8 @@ import os
 import re
 import secrets
 import shutil
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from typing import Any
 from pss.errors import RunStoreError
 from pss.runs.files import (epoch_to_iso, now_iso, read_json, read_jsonl, read_yaml, write_json_atomic,
                             write_yaml_atomic)
-from pss.runs.index import Index, RunRecord
+from pss.runs.index import JOB_COLUMNS, Index, RunRecord
 from pss.runs.meta import (FORMAT_VERSION, STATUSES, TERMINAL_STATUSES, check_format, code_version,
                            config_summary, find_seed)
 from pss.runs.run import Run
@@ -45,6 +47,7 @@ log = logging.getLogger(__name__)
 
 _RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _SUBDIRS = ("checkpoints", "predictions", "maps")
+_STALE_S = 3600.0  # a hidden staging/trash dir older than this was left by a crash
 
 
 def _slug(text: str) -> str:
@@ -68,10 +71,12 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
-class ReindexResult(list):
-    """``(directory, reason)`` for every run directory ``reindex`` skipped; ``.indexed`` counts the rest."""
+@dataclass
+class ReindexResult:
+    """What ``reindex`` did: how many runs it indexed, and ``(directory, reason)`` for each it skipped."""
 
     indexed: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 class RunStore:
@@ -84,7 +89,7 @@ class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.index = Index(self.root / "index.sqlite")
+        self.index = Index(self.root / "index.sqlite", on_fresh=self.reindex)
         if self.index.fresh:
             self.reindex()
 
@@ -179,8 +184,9 @@ class RunStore:
         records, jobs = [], []
         for path in sorted(self.root.iterdir()):
             if path.name.startswith(".") or not path.is_dir():
-                if path.name.startswith((".creating-", ".deleting-")):
-                    shutil.rmtree(path, ignore_errors=True)  # left over by a crash
+                if path.name.startswith((".creating-", ".deleting-")) and path.is_dir() \
+                        and time.time() - path.stat().st_mtime > _STALE_S:
+                    shutil.rmtree(path, ignore_errors=True)  # left over by a crash (not one in progress)
                 continue
             if not (path / "run.json").exists():
                 continue
@@ -189,7 +195,7 @@ class RunStore:
                 jobs.extend(_read_jobs_file(path))
             except RunStoreError as exc:
                 log.warning("reindex: skipping %s: %s", path, exc)
-                result.append((str(path), str(exc)))
+                result.skipped.append((str(path), str(exc)))
         with self.index.transaction() as conn:
             keep = {r.run_id for r in records}
             for (run_id,) in conn.execute("SELECT run_id FROM runs").fetchall():
@@ -199,8 +205,8 @@ class RunStore:
                 self.index.upsert_run(record, conn)
             conn.execute(f"DELETE FROM jobs WHERE run_id NOT IN ({', '.join('?' * len(keep))})", list(keep))
             for job in jobs:  # OR IGNORE: an existing row is at least as fresh as jobs.json
-                columns = ", ".join(job)
-                conn.execute(f"INSERT OR IGNORE INTO jobs ({columns}) VALUES ({', '.join('?' * len(job))})",
+                job = {k: v for k, v in job.items() if k in JOB_COLUMNS}  # names from a file never reach SQL
+                conn.execute(f"INSERT OR IGNORE INTO jobs ({', '.join(job)}) VALUES ({', '.join('?' * len(job))})",
                              list(job.values()))
         result.indexed = len(records)
         return result
