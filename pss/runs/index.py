@@ -4,9 +4,10 @@ The run directories are the source of truth; this index exists so the app and th
 filter and poll runs without opening every directory, and so jobs can be claimed atomically.
 It can always be rebuilt with ``RunStore.reindex()``.
 
-Concurrency: the app is multi-threaded and training runs in other processes, so there is no shared
-connection: every operation opens its own (``Index.connect``), in WAL mode (readers never block
-the writer) with a busy timeout (writers wait for each other instead of failing).
+Concurrency: the app is multi-threaded and training runs in other processes, so no connection is
+shared: each thread of each process has its own (``Index.connect``; reopened after a fork or when
+the index file was deleted), in WAL mode (readers never block the writer) with a busy timeout
+(writers wait for each other instead of failing).
 """
 from __future__ import annotations
 
