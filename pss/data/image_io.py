@@ -10,6 +10,7 @@ it is not equal to a full decode followed by a resize, and training/eval must se
 from __future__ import annotations
 
 import logging
+import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -103,7 +104,9 @@ def load_rgb_tensor(path: str | Path) -> torch.Tensor:
     except (RuntimeError, ValueError) as exc:
         # torchvision rejects both broken files and formats it lacks (BMP, TIFF, arithmetic-coded JPEG);
         # Pillow tells the two apart and is just as strict about truncation.
-        return _decode_with_pillow(path, f"torchvision: {str(exc).splitlines()[-1]}")
+        # The op's message starts with "<function>, <source file>:<line>, "; keep the human part.
+        reason = re.sub(r"^.*\.cpp:\d+,\s*", "", str(exc).strip().splitlines()[-1])
+        return _decode_with_pillow(path, f"torchvision: {reason}")
     if image.ndim == 4:  # animated GIF/WebP: the first frame is the photo
         image = image[0]
     if image.dtype != torch.uint8:  # 16-bit PNG: keep the 8 most significant bits
@@ -161,9 +164,9 @@ def load_mask(path: str | Path, expected_hw: tuple[int, int]) -> np.ndarray:
         return mask
     if mask.shape == (width, height):
         raise DatasetError(
-            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is {width}x{height} after EXIF "
-            "orientation: the mask was drawn on the unrotated photo. Rotate the mask the same way as the image's "
-            "EXIF orientation (or re-save the image with the rotation applied and no orientation tag)")
+            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is {width}x{height} as displayed "
+            "(after EXIF orientation): the mask was probably drawn on the photo before its EXIF rotation. Rotate the "
+            "mask to match the displayed image (or re-save the image with the rotation applied and no EXIF tag)")
     raise DatasetError(
         f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but its image is {width}x{height}; masks must have "
         "exactly the image's size: re-export the mask at the image's resolution (nearest-neighbour resize)")

@@ -73,12 +73,19 @@ def check_files(pairs: Iterable[tuple[Path, list[Path]]], progress: Progress | N
     return problems
 
 
+def _reason(exc: DatasetError, path: Path) -> str:
+    """The error's message without its leading "<path>: " (the Problem already names the file)."""
+    text = str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
 def _check_pair(pair: tuple[Path, list[Path]]) -> list[Problem]:
     image_path, mask_paths = pair
     try:
         height, width = load_rgb_tensor(image_path).shape[1:]
     except DatasetError as exc:
-        return [Problem(image_path, "corrupt_image", str(exc))]
+        return [Problem(image_path, "corrupt_image", _reason(exc, image_path))]
     return [p for mask_path in mask_paths if (p := _check_mask(mask_path, (height, width))) is not None]
 
 
@@ -86,13 +93,13 @@ def _check_mask(path: Path, image_hw: tuple[int, int]) -> Problem | None:
     try:
         mask = read_label_png(path)
     except DatasetError as exc:
-        return Problem(path, "corrupt_mask", str(exc))
+        return Problem(path, "corrupt_mask", _reason(exc, path))
     if mask.shape != image_hw:
         kind = "mask_orientation_mismatch" if mask.shape == image_hw[::-1] else "mask_size_mismatch"
         try:
             load_mask(path, image_hw)  # decodes again, only for broken masks: its message says what to do
         except DatasetError as exc:
-            return Problem(path, kind, str(exc))
+            return Problem(path, kind, _reason(exc, path))
     invalid = ~is_valid_label_value(mask)
     if invalid.any():
         values = np.unique(mask[invalid])
@@ -125,9 +132,9 @@ def check_voc(voc_root: Path, progress: Progress | None = None) -> list[Problem]
             missing = [image] if image_dir.is_dir() and not image.is_file() else []
             if entry.mask is not None and mask_dirs and not (voc_root / entry.mask).is_file():
                 missing.append(voc_root / entry.mask)
-            for path in missing:
-                problems.append(Problem(list_file, "missing_file", f"{path} not found; restore the file or delete "
-                                        "the line", line=number))
+            if missing:  # one problem per line, naming every missing file of it
+                problems.append(Problem(list_file, "missing_file", f"{' and '.join(map(str, missing))} not found; "
+                                        "restore the file(s) or delete the line", line=number))
     images = _image_files(image_dir)
     masks = {d: {p.stem: p for p in d.glob("*.png")} for d in mask_dirs}
     for folder, by_stem in masks.items():
@@ -151,7 +158,8 @@ def check_user(personal_root: Path, user: str, progress: Progress | None = None)
     try:
         collection = read_user(personal_root, user)
     except DatasetError as exc:
-        return [Problem(Path(personal_root) / user / "JPEGImages", "missing_folder", str(exc))]
+        folder = Path(personal_root) / user / "JPEGImages"
+        return [Problem(folder, "missing_folder", _reason(exc, folder))]
     pairs = [(r.image_path, [r.mask_path] if r.mask_path is not None else []) for r in collection.records]
     return collection.problems + check_files(pairs, progress)
 
