@@ -7,6 +7,7 @@ memory and re-read only when the folder (files added/removed) or the tag list ch
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from pss.errors import DatasetError
 _LOCK = threading.Lock()
 _CACHE: dict[tuple[str, str], tuple[tuple[int, ...], UserCollection]] = {}
 
+_USER_NAME = re.compile(r"id[0-9]+")
 _WATCHED = ("", "JPEGImages", "SegmentationClass", "imgLabelList.txt", "imgLabelListnew.txt")
 
 
@@ -36,6 +38,8 @@ def collection(ws: Workspace, user: str) -> UserCollection:
     """The user's collection, cached while unchanged. DatasetError if the user is unknown or its folder is gone."""
     if not user:
         raise DatasetError("choose a user first")
+    if not _USER_NAME.fullmatch(user):  # a name from a client is never joined into a path unchecked
+        raise DatasetError(f"unknown user {user!r}; user folders are named id1, id2, ...")
     user_dir = ws.personal / user
     key = (str(ws.root), user)
     try:

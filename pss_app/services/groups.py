@@ -87,9 +87,11 @@ class Selection:
     kind: str = "none"  # "none" | "group" | "lasso"
     group: int | None = None
     names: tuple[str, ...] = ()
+    context: str = ""  # e.g. "id1/K8": group 0 of another user or K is another selection
 
     def to_json(self) -> str:
-        return json.dumps({"kind": self.kind, "group": self.group, "names": list(self.names)})
+        return json.dumps({"kind": self.kind, "group": self.group, "names": list(self.names),
+                           "context": self.context})
 
     def describe(self) -> str:
         if self.kind == "group":
@@ -116,15 +118,16 @@ def parse_selection(text: str | None) -> Selection:
     if not isinstance(payload, dict):
         raise DatasetError("selection must be a JSON object")
     kind = payload.get("kind", "none")
+    context = str(payload.get("context", ""))
     try:
         if kind in ("group", "point"):
-            return Selection("group", int(payload["group"]))
+            return Selection("group", int(payload["group"]), context=context)
         if kind == "lasso":
-            return Selection("lasso", None, tuple(str(n) for n in payload.get("names", [])))
+            return Selection("lasso", None, tuple(str(n) for n in payload.get("names", [])), context)
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"malformed selection {payload!r}") from exc
     if kind == "none":
-        return Selection()
+        return Selection(context=context)
     raise DatasetError(f"unknown selection kind {kind!r}")
 
 

@@ -7,6 +7,7 @@ colours; app_anchors §4.2).
 from __future__ import annotations
 
 import html
+import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -20,8 +21,9 @@ from pss.errors import DatasetError
 from pss_app.services.collection import collection
 
 MAX_VIEW_SIDE = 1024  # the browser never needs more than this; keeps 12-MP phone photos cheap to serve
+MIN_VIEW_SIDE = 480
 IGNORE_INDEX = 255
-_VIEW_VERSION = "v1"
+_VIEW_VERSION = "v2"
 
 
 @dataclass
@@ -89,17 +91,22 @@ def legend(label: np.ndarray) -> list[tuple[str, str, float]]:
     return sorted(rows, key=lambda row: -row[2])
 
 
-def _fit(image: np.ndarray, label: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Downscale so the long side is at most MAX_VIEW_SIDE (labels with nearest neighbour: no new values)."""
+def fit_for_display(image: np.ndarray, label: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resize for display: long side at most MAX_VIEW_SIDE; small images (the demo's 192 px) enlarged by an
+    integer factor to at least MIN_VIEW_SIDE. Labels use nearest neighbour, so no new label values appear."""
     height, width = image.shape[:2]
-    scale = MAX_VIEW_SIDE / max(height, width)
-    if scale >= 1.0:
+    long_side = max(height, width)
+    if long_side > MAX_VIEW_SIDE:
+        scale = MAX_VIEW_SIDE / long_side
+    elif long_side < MIN_VIEW_SIDE:
+        scale = float(math.ceil(MIN_VIEW_SIDE / long_side))
+    else:
         return image, label
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
     if label is not None:
         label = np.asarray(Image.fromarray(label).resize(size, Image.Resampling.NEAREST))
-    return small, label
+    return resized, label
 
 
 def _read_mask(path: Path | None, image: np.ndarray) -> tuple[np.ndarray | None, str]:
@@ -133,7 +140,7 @@ def image_view(ws: Workspace, user: str, name: str, opacity: float = 0.6) -> Ima
     image = load_image(record.image_path)
     label, message = _read_mask(record.mask_path, image)
     height, width = image.shape[:2]
-    image, label = _fit(image, label)
+    image, label = fit_for_display(image, label)
     if not out.exists():
         shown = overlay(image, label, opacity) if label is not None else image
         out.parent.mkdir(parents=True, exist_ok=True)

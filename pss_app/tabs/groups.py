@@ -14,6 +14,7 @@ from pss_app.services.gallery import GalleryFilter, filter_records, page_of
 from pss_app.services.groups import (Selection, composition_figure, group_choices, parse_group, parse_selection,
                                      scatter_figure, selected_names)
 from pss_app.tabs.images import ImagesTab
+from pss_app.tabs.widgets import pager
 
 
 def _grouping_outputs(ws: Workspace, user: str, grouping) -> tuple:
@@ -22,15 +23,18 @@ def _grouping_outputs(ws: Workspace, user: str, grouping) -> tuple:
         message = (f"no grouping of {user} for this K yet: press **Compute groups** (features are cached, "
                    f"so recomputing for another K is quick)")
         return "", gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=group_choices(None, True), value="all"), \
-            Selection().to_json(), message
+            Selection(context=user).to_json(), message
     records = collection(ws, user).records
     figure = scatter_figure(ws, grouping, records)
     skipped = [f"{name}: {grouping.skip_reasons.get(name, 'unreadable')}" for name in grouping.skipped]
     status = f"{user}: {len(grouping.names)} images in {grouping.k} groups"
     if skipped:
         status += "  \n" + problems_text(skipped)
-    return (figure.to_json(), gr.Dropdown(choices=group_choices(grouping), value=None),
-            gr.Dropdown(choices=group_choices(grouping, True), value="all"), Selection().to_json(), status)
+    first = int(grouping.groups[0]) if len(grouping.names) else None  # show a group right away, not an empty panel
+    context = f"{user}/K{grouping.k_requested}/{grouping.key[:8]}"
+    selection = Selection("group", first, context=context) if first is not None else Selection(context=context)
+    return (figure.to_json(), gr.Dropdown(choices=group_choices(grouping), value=None if first is None else str(first)),
+            gr.Dropdown(choices=group_choices(grouping, True), value="all"), selection.to_json(), status)
 
 
 def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, status: gr.Markdown,
@@ -49,10 +53,7 @@ def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, statu
             composition = gr.Plot(show_label=False, elem_id="groups-composition")
             gallery = gr.Gallery(label="Selected images", columns=6, height=300, allow_preview=False,
                                  object_fit="cover", elem_id="groups-gallery")
-            with gr.Row():
-                prev = gr.Button("◀", size="sm", elem_id="groups-prev")
-                page = gr.Number(1, label="Page", precision=0, minimum=1, elem_id="groups-page")
-                nxt = gr.Button("▶", size="sm", elem_id="groups-next")
+            prev, page, nxt = pager("groups")
     selection = gr.Textbox(visible=False, elem_id="groups-selection")
     names = gr.State([])
 
@@ -73,17 +74,22 @@ def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, statu
     gr.on([load_trigger, user.change, k.release], load_groups, [user, k], grouping_outputs, api_name="load_groups")
     compute.click(compute_groups, [user, k], grouping_outputs, api_name="compute_groups")
 
-    def pick_group(value: str) -> str:
+    @guarded(1)
+    def pick_group(user_name: str, k_value: float, value: str) -> str:
         group_id = parse_group(value)
-        return Selection("group", group_id).to_json() if group_id is not None else Selection().to_json()
+        context = f"{user_name}/K{int(k_value)}"
+        return Selection("group", group_id, context=context).to_json() if group_id is not None \
+            else Selection(context=context).to_json()
 
-    group.input(pick_group, group, selection, api_name="pick_group")
+    group.input(pick_group, [user, k, group], selection, api_name="pick_group")
 
-    def plot_selection(evt: gr.EventData) -> str:
+    @guarded(1)
+    def plot_selection(user_name: str, k_value: float, evt: gr.EventData) -> str:
         data = getattr(evt, "_data", None) or {}
-        return parse_selection(json.dumps(data)).to_json()
+        chosen = parse_selection(json.dumps(data))
+        return Selection(chosen.kind, chosen.group, chosen.names, f"{user_name}/K{int(k_value)}").to_json()
 
-    scatter.select(guarded(1)(plot_selection), None, selection, api_name="plot_selection")
+    scatter.select(plot_selection, [user, k], selection, api_name="plot_selection")
 
     page_outputs = [gallery, page, selection_info, composition, names, status]
 

@@ -10,6 +10,7 @@ from pss_app.feedback import guarded, problem, problems_text
 from pss_app.services.gallery import ALL, LABELLED_CHOICES, GalleryFilter, gallery_page, group_names, tag_choices
 from pss_app.services.groups import group_choices, parse_group
 from pss_app.services.viewer import image_view
+from pss_app.tabs.widgets import pager
 
 
 @dataclass
@@ -37,12 +38,9 @@ def build(ws: Workspace, user: gr.Dropdown, k: gr.Slider, status: gr.Markdown, l
         labelled = gr.Radio(list(LABELLED_CHOICES), value=ALL, label="GT mask", elem_id="images-labelled")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            gallery = gr.Gallery(label="Images", show_label=False, columns=8, height=560, allow_preview=False,
+            gallery = gr.Gallery(label="Images", show_label=False, columns=6, height=560, allow_preview=False,
                                  object_fit="cover", elem_id="images-gallery")
-            with gr.Row():
-                prev = gr.Button("◀ Previous", size="sm", elem_id="images-prev")
-                page = gr.Number(1, label="Page", precision=0, minimum=1, elem_id="images-page")
-                nxt = gr.Button("Next ▶", size="sm", elem_id="images-next")
+            prev, page, nxt = pager("images")
             info = gr.Markdown(elem_id="images-info")
         with gr.Column(scale=2):
             name = gr.Textbox(label="Open image", placeholder="click a thumbnail", interactive=False,
