@@ -111,7 +111,11 @@ class Lite0Backbone(Backbone):
         super().__init__()
         net = load_lite0(pretrained=pretrained and weights_path is None, dilate_from_stage=3)
         if pretrained and weights_path is not None:
-            net.load_state_dict(_load_state_dict(weights_path, "EfficientNet-Lite0"), strict=True)
+            try:
+                net.load_state_dict(_load_state_dict(weights_path, "EfficientNet-Lite0"), strict=True)
+            except RuntimeError as exc:
+                raise ModelError(f"{weights_path} is not an EfficientNet-Lite0 state dict ({str(exc)[:300]}): remove "
+                                 "model.weights_path to use the weights shipped with the package.") from exc
         self._conv_stem, self._bn0 = net._conv_stem, net._bn0
         last = net.stage_ends[self._OUT_STAGE]
         self._blocks = nn.ModuleList(list(net._blocks)[: last + 1])
@@ -195,7 +199,11 @@ def _find_resnet50_in_hub() -> Path:
 
 def _load_resnet50(net: nn.Module, path: Path) -> None:
     state = _load_state_dict(path, "ResNet-50")
-    missing, unexpected = net.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even when strict=False
+        raise ModelError(f"{path} is not a torchvision ResNet-50 state dict ({str(exc)[:300]}): "
+                         f"{_resnet50_advice()}.") from exc
     missing = [k for k in missing if not k.startswith("fc.")]  # the classifier is not used
     if missing or unexpected:
         raise ModelError(f"{path} is not a torchvision ResNet-50 state dict (missing {missing[:3]}, unexpected "

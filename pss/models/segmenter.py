@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pss.errors import ConfigError
+from pss.errors import ConfigError, ModelError
 from pss.models.backbones import BACKBONES, Backbone, build_backbone
 from pss.models.context import CONTEXT_MODES, ContextConfig, ContextModule, GroupAttention
 from pss.models.heads import AuxHead, PSPModule, make_classifier
@@ -89,6 +89,10 @@ class Segmenter(nn.Module):
         Shape:
             x: (N, 3, H, W) float, group_ids: (N,) integer -> SegOutput tensors (N, *, ceil(H/8), ceil(W/8)).
         """
+        if self.training and x.shape[0] < 2:
+            # BN in the PSP bin-1 branch sees one value per channel and image: PyTorch refuses a batch of one.
+            raise ModelError("a training-mode forward needs a batch of at least 2 images (BatchNorm statistics); "
+                             "call model.eval() to predict single images.")
         x = (x - self.mean) / self.std
         mid, out = self.backbone(x)
         aux_logits = self.aux_head(mid)
