@@ -1,0 +1,208 @@
+"""The engine facade for configs, training runs, evaluation, prediction and results tables.
+
+Used by the CLI, the app (the Runs / Inspect / Compare tabs) and notebooks. Plain values in and out.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from pss.config import ExperimentConfig, build_config, resolve_config
+from pss.errors import ConfigError
+from pss.workspace import Workspace
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from pss.engine.experiment import RunOutcome
+    from pss.metrics import SegReport
+
+# Rows of the paper's Tables 1-2, in the paper's order; methods not listed here come after them.
+METHOD_LABELS: dict[str, str] = {
+    "source_only": "No-DA", "adaptseg": "AdaptSeg", "maxsquare": "MaxSquare", "fda": "FDA", "advent": "ADVENT",
+    "mrnet": "MRNet", "pss": "OURS-S1", "pss_s2": "OURS-S2",
+}
+
+
+def registered_methods() -> list[str]:
+    """Names of every registered training method (the app's run form lists these)."""
+    from pss.methods import METHODS
+
+    return list(METHODS)
+
+
+def make_config(ws: Workspace, preset: str | None = "demo", overrides: Sequence[str] = ()) -> ExperimentConfig:
+    """A validated config whose data root defaults to the workspace's ``data/`` folder."""
+    return build_config(preset, list(overrides), base={"data": {"root": str(ws.data)}})
+
+
+def train(ws: Workspace, config: ExperimentConfig, device: str = "auto", run_id: str | None = None,
+          console: bool = True) -> RunOutcome:
+    """Train one run in this process. With ``run_id`` of an existing queued run (the app's job worker
+    pre-creates runs), that run is used; otherwise a new run is created."""
+    from pss.engine.experiment import execute_run, prepare_run
+
+    store = ws.store()
+    if run_id is not None and store.run_dir(run_id).exists():
+        run = store.open_run(run_id)
+    else:
+        run = prepare_run(config, ws, device, run_id)
+    return execute_run(run, config, ws, device, console=console)
+
+
+def run_config(ws: Workspace, run_id: str) -> ExperimentConfig:
+    """The resolved config saved with a run."""
+    return resolve_config(ws.store().open_run(run_id).config)
+
+
+def resume_run(ws: Workspace, run_id: str, device: str = "auto", console: bool = True) -> RunOutcome:
+    """Continue a run from its latest checkpoint; the result equals an uninterrupted run."""
+    from pss.engine.experiment import execute_run
+
+    run = ws.store().open_run(run_id)
+    return execute_run(run, run_config(ws, run_id), ws, device, resume=True, console=console)
+
+
+def load_run_model(ws: Workspace, run_id: str, device: str = "auto"):
+    """(model on device in eval mode, config, device) from a run's latest checkpoint."""
+    from pss.engine.checkpoint import load_model_weights
+    from pss.engine.device import resolve_device
+    from pss.errors import CheckpointError
+    from pss.models.segmenter import build_segmenter
+
+    config = run_config(ws, run_id)
+    checkpoint = ws.store().open_run(run_id).latest_checkpoint()
+    if checkpoint is None:
+        raise CheckpointError(f"run {run_id} has no checkpoint yet; wait for it to finish or train it again")
+    torch_device = resolve_device(device)
+    model = build_segmenter(config.model)
+    load_model_weights(model, checkpoint)
+    return model.to(torch_device).eval(), config, torch_device
+
+
+def evaluate_run(ws: Workspace, run_id: str, user: str | None = None, device: str = "auto") -> SegReport:
+    """Evaluate a run's model on its user (or ``user``), grouped as in training; nothing is written."""
+    from pss.data.pss_layout import read_user
+    from pss.engine.data import compute_groups
+    from pss.engine.evaluate import evaluate_records
+
+    model, config, torch_device = load_run_model(ws, run_id, device)
+    records = read_user(config.data.personal_path(), user or config.data.user).records
+    groups = None
+    if config.model.context.mode != "none":
+        g = config.grouping
+        groups = compute_groups(records, g.k, g.seed, g.feature_model, ws.cache, torch_device)
+    return evaluate_records(model, records, groups, torch_device, config.data.eval_short_side,
+                            config.eval.batch_size)[0]
+
+
+def predict_images(ws: Workspace, run_id: str, images: Sequence[Path], out_dir: Path,
+                   device: str = "auto") -> list[Path]:
+    """Predict arbitrary images (treated as one group) and write ``<name>.png`` + ``<name>_entropy.png``."""
+    from pss.data.records import ImageRecord
+    from pss.engine.evaluate import predict_records, save_prediction
+
+    model, config, torch_device = load_run_model(ws, run_id, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = [ImageRecord(Path(p).stem, Path(p), None) for p in images]
+    written: list[Path] = []
+    for prediction in predict_records(model, records, None, torch_device, config.data.eval_short_side,
+                                      config.eval.batch_size):
+        save_prediction(prediction, out_dir, out_dir)
+        written.append(out_dir / f"{prediction.name}.png")
+    return written
+
+
+def delete_run(ws: Workspace, run_id: str) -> None:
+    ws.store().delete_run(run_id)
+
+
+def describe_run(ws: Workspace, run_id: str) -> str:
+    """A human-readable summary of one run: its record, config summary and final scores."""
+    run = ws.store().open_run(run_id)
+    record = run.record
+    lines = [f"run {record.run_id}", f"  user {record.user}  method {record.method}  status {record.status}  "
+             f"device {record.device}", f"  steps {record.steps}/{record.total_steps}  dir {record.dir}"]
+    if record.fiou is not None:
+        lines.append(f"  FIoU {record.fiou * 100:.2f}  MIoU(pss) {record.miou * 100:.2f}")
+    checkpoint = run.latest_checkpoint()
+    lines.append(f"  latest checkpoint: {checkpoint if checkpoint else 'none'}")
+    lines.append("  config: " + json.dumps(run.config.get("method", {})))
+    return "\n".join(lines)
+
+
+def runs_table(ws: Workspace, user: str | None = None, method: str | None = None,
+               status: str | None = None, search: str | None = None) -> pd.DataFrame:
+    """All runs matching the filters, newest first, one row each."""
+    import pandas as pd
+
+    rows = [{"run_id": r.run_id, "user": r.user, "method": r.method, "status": r.status,
+             "steps": f"{r.steps}/{r.total_steps}", "FIoU": _pct(r.fiou), "MIoU": _pct(r.miou),
+             "duration_s": None if r.duration_s is None else round(r.duration_s), "device": r.device,
+             "created": r.created}
+            for r in ws.store().list_runs(user=user, method=method, status=status, search=search)]
+    return pd.DataFrame(rows, columns=["run_id", "user", "method", "status", "steps", "FIoU", "MIoU",
+                                       "duration_s", "device", "created"])
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(value * 100, 2)
+
+
+def _method_order(methods: Sequence[str]) -> list[str]:
+    known = [m for m in METHOD_LABELS if m in methods]
+    return known + sorted(m for m in methods if m not in METHOD_LABELS)
+
+
+def results_tables(ws: Workspace, methods: Sequence[str] | None = None, users: Sequence[str] | None = None,
+                   run_filter: Any = None) -> dict[str, pd.DataFrame]:
+    """The paper's Tables 1-2 from finished runs: rows methods, columns users + Mean, values in %.
+
+    The latest finished run of each (method, user) counts. ``run_filter(record) -> bool`` narrows the runs
+    (e.g. to one experiment's tag). MIoU uses the PSS convention (21 classes, absent classes count 0).
+    """
+    import pandas as pd
+
+    records = [r for r in ws.store().list_runs(status="done") if r.fiou is not None]
+    if run_filter is not None:
+        records = [r for r in records if run_filter(r)]
+    latest: dict[tuple[str, str], Any] = {}
+    for r in sorted(records, key=lambda r: r.created):
+        latest[(r.method, r.user)] = r
+    all_users = sorted({u for _, u in latest}, key=lambda u: (len(u), u))
+    use_users = [u for u in all_users if not users or u in users]
+    use_methods = _method_order([m for m in {m for m, _ in latest} if not methods or m in methods])
+    tables: dict[str, pd.DataFrame] = {}
+    for metric, attr in (("FIoU", "fiou"), ("MIoU", "miou")):
+        data = {METHOD_LABELS.get(m, m): [_pct(getattr(latest[(m, u)], attr)) if (m, u) in latest else None
+                                          for u in use_users] for m in use_methods}
+        table = pd.DataFrame.from_dict(data, orient="index", columns=use_users, dtype=float)
+        table["Mean"] = table.mean(axis=1).round(2)
+        tables[metric] = table
+    return tables
+
+
+def table_to_markdown(table: pd.DataFrame) -> str:
+    """A GitHub Markdown table (no extra dependency)."""
+    header = "| method | " + " | ".join(str(c) for c in table.columns) + " |"
+    rule = "|---|" + "---:|" * len(table.columns)
+    body = ["| " + str(index) + " | " + " | ".join("" if (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+                                                   for v in row) + " |" for index, row in table.iterrows()]
+    return "\n".join([header, rule, *body])
+
+
+def format_report(report: SegReport) -> str:
+    """A few lines: FIoU, MIoU under both named conventions, and the per-class IoU (PSS convention)."""
+    lines = [f"{report.num_images} labelled images",
+             f"FIoU {report.fiou * 100:.2f}   MIoU(pss: 21 classes, absent = 0) {report.miou['pss'] * 100:.2f}   "
+             f"MIoU(present: nan-mean) {report.miou['present'] * 100:.2f}"]
+    for name, iou in zip(report.class_names, report.per_class_iou["pss"]):
+        lines.append(f"  {name:<12} {iou * 100:6.2f}")
+    return "\n".join(lines)
+
+
+def check_method(name: str) -> None:
+    if name not in registered_methods():
+        raise ConfigError(f"unknown method {name!r}; registered: {', '.join(registered_methods())}")

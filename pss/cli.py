@@ -1,0 +1,239 @@
+"""The ``pss`` command line: demo, doctor, group, train, eval, predict, runs, report.
+
+Every command is a thin wrapper over ``pss.api`` / the engine; errors of type ``PssError`` are printed
+as one clear line (exit code 2), never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from tqdm import tqdm
+
+from pss.errors import PssError
+from pss.workspace import Workspace
+
+DEFAULT_WORKSPACE = "pss-workspace"
+
+
+def _progress_bar(desc: str) -> tuple[Callable[[float, str], None], tqdm]:
+    bar = tqdm(total=100, desc=desc, dynamic_ncols=True, bar_format="{l_bar}{bar}| {elapsed}<{remaining} {postfix}")
+
+    def update(fraction: float, message: str) -> None:
+        bar.update(max(0, int(round(fraction * 100)) - bar.n))
+        bar.set_postfix_str(message[:60], refresh=True)
+    return update, bar
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pss.data.demo import DemoConfig, generate_demo
+
+    config = DemoConfig()
+    for field in ("num_source", "num_users", "images_per_user"):
+        if getattr(args, field) is not None:
+            setattr(config, field, getattr(args, field))
+    update, bar = _progress_bar("demo")
+    summary = generate_demo(Path(args.out), seed=args.seed, config=config, progress=update)
+    bar.close()
+    labelled = sum(summary.labelled_per_user.values())
+    print(f"wrote {summary.source_images} source images and {len(summary.users)} users "
+          f"({sum(summary.images_per_user.values())} images, {labelled} labelled) to {summary.root} "
+          f"in {summary.seconds:.1f} s")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from pss.data.validate import check_root, format_problems
+
+    update, bar = _progress_bar("checking")
+    problems = check_root(Path(args.root), progress=update)
+    bar.close()
+    if not problems:
+        print(f"{args.root}: no problems found")
+        return 0
+    print(format_problems(problems))
+    print(f"{len(problems)} problem(s) found in {args.root}")
+    return 1
+
+
+def cmd_group(args: argparse.Namespace) -> int:
+
+    from pss.api import data as api
+    from pss.grouping import export_cluster_list
+
+    ws = api.open_workspace(Path(args.workspace))
+    users = [args.user] if args.user else api.list_users(ws)
+    for user in users:
+        update, bar = _progress_bar(f"group {user}")
+        result = api.compute_grouping(ws, user, k=args.k, seed=args.seed, device=args.device, progress=update)
+        bar.close()
+        if args.export:
+            print(f"wrote {export_cluster_list(result, ws.personal / user)}")
+        sizes = result.sizes()
+        print(f"{user}: {len(result.names)} images in {result.k} groups (asked {result.k_requested}); "
+              f"group sizes min {sizes.min()} / median {int(sorted(sizes)[len(sizes) // 2])} / max {sizes.max()}"
+              + (f"; {len(result.skipped)} skipped" if result.skipped else ""))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pss.api import runs as api
+
+    ws = Workspace(Path(args.workspace))
+    if args.resume:
+        outcome = api.resume_run(ws, args.resume, device=args.device)
+    else:
+        overrides = list(args.set or [])
+        for flag, key in (("method", "method.name"), ("user", "data.user"), ("steps", "train.steps"),
+                          ("init_from", "train.init_from"), ("context", "model.context.mode")):
+            if getattr(args, flag) is not None:
+                overrides.append(f"{key}={getattr(args, flag)}")
+        config = api.make_config(ws, args.config, overrides)
+        outcome = api.train(ws, config, device=args.device, run_id=args.run_id)
+    print(f"run {outcome.run_id}: {outcome.status} in {outcome.seconds:.0f} s")
+    if outcome.report is not None:
+        print(f"  FIoU {outcome.report.fiou * 100:.2f}  MIoU(pss) {outcome.report.miou['pss'] * 100:.2f}  "
+              f"MIoU(present) {outcome.report.miou['present'] * 100:.2f}  ({outcome.report.num_images} labelled images)")
+    return 0 if outcome.status == "done" else 1
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pss.api import runs as api
+
+    report = api.evaluate_run(Workspace(Path(args.workspace)), args.run, user=args.user, device=args.device)
+    print(api.format_report(report))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pss.api import runs as api
+
+    written = api.predict_images(Workspace(Path(args.workspace)), args.run, [Path(p) for p in args.images],
+                                 Path(args.out), device=args.device)
+    for path in written:
+        print(path)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pss.api import runs as api
+
+    ws = Workspace(Path(args.workspace))
+    if args.delete:
+        api.delete_run(ws, args.delete)
+        print(f"deleted run {args.delete}")
+        return 0
+    if args.show:
+        print(api.describe_run(ws, args.show))
+        return 0
+    print(api.runs_table(ws, user=args.user, method=args.method, status=args.status).to_string(index=False))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pss.api import runs as api
+
+    tables = api.results_tables(Workspace(Path(args.workspace)), methods=args.methods, users=args.users)
+    for metric, table in tables.items():
+        print(f"\n{metric} (%), latest finished run per method and user; MIoU convention: "
+              f"{'pss (21 classes, absent = 0)' if metric.startswith('MIoU') else 'per-image foreground IoU'}")
+        print(api.table_to_markdown(table) if args.format == "md" else table.to_csv())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pss", description="Personalized semantic segmentation workbench")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def workspace_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--workspace", "-w", default=DEFAULT_WORKSPACE,
+                       help=f"workspace folder with data/, runs/, cache/ (default: ./{DEFAULT_WORKSPACE})")
+
+    def device_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+
+    p = sub.add_parser("demo", help="write the embedded demo (VOC + PSS layouts)")
+    p.add_argument("--out", required=True, help="output data root (e.g. pss-workspace/data)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-source", dest="num_source", type=int)
+    p.add_argument("--num-users", dest="num_users", type=int)
+    p.add_argument("--images-per-user", dest="images_per_user", type=int)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("doctor", help="report every problem in a data root, VOC root, personal root or user folder")
+    p.add_argument("root")
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("group", help="k-means groups (+ UMAP view) of each user's images, cached")
+    workspace_arg(p)
+    device_arg(p)
+    p.add_argument("--user", help="one user (default: all)")
+    p.add_argument("--k", type=int, default=80)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--export", action="store_true", help="also write <user>/train_cluster<K>.txt")
+    p.set_defaults(func=cmd_group)
+
+    p = sub.add_parser("train", help="train one run (a method on one user)")
+    workspace_arg(p)
+    device_arg(p)
+    p.add_argument("--config", "-c", default="demo", help="preset name (demo, paper, tiny) or YAML file")
+    p.add_argument("--method")
+    p.add_argument("--user")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--context", choices=["none", "global", "group"])
+    p.add_argument("--init-from", dest="init_from", help="run id or checkpoint whose weights start this run")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. train.lr=0.01")
+    p.add_argument("--run-id", dest="run_id", help="use this run id (the app's job worker pre-creates runs)")
+    p.add_argument("--resume", metavar="RUN", help="resume RUN from its latest checkpoint")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run's final model on its user (or another)")
+    workspace_arg(p)
+    device_arg(p)
+    p.add_argument("run")
+    p.add_argument("--user")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="predict images with a run's model (palette PNG + entropy PNG)")
+    workspace_arg(p)
+    device_arg(p)
+    p.add_argument("run")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("runs", help="list, show or delete runs")
+    workspace_arg(p)
+    p.add_argument("--user")
+    p.add_argument("--method")
+    p.add_argument("--status")
+    p.add_argument("--show", metavar="RUN")
+    p.add_argument("--delete", metavar="RUN")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("report", help="per-user FIoU / MIoU tables (rows methods, columns users) like Tables 1-2")
+    workspace_arg(p)
+    p.add_argument("--methods", nargs="*")
+    p.add_argument("--users", nargs="*")
+    p.add_argument("--format", choices=["md", "csv"], default="md")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except PssError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

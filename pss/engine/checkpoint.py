@@ -1,0 +1,53 @@
+"""Checkpoints: everything needed so that a resumed run equals an uninterrupted one.
+
+A checkpoint holds the model, the optimizers, the method's own networks (discriminators), the data
+streams' positions and the global torch RNG state (dropout), plus a format version and the config.
+Writes are atomic (temp file + ``os.replace``), so a killed process never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pss.errors import CheckpointError
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint; errors say what to do."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; list a run's checkpoints with `pss runs --show RUN`")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many types for a corrupt/truncated zip; report them all the same way
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); it is corrupt or "
+                              "truncated — resume from an earlier checkpoint of the run or start again") from exc
+    if not isinstance(data, dict) or "model" not in data:
+        raise CheckpointError(f"{path}: not a pss checkpoint (no model state)")
+    if data.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {data.get('format')!r}, this pss reads format "
+                              f"{CHECKPOINT_FORMAT}; re-train the run with this version")
+    return data
+
+
+def load_model_weights(model: torch.nn.Module, path: Path) -> dict[str, Any]:
+    """Load only the model weights of a checkpoint (``train.init_from``); returns the checkpoint's config."""
+    data = load_checkpoint(path)
+    try:
+        model.load_state_dict(data["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its weights do not fit this model ({exc}); the checkpoint was trained "
+                              "with another backbone/context — use the same model settings") from exc
+    return data.get("config", {})

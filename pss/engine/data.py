@@ -1,0 +1,91 @@
+"""The data of one experiment: source records, the target collection, groups, and the batch streams."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from pss.config import ExperimentConfig
+from pss.data.datasets import SegDataset
+from pss.data.loaders import collate_skip_none
+from pss.data.pss_layout import list_users, read_user
+from pss.data.records import ImageRecord
+from pss.data.voc_layout import read_voc
+from pss.engine.streams import BatchStream, group_batches, shuffled_batches
+from pss.errors import DatasetError
+from pss.grouping import effective_k, extract_features, kmeans_groups
+
+
+@dataclass
+class ExperimentData:
+    """``target`` = what adaptation trains on (the user, or the Table 5 mixes); ``evaluation`` = the user's
+    images (all of them: the group context uses unlabelled ones too; metrics use the labelled ones)."""
+
+    source: list[ImageRecord]
+    target: list[ImageRecord]
+    evaluation: list[ImageRecord]
+    source_groups: dict[str, int] | None
+    target_groups: dict[str, int] | None
+    evaluation_groups: dict[str, int] | None
+
+
+def compute_groups(records: Sequence[ImageRecord], k: int, seed: int, feature_model: str, cache_dir: Path | None,
+                   device: torch.device) -> dict[str, int]:
+    """k-means groups of ImageNet features (paper §4.2), the same groups ``pss group`` and the app compute
+    for the same (images, K, seed); features come from the content-hash cache when present."""
+    features = extract_features([r.image_path for r in records], feature_model, device, cache_dir=cache_dir)
+    by_path = {p: i for i, p in enumerate(features.paths)}
+    kept = [r for r in records if r.image_path in by_path]
+    if not kept:
+        raise DatasetError("no readable image to group; run `pss doctor` on the data root")
+    rows = features.features[[by_path[r.image_path] for r in kept]]
+    labels = kmeans_groups(rows, effective_k(len(kept), k), seed=seed)
+    return {r.name: int(g) for r, g in zip(kept, labels)}
+
+
+def _unique_names(records: list[ImageRecord]) -> list[ImageRecord]:
+    """Mixed sets join several users: prefix names so they stay unique."""
+    from dataclasses import replace
+
+    return [replace(r, name=f"{r.user}/{r.name}") for r in records]
+
+
+def load_experiment_data(config: ExperimentConfig, device: torch.device, cache_dir: Path | None,
+                         need_groups: bool) -> ExperimentData:
+    data = config.data
+    source = read_voc(data.voc_path(), Path(data.voc_list) if data.voc_list else None)
+    user = read_user(data.personal_path(), data.user)
+    evaluation = list(user.records)
+    if data.target == "personal":
+        target = evaluation
+    else:
+        everyone = [r for u in list_users(data.personal_path()) for r in read_user(data.personal_path(), u).records]
+        target = _unique_names(everyone)
+        if data.target == "mix_sample":
+            rng = np.random.default_rng(config.train.seed)
+            target = [target[i] for i in sorted(rng.choice(len(target), size=len(evaluation), replace=False))]
+    if not source:
+        raise DatasetError(f"no source images found under {data.voc_path()}")
+    if not need_groups:
+        return ExperimentData(source, target, evaluation, None, None, None)
+    g = config.grouping
+    args = (g.seed, g.feature_model, cache_dir, device)
+    source_groups = compute_groups(source, config.data.source_groups, *args)
+    evaluation_groups = compute_groups(evaluation, g.k, *args)
+    target_groups = evaluation_groups if data.target == "personal" else compute_groups(target, g.k, *args)
+    return ExperimentData(source, target, evaluation, source_groups, target_groups, evaluation_groups)
+
+
+def make_stream(records: Sequence[ImageRecord], groups: dict[str, int] | None, config: ExperimentConfig,
+                seed: int, pin_memory: bool = False) -> BatchStream:
+    """Training batches of ``records``: one k-means group per batch when ``groups`` is given (methods.md §1.4)."""
+    dataset = SegDataset(list(records), train=True, crop=config.data.crop, seed=seed)
+    bs = config.train.batch_size
+    if groups is not None:
+        plan = group_batches([groups.get(r.name, -1) for r in records], bs, seed)
+    else:
+        plan = shuffled_batches(len(records), bs, seed)
+    return BatchStream(dataset, plan, collate_skip_none, config.data.num_workers, pin_memory)

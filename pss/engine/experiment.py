@@ -1,0 +1,154 @@
+"""One training run, end to end: data, groups, model, method, pseudo labels, the loop, the final evaluation.
+
+This is what ``pss train`` and the app's job worker run. Everything a run produces goes to its run
+directory in the run store (config, events, checkpoints, predictions, entropy maps, report).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pss.config import ExperimentConfig, config_to_dict
+from pss.engine.checkpoint import load_model_weights
+from pss.engine.data import ExperimentData, load_experiment_data, make_stream
+from pss.engine.device import fast_path, resolve_device
+from pss.engine.evaluate import evaluate_records, predict_records
+from pss.engine.hooks import ConsoleHook, Hook, RunStoreHook
+from pss.engine.pseudo import build_pseudo_labels
+from pss.engine.streams import BatchStream
+from pss.engine.trainer import Trainer, TrainResult
+from pss.errors import CheckpointError
+from pss.methods import build_method
+from pss.methods.pss import PseudoLabelConfig
+from pss.metrics import SegReport
+from pss.models.segmenter import Segmenter, build_segmenter
+from pss.runs import Run, RunStore
+from pss.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str
+    report: SegReport | None
+    train: TrainResult | None
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_init(init_from: str, store: RunStore) -> Path:
+    """``train.init_from``: a checkpoint path, or a run id whose latest checkpoint is used."""
+    path = Path(init_from)
+    if path.suffix == ".pt" or path.is_file():
+        return path
+    checkpoint = store.open_run(init_from).latest_checkpoint()
+    if checkpoint is None:
+        raise CheckpointError(f"run {init_from} has no checkpoint to start from; wait for it to finish or "
+                              "give a checkpoint path in train.init_from")
+    return checkpoint
+
+
+def prepare_run(config: ExperimentConfig, workspace: Workspace, device_spec: str = "auto",
+                run_id: str | None = None) -> Run:
+    """Create the run (status ``queued``) so a job can be queued for it before anything heavy happens."""
+    device = resolve_device(device_spec)
+    return workspace.store().create_run(config.data.user, config.method_name, config_to_dict(config), str(device),
+                                        config.train.steps, run_id=run_id)
+
+
+def _pseudo_stream(model: Segmenter, pseudo_config: PseudoLabelConfig, config: ExperimentConfig, data: ExperimentData,
+                   run: Run, device: torch.device, seed: int) -> BatchStream:
+    """Step 2: predict the target set with the starting model, keep the easiest images as pseudo labels."""
+    fast = fast_path(device, config.train.amp, config.train.channels_last)
+    predictions = list(predict_records(model, data.target, data.target_groups, device, config.data.eval_short_side,
+                                       config.eval.batch_size, fast))
+    pseudo = build_pseudo_labels(predictions, data.target, pseudo_config, run.dir / "pseudo")
+    run.log(f"pseudo labels: {len(pseudo.selected)} of {len(predictions)} images selected")
+    groups = {name: data.target_groups[name] for name in pseudo.selected} if data.target_groups else None
+    return make_stream(pseudo.records, groups, config, seed + 2)
+
+
+def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device_spec: str = "auto",
+                resume: bool = False, console: bool = True, extra_hooks: list[Hook] | None = None) -> RunOutcome:
+    """Train and evaluate ``run``; status, events and the report go to the run store. SIGTERM cancels cleanly
+    (a checkpoint is written and the run is marked ``cancelled``)."""
+    started = time.time()
+    device = resolve_device(device_spec)
+    seed_everything(config.train.seed)
+    trainer: Trainer | None = None
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def request_stop(signum: int, frame: Any) -> None:
+        if trainer is not None:
+            trainer.stop_requested = True
+
+    try:
+        signal.signal(signal.SIGTERM, request_stop)
+    except ValueError:  # not the main thread (e.g. called from a test thread): cancellation by flag only
+        previous = None
+    try:
+        run.set_status("running")
+        model = build_segmenter(config.model)
+        method = build_method(config.method_name, config.method_params(), config.model.num_classes)
+        store = workspace.store()
+        if config.train.init_from and not resume:
+            load_model_weights(model, resolve_init(config.train.init_from, store))
+        need_groups = config.model.context.mode != "none"
+        data = load_experiment_data(config, device, workspace.cache, need_groups)
+        seed = config.train.seed
+        streams = {"source": make_stream(data.source, data.source_groups, config, seed)}
+        if method.uses_target:
+            streams["target"] = make_stream(data.target, data.target_groups, config, seed + 1)
+        if method.uses_pseudo:
+            streams["pseudo"] = _pseudo_stream(model.to(device), method.config.pseudo, config, data, run, device, seed)
+        fast = fast_path(device, config.train.amp, config.train.channels_last)
+
+        def evaluator(m: Segmenter) -> SegReport:
+            return evaluate_records(m, data.evaluation, data.evaluation_groups, device, config.data.eval_short_side,
+                                    config.eval.batch_size, fast)[0]
+
+        hooks: list[Hook] = [RunStoreHook(run)] + (extra_hooks or [])
+        if console:
+            hooks.append(ConsoleHook(f"{config.method_name} {config.data.user}"))
+        trainer = Trainer(config, model, method, streams, device, hooks, evaluator, run.checkpoint_path)
+        if resume:
+            checkpoint = run.latest_checkpoint()
+            if checkpoint is None:
+                raise CheckpointError(f"run {run.run_id} has no checkpoint to resume from; start it again")
+            trainer.resume(checkpoint)
+        result = trainer.run()
+        if result.status == "cancelled":
+            run.set_status("cancelled", duration_s=time.time() - started)
+            return RunOutcome(run.run_id, "cancelled", None, result, time.time() - started)
+        report, entropies = evaluate_records(
+            trainer.model, data.evaluation, data.evaluation_groups, device, config.data.eval_short_side,
+            config.eval.batch_size, fast, output_dir=run.dir if config.eval.save_predictions else None)
+        run.write_report({**report.to_dict(), "mean_entropy": entropies, "groups": data.evaluation_groups})
+        run.log_event("eval", result.step, fiou=report.fiou, miou=report.miou["pss"],
+                      miou_present=report.miou["present"])
+        run.set_status("done", fiou=report.fiou, miou=report.miou["pss"], duration_s=time.time() - started)
+        return RunOutcome(run.run_id, "done", report, result, time.time() - started)
+    except BaseException as exc:
+        run.log(traceback.format_exc())
+        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        run.set_status(status, error=f"{type(exc).__name__}: {exc}", duration_s=time.time() - started)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

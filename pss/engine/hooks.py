@@ -1,0 +1,73 @@
+"""Hooks: everything around the optimisation (console progress, run-store events, checkpoints) (P5)."""
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from pss.engine.trainer import Trainer
+    from pss.metrics import SegReport
+
+
+class Hook:
+    """Override what you need. Called in list order."""
+
+    def on_start(self, trainer: "Trainer") -> None: ...
+    def on_step(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None: ...
+    def on_eval(self, trainer: "Trainer", step: int, report: "SegReport") -> None: ...
+    def on_checkpoint(self, trainer: "Trainer", step: int, path: Any) -> None: ...
+    def on_end(self, trainer: "Trainer", status: str) -> None: ...
+
+
+class ConsoleHook(Hook):
+    """A tqdm bar with the latest losses."""
+
+    def __init__(self, desc: str = "train", disable: bool = False) -> None:
+        self.desc, self.disable = desc, disable
+        self.bar: tqdm | None = None
+
+    def on_start(self, trainer: "Trainer") -> None:
+        self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc=self.desc, disable=self.disable,
+                        dynamic_ncols=True)
+
+    def on_step(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None:
+        if self.bar is not None:
+            self.bar.update(step + 1 - self.bar.n)
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]}, refresh=False)
+
+    def on_eval(self, trainer: "Trainer", step: int, report: "SegReport") -> None:
+        if self.bar is not None:
+            self.bar.write(f"step {step + 1}: FIoU {report.fiou * 100:.2f}  MIoU(pss) {report.miou['pss'] * 100:.2f}")
+
+    def on_end(self, trainer: "Trainer", status: str) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class RunStoreHook(Hook):
+    """Writes train/eval/end events and status to a run of the run store (the app polls it)."""
+
+    def __init__(self, run: Any) -> None:
+        self.run = run
+        self.started = time.time()
+        self.last = self.started
+
+    def on_start(self, trainer: "Trainer") -> None:
+        self.run.set_status("running")
+        self.started = time.time()
+
+    def on_step(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None:
+        now = time.time()
+        self.run.log_event("train", step + 1, lr=lr, seconds=now - self.started, **losses)
+        self.last = now
+
+    def on_eval(self, trainer: "Trainer", step: int, report: "SegReport") -> None:
+        self.run.log_event("eval", step + 1, fiou=report.fiou, miou=report.miou["pss"], miou_present=report.miou["present"])
+
+    def on_checkpoint(self, trainer: "Trainer", step: int, path: Any) -> None:
+        self.run.log_event("checkpoint", step + 1, path=str(path))
+
+    def on_end(self, trainer: "Trainer", status: str) -> None:
+        self.run.log_event("end", trainer.step, status=status, seconds=time.time() - self.started)
