@@ -59,7 +59,10 @@ class BatchStream:
         batches = self.plan(self.state.epoch)[self.state.batch:]
         loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.collate,
                             num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            persistent_workers=False)
+                            persistent_workers=False,
+                            # the loader draws its worker base seed from this generator, not from the global RNG,
+                            # so creating a loader on resume does not shift dropout's random stream
+                            generator=torch.Generator().manual_seed(self.state.epoch))
         self._iter = iter(loader)
 
     def __iter__(self) -> "BatchStream":

@@ -1,0 +1,127 @@
+"""The training loop over the method registry, resume == uninterrupted, and evaluation against hand values."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pss.config import build_config
+from pss.data.labels import write_label_png
+from pss.data.records import ImageRecord
+from pss.engine.data import make_stream
+from pss.engine.evaluate import evaluate_records
+from pss.engine.trainer import Trainer
+from pss.methods import METHODS, build_method
+from pss.models.segmenter import SegOutput, build_segmenter
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[ImageRecord]]:
+    """Tiny labelled source and unlabelled target images (random textures, one square object each)."""
+    root = tmp_path_factory.mktemp("engine-data")
+    rng = np.random.default_rng(0)
+    out: dict[str, list[ImageRecord]] = {"source": [], "target": []}
+    for split in out:
+        for i in range(8):
+            image = rng.integers(0, 255, (72, 80, 3), dtype=np.uint8)
+            label = np.zeros((72, 80), np.uint8)
+            label[10:40, 20:60] = 1 + i % 3
+            image[10:40, 20:60] = (40 * (1 + i % 3), 200, 90)
+            Image.fromarray(image).save(root / f"{split}{i}.jpg")
+            mask = None
+            if split == "source":
+                mask = root / f"{split}{i}.png"
+                write_label_png(mask, label)
+            out[split].append(ImageRecord(f"{split}{i}", root / f"{split}{i}.jpg", mask))
+    return out
+
+
+def _trainer(method_name: str, records: dict[str, list[ImageRecord]], steps: int, ckpt_dir: Path | None = None,
+             overrides: tuple[str, ...] = ()) -> Trainer:
+    torch.manual_seed(0)
+    config = build_config("tiny", [f"method.name={method_name}", f"train.steps={steps}", *overrides])
+    model = build_segmenter(config.model)
+    method = build_method(method_name, config.method_params(), config.model.num_classes)
+    groups = {r.name: i % 2 for i, r in enumerate(records["source"] + records["target"])}
+    use_groups = config.model.context.mode != "none"
+    streams = {"source": make_stream(records["source"], groups if use_groups else None, config, 1)}
+    if method.uses_target:
+        streams["target"] = make_stream(records["target"], groups if use_groups else None, config, 2)
+    if method.uses_pseudo:  # pseudo labels = the source labels, enough to exercise the pseudo batch path
+        streams["pseudo"] = make_stream(records["source"], None, config, 3)
+    path = (lambda step: ckpt_dir / f"step_{step}.pt") if ckpt_dir else None
+    return Trainer(config, model, method, streams, torch.device("cpu"), checkpoint_path=path)
+
+
+@pytest.mark.parametrize("method_name", sorted(METHODS))
+def test_every_method_trains_three_steps(method_name: str, records: dict[str, list[ImageRecord]]) -> None:
+    trainer = _trainer(method_name, records, steps=3, overrides=("train.log_every=1",))
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items() if v.dtype.is_floating_point}
+    aux_before = [p.detach().clone() for p in trainer.method.parameters()]
+    seen: list[dict[str, float]] = []
+    trainer.hooks.append(type("Spy", (), {
+        "on_start": lambda self, t: None, "on_step": lambda self, t, s, losses, lr: seen.append(losses),
+        "on_eval": lambda *a: None, "on_checkpoint": lambda *a: None, "on_end": lambda *a: None})())
+    result = trainer.run()
+    assert result.status == "done" and result.step == 3 and len(seen) == 3
+    for losses in seen:
+        assert losses and all(np.isfinite(v) for v in losses.values())
+    assert "source_main" in seen[0]
+    if METHODS[method_name].uses_target:
+        assert any(k.startswith("target_") for k in seen[0])
+    if METHODS[method_name].uses_pseudo:
+        assert "pseudo_main" in seen[0]  # step 0 is a pseudo step (pseudo_every = 2)
+    moved = [k for k, v in trainer.model.state_dict().items() if k in before and not torch.equal(v, before[k])]
+    assert "classifier.weight" in moved or any(k.endswith("weight") for k in moved)
+    assert len(moved) > len(before) // 2
+    for old, new in zip(aux_before, trainer.method.parameters()):
+        assert not torch.equal(old, new.detach()), "the method's discriminator did not train"
+
+
+def test_resume_equals_uninterrupted(records: dict[str, list[ImageRecord]], tmp_path: Path) -> None:
+    straight = _trainer("pss", records, steps=4)
+    straight.run()
+    first = _trainer("pss", records, steps=4, ckpt_dir=tmp_path, overrides=("train.checkpoint_every=2",))
+    while first.step < 2:
+        first.train_step()
+        first.step += 1
+    checkpoint = first.save()
+    assert checkpoint is not None and checkpoint.is_file()
+    resumed = _trainer("pss", records, steps=4)
+    torch.manual_seed(123)  # the resumed process starts with another RNG state; the checkpoint restores it
+    resumed.resume(checkpoint)
+    resumed.run()
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), f"{name} differs after resume"
+    for a, b in zip(straight.method.parameters(), resumed.method.parameters()):
+        assert torch.equal(a, b)
+
+
+class _ConstantModel(torch.nn.Module):
+    """Predicts class 1 everywhere (logit 5 for class 1, 0 elsewhere)."""
+
+    def forward(self, x: torch.Tensor, group_ids: torch.Tensor | None = None) -> SegOutput:
+        logits = torch.zeros(x.shape[0], 21, x.shape[2] // 8, x.shape[3] // 8)
+        logits[:, 1] = 5.0
+        return SegOutput(logits, logits, logits[:, :4])
+
+
+def test_evaluation_matches_hand_computed_metrics(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "a.jpg")
+    label = np.zeros((16, 16), np.uint8)
+    label[:, 8:] = 1  # left half background, right half class 1
+    write_label_png(tmp_path / "a.png", label)
+    record = ImageRecord("a", tmp_path / "a.jpg", tmp_path / "a.png")
+    report, entropy = evaluate_records(_ConstantModel(), [record], None, torch.device("cpu"), short_side=16)
+    # prediction = 1 everywhere: class 1 IoU = 128/256 = 0.5, class 0 IoU = 0/128 = 0.
+    # FIoU (PSS): inter = (p == t) & (p > 0) = 128 px, union = (p > 0) | (t > 0) = 256 px -> 0.5.
+    assert report.fiou == pytest.approx(0.5)
+    assert report.miou["pss"] == pytest.approx(0.5 / 21)        # 21 classes, absent ones count 0
+    assert report.miou["present"] == pytest.approx(0.25)        # nan-mean over classes 0 and 1
+    p1 = np.exp(5) / (np.exp(5) + 20)
+    p0 = 1 / (np.exp(5) + 20)
+    expected_entropy = -(p1 * np.log2(p1) + 20 * p0 * np.log2(p0)) / np.log2(21)
+    assert entropy["a"] == pytest.approx(expected_entropy, rel=1e-4)
