@@ -12,7 +12,7 @@ from pss.errors import ConfigError, ModelError
 from pss.models.backbones import BACKBONES, Backbone, build_backbone
 from pss.models.context import ContextConfig
 from pss.models.discriminator import build_discriminator
-from pss.models.efficientnet_lite import lite0_weights_path
+from pss.models.efficientnet_lite import lite0_weights_path, load_lite0
 from pss.models.heads import AuxHead, PSPModule
 from pss.models.segmenter import ModelConfig, SegOutput, Segmenter, build_segmenter, param_groups, upsample
 
@@ -221,3 +221,20 @@ def test_discriminator_layout_and_output_size() -> None:
         disc(torch.rand(1, 21, 16, 64))
     with pytest.raises(ModelError, match="ndf"):
         build_discriminator(21, ndf=0)
+
+
+def test_dilated_lite0_reproduces_the_pretrained_features() -> None:
+    """Output stride 8 must compute the same features as the ImageNet network, just on a denser grid.
+
+    With TF "SAME" padding a stride-2 output i is centred on input 2i + 1, so the OS32 stage-7 output (i) equals the
+    OS8 output at 4i + 3, and the OS16 stage-4/5 outputs (i) equal the OS8 ones at 2i + 1.
+    """
+    torch.manual_seed(9)
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        plain = load_lite0(pretrained=True, dilate_from_stage=None).eval().forward_stages(x)
+        dilated = load_lite0(pretrained=True, dilate_from_stage=3).eval().forward_stages(x)
+    for index, step in [(3, 2), (4, 2), (6, 4), (7, 4)]:
+        sampled = dilated[index][..., step - 1::step, step - 1::step]
+        assert sampled.shape == plain[index].shape
+        assert torch.allclose(sampled, plain[index], atol=1e-3), index

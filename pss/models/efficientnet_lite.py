@@ -106,12 +106,15 @@ class EfficientNetLite0(nn.Module):
         dilation = 1
         for stage_index, spec in enumerate(LITE0_STAGES):
             stride = spec.stride
+            # The block whose stride is removed still reads features at the previous resolution, so it keeps the
+            # previous dilation; only the blocks after it see the doubled resolution (torchvision/DeepLab rule).
+            first_dilation = dilation
             if dilate_from_stage is not None and stage_index >= dilate_from_stage and stride == 2:
                 dilation, stride = dilation * 2, 1
             for repeat in range(spec.repeats):
                 in_ch = spec.in_channels if repeat == 0 else spec.out_channels
                 blocks.append(MBConvBlock(in_ch, spec.out_channels, spec.kernel, stride if repeat == 0 else 1,
-                                          spec.expand, dilation))
+                                          spec.expand, first_dilation if repeat == 0 else dilation))
             self.stage_ends.append(len(blocks) - 1)
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(320, 1280, 1, bias=False)
