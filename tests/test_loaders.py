@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import pickle
 from itertools import islice
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def test_sampler_set_start_skips_once() -> None:
     sampler.set_start(2)
     assert list(sampler) == full[2:]
     assert list(sampler) == full
-    assert len(ShuffledBatchSampler(10, 3, drop_last=True)) == 3 == len(list(ShuffledBatchSampler(10, 3, drop_last=True)))
+    dropping = ShuffledBatchSampler(10, 3, drop_last=True)
+    assert len(dropping) == 3 == len(list(dropping)) and all(len(b) == 3 for b in dropping)
 
 
 # ---------------------------------------------------------------- transforms
@@ -130,6 +132,7 @@ def test_dataset_items(tmp_path: Path) -> None:
     for index in range(len(records)):
         item = train[index]
         assert item["image"].shape == (3, 32, 32) and item["image"].dtype == torch.float32
+        assert item["image"].is_contiguous() and item["label"].is_contiguous()
         assert 0.0 <= float(item["image"].min()) and float(item["image"].max()) <= 1.0
         assert item["label"].shape == (32, 32) and item["label"].dtype == torch.int64
         assert set(item["label"].unique().tolist()) <= {index % 21, 255}
@@ -137,6 +140,9 @@ def test_dataset_items(tmp_path: Path) -> None:
     assert (train[1]["label"] == 255).all()  # unlabelled image
     full = SegDataset(records, train=False, crop=32, eval_mode="none")[0]
     assert full["image"].shape == (3, 48, 36) and (full["label"][:4] == 255).all() and (full["label"][4:] == 0).all()
+    assert full["image"].is_contiguous()
+    decoded = torch.from_numpy(np.array(Image.open(records[0].image_path).convert("RGB"))).permute(2, 0, 1)
+    assert torch.equal(full["image"], decoded.float() / 255)  # same pixels as Pillow, exact division
 
 
 def test_dataset_is_deterministic_per_seed_epoch_index(tmp_path: Path) -> None:
@@ -165,6 +171,8 @@ def test_corrupt_file_is_skipped_and_counted(tmp_path: Path, caplog: pytest.LogC
     assert [b["name"] for b in batches] == [["im0", "im1"], ["im3", "im4", "im5"]]
     assert dataset.skipped == 1 and [r.name for r in dataset.skipped_records] == ["im2"]
     assert collate_skip_none([None, None]) is None
+    copied = pickle.loads(pickle.dumps(dataset))  # outside a worker start: a private snapshot of the count
+    assert copied.skipped == 1 and copied[0] is not None
 
 
 def test_mask_size_mismatch_is_skipped(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ class SegDataset(Dataset):
         except DatasetError as exc:
             self._skip(index, exc)
             return None
-        image, label = self.transform(image, label, self.rng(index))
+        image, label = self.transform(image, label, self.rng(index) if self.train else None)
         return {"image": image, "label": label, "name": record.name, "index": index}
 
     def _skip(self, index: int, exc: DatasetError) -> None:

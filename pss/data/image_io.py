@@ -80,11 +80,11 @@ def _decode_with_pillow(path: Path, first_error: str) -> torch.Tensor:
                 grey = (np.asarray(oriented, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
                 array = np.repeat(grey[:, :, None], 3, axis=2)
             else:
-                array = np.asarray(oriented if oriented.mode == "RGB" else oriented.convert("RGB"))
+                array = np.array(oriented if oriented.mode == "RGB" else oriented.convert("RGB"))
     except _PIL_ERRORS as exc:
         raise DatasetError(f"{path}: corrupt, truncated or unsupported image ({first_error}; Pillow: {exc}); "
                            "re-export or re-download the file, or remove it from the dataset") from exc
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+    return torch.from_numpy(array).permute(2, 0, 1)  # same memory layout as torchvision's output
 
 
 def load_rgb_tensor(path: str | Path) -> torch.Tensor:
@@ -93,7 +93,9 @@ def load_rgb_tensor(path: str | Path) -> torch.Tensor:
     Raises ``DatasetError`` (naming the file and what to do) for missing, corrupt or truncated files.
 
     Shape:
-        returns (3, H, W) uint8, H and W as displayed (after EXIF orientation).
+        returns (3, H, W) uint8, H and W as displayed (after EXIF orientation). Its memory is channels-last (a
+        permuted view of (H, W, 3) pixels, as the decoders write them): torchvision's resize kernels are fastest on
+        it and ``transforms`` convert to contiguous float (3, H, W) in one pass.
     """
     path = Path(path)
     data = _read_bytes(path)

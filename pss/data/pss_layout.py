@@ -269,7 +269,8 @@ def read_user(personal_root: Path, user: str, k: int | None = None, *, strict: b
     if strict and problems:
         first = problems[0]
         raise DatasetError(f"{first.path}{'' if first.line is None else f':{first.line}'}: {first.message}")
-    records = [ImageRecord(name=stem, image_path=images[stem], mask_path=masks.get(stem), tags=(tags or {}).get(stem, ()),
+    tag_map = tags or {}
+    records = [ImageRecord(name=stem, image_path=images[stem], mask_path=masks.get(stem), tags=tag_map.get(stem, ()),
                            user=user) for stem in sorted(images)]
     return UserCollection(user=user, root=user_dir, records=records, groups=groups, group_k=group_k,
                           eval_names=eval_names, problems=problems)

@@ -47,9 +47,29 @@ def scaled_size(height: int, width: int, side: int, long_side: bool) -> tuple[in
     return max(1, int(side * height / width + 0.5)), side
 
 
+def hwc_view(image: torch.Tensor) -> np.ndarray:
+    """(H, W, 3) uint8 array of a (3, H, W) uint8 tensor; no copy for decoded (channels-last) tensors."""
+    array = image.permute(1, 2, 0).numpy()
+    return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def _write_float(pixels: np.ndarray, out: np.ndarray, flip: bool = False) -> None:
+    """Write (h, w, 3) uint8 pixels into ``out`` (3, h, w) float32 as value / 255, mirrored if ``flip``.
+
+    cv2.split de-interleaves the channels with SIMD; this is ~2x faster than a strided torch/numpy copy-and-cast.
+    """
+    pixels = np.ascontiguousarray(pixels)
+    if flip:
+        pixels = cv2.flip(pixels, 1)
+    for channel, plane in enumerate(cv2.split(pixels)):
+        np.divide(plane, np.float32(255.0), out=out[channel], dtype=np.float32)
+
+
 def to_float(image: torch.Tensor) -> torch.Tensor:
-    """uint8 (3, H, W) -> float32 (3, H, W) in [0, 1]."""
-    return image.to(torch.float32).div_(255.0)
+    """uint8 (3, H, W) (any memory layout) -> contiguous float32 (3, H, W) in [0, 1]."""
+    out = np.empty(tuple(image.shape), dtype=np.float32)
+    _write_float(hwc_view(image), out)
+    return torch.from_numpy(out)
 
 
 @dataclass(frozen=True)
@@ -75,16 +95,20 @@ class TrainTransform:
         image, label = resize_pair(image, label, height, width)
         top = int(rng.integers(0, max(height, crop) - crop, endpoint=True))
         left = int(rng.integers(0, max(width, crop) - crop, endpoint=True))
+        flip = self.flip and rng.random() < 0.5
         rows, cols = min(crop, height - top), min(crop, width - left)
-        # Pad + crop in one step: fill a crop-sized canvas with the pad values and copy the covered window into it.
-        out_image = torch.tensor(self.fill, dtype=torch.float32).view(3, 1, 1).repeat(1, crop, crop)
-        out_label = torch.full((crop, crop), IGNORE_INDEX, dtype=torch.int64)
-        if rows > 0 and cols > 0:
-            out_image[:, :rows, :cols].copy_(image[:, top:top + rows, left:left + cols]).div_(255.0)
-            out_label[:rows, :cols].copy_(label[top:top + rows, left:left + cols])
-        if self.flip and rng.random() < 0.5:
-            out_image, out_label = out_image.flip(-1), out_label.flip(-1)
-        return out_image, out_label
+        # Pad + crop + flip in one pass: a crop-sized canvas holds the covered window; the rest is padding, which
+        # ends up on the left when flipped (the official order is pad, crop, flip).
+        out_image = np.empty((3, crop, crop), dtype=np.float32)
+        out_label = np.empty((crop, crop), dtype=np.int64)
+        if rows < crop or cols < crop:
+            out_image[:] = np.asarray(self.fill, dtype=np.float32)[:, None, None]
+            out_label[:] = IGNORE_INDEX
+        first = crop - cols if flip else 0
+        window = label.numpy()[top:top + rows, left:left + cols]
+        out_label[:rows, first:first + cols] = window[:, ::-1] if flip else window
+        _write_float(hwc_view(image)[top:top + rows, left:left + cols], out_image[:, :rows, first:first + cols], flip)
+        return torch.from_numpy(out_image), torch.from_numpy(out_label)
 
 
 @dataclass(frozen=True)
@@ -116,4 +140,4 @@ class EvalTransform:
                 top, left = int(round((height - self.size) / 2)), int(round((width - self.size) / 2))
                 image = image[:, top:top + self.size, left:left + self.size]
                 label = label[top:top + self.size, left:left + self.size]
-        return to_float(image), label.to(torch.int64)
+        return to_float(image), label.to(torch.int64, memory_format=torch.contiguous_format)

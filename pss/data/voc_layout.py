@@ -94,7 +94,7 @@ def read_list_file(list_file: Path, problems: list[Problem] | None = None) -> li
 def find_list_file(voc_root: Path, list_file: Path | None = None) -> Path:
     """Resolve the list file: the given one (absolute, or relative to ``voc_root``) or the first default present."""
     if list_file is not None:
-        candidates = [Path(list_file)] if Path(list_file).is_absolute() else [Path(list_file), voc_root / list_file]
+        candidates = [Path(list_file)] if Path(list_file).is_absolute() else [voc_root / list_file, Path(list_file)]
         for candidate in candidates:
             if candidate.is_file():
                 return candidate
