@@ -77,7 +77,8 @@ def test_group_attention_matches_direct_computation(group_block: GroupRegionCont
                     qv = q[img, :, y, x]
                     s_img = torch.stack([qv @ key[img, :, j] for j in range(c)]) / math.sqrt(k)
                     w_img = s_img.exp() / s_img.exp().sum()
-                    s_grp = torch.stack([qv @ val[m, :, j] for m in range(n) for j in range(c)]) * temperature / math.sqrt(k)
+                    s_grp = torch.stack([qv @ val[m, :, j] for m in range(n) for j in range(c)])
+                    s_grp = s_grp * temperature / math.sqrt(k)
                     w_grp = s_grp.exp() / s_grp.exp().sum()                # eq. 6 over all N*C regions
                     weights[img, y * w + x] = w_grp
                     ctx_img = sum(w_img[j] * val[img, :, j] for j in range(c))

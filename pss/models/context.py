@@ -3,21 +3,22 @@
 ``group`` is the PSS group region context as the released code computes it (methods.md §1.2, HRNet-OCR plus a group
 branch). Mapping to the paper's equations (Shape: X (N, ch, h, w), aux logits P (N, C, h, w), K = key_channels):
 
-- eq. 4, soft regions ``f_c = sum_i r_ci X_i``: the code, and this module, take ``r = softmax(P.view(N, C, hw), dim=2)``,
-  a softmax over the *spatial positions* of each class map (so every region is a weighted mean of its image's pixels),
-  not over the C classes of each pixel as the paper's text says. Each image gives C regions; a group of N images N*C.
-- eq. 6, weights ``w = softmax_(i,j)(phi(X)^T varphi(f))``: phi = ``pixel_query`` (two 1x1 conv+BN+ReLU, HRNet's f_pixel),
-  varphi = ``region_value`` (1x1 conv+BN+ReLU, HRNet's f_down; the code does not use f_object here), logits scaled by
-  ``K^-0.5 * group_temperature`` (temperature 8 in the released code), softmax over all regions of the pixel's group.
+- eq. 4, soft regions ``f_c = sum_i r_ci X_i``: the code, and this module, take
+  ``r = softmax(P.view(N, C, hw), dim=2)``, a softmax over the *spatial positions* of each class map (every region is
+  a weighted mean of its image's pixels), not over the C classes of each pixel as the paper's text says.
+  Each image gives C regions; a group of N images N*C.
+- eq. 6, weights ``w = softmax_(i,j)(phi(X)^T varphi(f))``: phi = ``pixel_query`` (two 1x1 conv+BN+ReLU, HRNet's
+  f_pixel), varphi = ``region_value`` (1x1 conv+BN+ReLU, HRNet's f_down; the code does not use f_object here), logits
+  scaled by ``K^-0.5 * group_temperature`` (8 in the released code), softmax over all regions of the pixel's group.
 - eq. 5, ``c = rho(sum w sigma(f))``: sigma = ``region_value`` (the same projection as varphi), rho = identity (HRNet's
   f_up is not applied in the group mode of the released code).
-- eq. 7, ``X_hat = psi([X, c])``: psi = ``fuse`` = conv1x1(2K + ch -> ch, no bias) + BN + ReLU + Dropout2d(0.05), and its
-  input additionally holds the per-image OCR context (query ``pixel_query``, key ``region_key`` = f_object, value
-  ``region_value``, softmax over the C regions of the same image): ``fuse(cat[c_image, c_group, X])``.
+- eq. 7, ``X_hat = psi([X, c])``: psi = ``fuse`` = conv1x1(2K + ch -> ch, no bias) + BN + ReLU + Dropout2d(0.05),
+  and its input additionally holds the per-image OCR context (query ``pixel_query``, key ``region_key`` = f_object,
+  value ``region_value``, softmax over the C regions of the same image): ``fuse(cat[c_image, c_group, X])``.
 
-Groups: ``group_ids`` (N,) says which images of the batch form a group; ``None`` = the whole batch is one group (training
-batches are drawn from one k-means group). A pixel attends only to regions of images with its own id (the other
-logits are set to -inf before the softmax), so a mixed inference batch gives each group's result exactly.
+Groups: ``group_ids`` (N,) says which images of the batch form a group; ``None`` = the whole batch is one group
+(training batches are drawn from one k-means group). A pixel attends only to regions of images with its own id (the
+other logits are set to -inf before the softmax), so a mixed inference batch gives each group's result exactly.
 The softmax / attention math runs in float32 even under autocast (bf16 logits over 168 regions lose too much).
 """
 from __future__ import annotations
@@ -87,6 +88,11 @@ def _float32(device: torch.device) -> torch.autocast:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def _two_layers(in_channels: int, out_channels: int) -> nn.Sequential:
+    """2 x (conv1x1 no bias + BN + ReLU): HRNet-OCR's f_pixel / f_object."""
+    return nn.Sequential(*conv_bn_relu(in_channels, out_channels), *conv_bn_relu(out_channels, out_channels))
+
+
 class GroupRegionContext(nn.Module):
     """PSS group region context (+ per-image OCR context); see the module docstring for the equations."""
 
@@ -94,9 +100,9 @@ class GroupRegionContext(nn.Module):
         super().__init__()
         self.key_channels = key_channels
         self.temperature = temperature
-        self.pixel_query = nn.Sequential(*conv_bn_relu(in_channels, key_channels), *conv_bn_relu(key_channels, key_channels))
-        self.region_key = nn.Sequential(*conv_bn_relu(in_channels, key_channels), *conv_bn_relu(key_channels, key_channels))
-        self.region_value = conv_bn_relu(in_channels, key_channels)
+        self.pixel_query = _two_layers(in_channels, key_channels)  # phi (HRNet f_pixel)
+        self.region_key = _two_layers(in_channels, key_channels)   # f_object: key of the per-image attention only
+        self.region_value = conv_bn_relu(in_channels, key_channels)  # sigma = varphi (HRNet f_down)
         self.fuse = nn.Sequential(*conv_bn_relu(2 * key_channels + in_channels, in_channels), nn.Dropout2d(dropout))
 
     @staticmethod
@@ -117,7 +123,7 @@ class GroupRegionContext(nn.Module):
         masks, regions = self.soft_regions(feats, aux_logits)
         proxy = regions.transpose(1, 2).unsqueeze(-1)  # (N, ch, C, 1): 1x1 convs act per region
         query, key, value = self.pixel_query(feats), self.region_key(proxy), self.region_value(proxy)
-        same = same_group_matrix(group_ids, n, feats.device)
+        same = same_group_matrix(group_ids, n, feats.device) if group_ids is not None else None
         with _float32(feats.device):
             q = query.float().flatten(2).transpose(1, 2)            # (N, hw, K)
             k = key.float().flatten(2)                              # (N, K, C)
@@ -126,8 +132,9 @@ class GroupRegionContext(nn.Module):
             w_image = torch.softmax(scale * (q @ k), dim=-1)        # (N, hw, C): regions of the same image
             v_all = v.reshape(n * num_classes, self.key_channels)   # (N*C, K), image-major
             logits = (scale * self.temperature) * (q @ v_all.t())   # (N, hw, N*C)
-            allowed = same.repeat_interleave(num_classes, dim=1)    # (N, N*C)
-            logits = logits.masked_fill(~allowed[:, None, :], float("-inf"))
+            if same is not None:  # regions of other groups get weight exactly 0
+                allowed = same.repeat_interleave(num_classes, dim=1)  # (N, N*C)
+                logits = logits.masked_fill(~allowed[:, None, :], float("-inf"))
             w_group = torch.softmax(logits, dim=-1)
             context = torch.cat([w_image @ v, w_group @ v_all], dim=-1)  # (N, hw, 2K)
         context = context.transpose(1, 2).reshape(n, 2 * self.key_channels, h, w).to(feats.dtype)
