@@ -62,7 +62,7 @@ def chunk_by_group(records: Sequence[ImageRecord], groups: dict[str, int] | None
     return chunks
 
 
-def _common_size(images: list[np.ndarray], short_side: int) -> tuple[int, int]:
+def common_size(images: list[np.ndarray], short_side: int) -> tuple[int, int]:
     aspect = float(np.mean([im.shape[1] / im.shape[0] for im in images]))  # W / H
     if aspect >= 1:
         h, w = short_side, short_side * aspect
@@ -89,7 +89,7 @@ def predict_records(model: Segmenter, records: Sequence[ImageRecord], groups: di
                     on_skip(records[index], str(exc))
         if not loaded:
             continue
-        size = _common_size([im for _, im in loaded], short_side)
+        size = common_size([im for _, im in loaded], short_side)
         batch = torch.cat([F.interpolate(torch.from_numpy(im).permute(2, 0, 1)[None].to(device).float() / 255.0,
                                          size=size, mode="bilinear", align_corners=False) for _, im in loaded])
         if fast is not None and fast.channels_last:
