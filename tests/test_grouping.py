@@ -15,10 +15,11 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
 import pss.grouping.user as grouping_user
+from pss.data.pss_layout import read_user
 from pss.data.records import ImageRecord
 from pss.errors import ConfigError, DatasetError, ModelError
-from pss.grouping import (GroupingResult, effective_k, extract_features, feature_namespace, group_images,
-                          group_records, kmeans_groups, load_grouping, umap_embedding)
+from pss.grouping import (GroupingResult, effective_k, export_cluster_list, extract_features, feature_namespace,
+                          group_images, group_records, group_user, kmeans_groups, load_grouping, umap_embedding)
 from pss.grouping.cache import grouping_path
 
 FAMILIES = 3
@@ -226,9 +227,36 @@ def test_identical_files_are_computed_once(family_records, tmp_path) -> None:
     assert extract_features(paths, cache_dir=tmp_path / "cache").computed == 0
 
 
-def test_resnet50_without_weights_says_where_to_put_them(tmp_path, monkeypatch) -> None:
+def test_resnet50_weights_from_hub_cache_or_a_clear_error(family_records, tmp_path, monkeypatch) -> None:
+    from torchvision.models import resnet50
+
+    records, _ = family_records
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     with pytest.raises(ModelError, match="checkpoints"):
         feature_namespace("resnet50")
     with pytest.raises(ConfigError, match="lite0"):
         feature_namespace("vgg")
+    # A random-init checkpoint stands in for torchvision's file: only loading and shapes are checked here.
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(resnet50(weights=None).state_dict(), tmp_path / "checkpoints" / "resnet50-0000abcd.pth")
+    assert feature_namespace("resnet50") == "resnet50-0000abcd-p1"
+    fs = extract_features([records[0].image_path], model="resnet50", cache_dir=tmp_path / "cache")
+    assert fs.features.shape == (1, 2048) and fs.computed == 1
+    assert len(list((tmp_path / "cache" / "features" / "resnet50-0000abcd-p1").rglob("*.npy"))) == 1
+
+
+def test_group_user_reads_pss_layout_and_exports_cluster_list(family_records, cache_root, tmp_path) -> None:
+    records, truth = family_records
+    user_dir = tmp_path / "personal" / "id1"
+    (user_dir / "JPEGImages").mkdir(parents=True)
+    for r in records:
+        (user_dir / "JPEGImages" / r.image_path.name).write_bytes(r.image_path.read_bytes())
+    progress: list[tuple[float, str]] = []
+    result = group_user(tmp_path / "personal", "id1", k=3, cache_dir=cache_root,
+                        progress=lambda f, m: progress.append((f, m)))
+    assert adjusted_rand_score(truth, result.groups) == 1.0 and progress[-1][0] == 1.0
+    path = export_cluster_list(result, user_dir)
+    assert path == user_dir / "train_cluster3.txt"
+    first = path.read_text().splitlines()[0]
+    assert first == f"/JPEGImages/img00.jpg /SegmentationClass/img00.png {result.group_of('img00')}"
+    assert read_user(tmp_path / "personal", "id1", k=3).groups == result.as_mapping()

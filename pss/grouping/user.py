@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pss.data.pss_layout import read_user, write_cluster_list
 from pss.data.records import ImageRecord
 from pss.errors import DatasetError
 from pss.grouping.cache import combined_key, file_sha1, grouping_path, read_json, write_json_atomic
@@ -118,8 +119,6 @@ def group_user(personal_root: Path, user: str, k: int = DEFAULT_K, cache_dir: Pa
     Paper §3.3: ImageNet features -> k-means with K = 80 per user. See ``group_records`` for caching and
     skipping; ``progress(fraction, message)`` is called as the work advances.
     """
-    from pss.data.pss_layout import read_user
-
     collection = read_user(Path(personal_root), user)
     return group_records(user, collection.records, k=k, cache_dir=cache_dir, device=device, seed=seed,
                          feature_model=feature_model, progress=progress)
@@ -128,8 +127,8 @@ def group_user(personal_root: Path, user: str, k: int = DEFAULT_K, cache_dir: Pa
 def export_cluster_list(result: GroupingResult, user_dir: Path) -> Path:
     """Write ``user_dir/train_cluster<K>.txt`` (K = the requested k) in the official format.
 
-    Lines: ``/JPEGImages/<name>.jpg /SegmentationClass/<name>.png <group>``; skipped images are left out.
+    Lines: ``/JPEGImages/<name>.jpg /SegmentationClass/<name>.png <group>`` (the image's real extension);
+    skipped images are left out. K in the file name is the requested K, so ``read_user(..., k=80)`` finds it
+    even when a small user was grouped into fewer groups.
     """
-    from pss.data.pss_layout import write_cluster_list
-
     return write_cluster_list(Path(user_dir), result.as_mapping(), result.k_requested)
