@@ -61,8 +61,8 @@ def kmeans_groups(features: np.ndarray, k: int, seed: int = 0, n_init: int = 10,
     photos would otherwise leave empty clusters). Group ids are renumbered by first appearance.
 
     ``n_threads`` caps scikit-learn's OpenMP/BLAS threads (``None``: all cores). The default is 1 because
-    a user's k-means (1,000 x 1280, K=80, n_init=10) takes ~1.8 s on one core, no more than on two, while
-    with a training job busy on the same cores the multi-threaded version was measured 9-14x slower
+    a user's k-means (1,000 x 1280, K=80, n_init=10) needs only ~1.2-3 CPU-seconds, while on a 2-core box
+    busy with other jobs (a training run) the 2-thread version was measured 3.5-13x slower in wall time
     (OpenMP threads spin-waiting on descheduled peers). Pass ``None`` for large sets (VOC, K=500).
 
     Shape:

@@ -97,11 +97,11 @@ def group_records(user: str, records: Sequence[ImageRecord], k: int = DEFAULT_K,
     k_used = effective_k(len(kept), k)
     if progress is not None:
         progress(0.8, f"k-means with {k_used} groups on {len(kept)} images")
-    groups = kmeans_groups(rows, k_used, seed=seed)
+    groups = kmeans_groups(rows, k_used, seed=seed)  # ids 0..m-1, m <= k_used (fewer if photos are duplicates)
     if progress is not None:
         progress(0.9, "2-D embedding (UMAP)")
     result = GroupingResult(user=user, names=[r.name for r in kept], groups=groups,
-                            embedding=umap_embedding(rows, seed=seed), k=k_used, k_requested=k,
+                            embedding=umap_embedding(rows, seed=seed), k=int(groups.max()) + 1, k_requested=k,
                             feature_model=namespace, skipped=list(skip_reasons), skip_reasons=skip_reasons,
                             seed=seed, key=key)
     if cache_dir is not None:
