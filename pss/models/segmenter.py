@@ -2,7 +2,7 @@
 PSP on ``out`` -> context module (none / global / group, driven by the aux logits) -> 1x1 classifier.
 
 Inputs are RGB images in [0, 1]; the model normalises them with its backbone's mean/std (buffers, so they follow
-``.to(device)``), which lets image-space methods (FDA) work on raw images. Outputs stay at stride 8; use
+``.to(device)``), which lets image-space methods (FDA) work on raw images. Outputs stay at the backbone's output stride (8, or 16 for the CPU demo); use
 :func:`upsample` for the image size.
 
 Example::
@@ -37,13 +37,14 @@ class ModelConfig:
     pretrained: bool = True
     weights_path: str | None = None
     psp_channels: int | None = None
+    output_stride: int = 8
     num_classes: int = 21
     context: ContextConfig = field(default_factory=ContextConfig)
 
 
 @dataclass
 class SegOutput:
-    """Result of :meth:`Segmenter.forward`, all at output stride 8 (h = ceil(H/8)).
+    """Result of :meth:`Segmenter.forward`, all at the output stride s (8 or 16; h = ceil(H/s)).
 
     Shape:
         logits: (N, C, h, w) main prediction.
@@ -62,10 +63,9 @@ class SegOutput:
 class Segmenter(nn.Module):
     """Backbone + aux head + PSP + context + classifier. Build it with :func:`build_segmenter`."""
 
-    output_stride = 8
-
     def __init__(self, backbone: Backbone, num_classes: int, psp_channels: int, context: ContextConfig) -> None:
         super().__init__()
+        self.output_stride = backbone.output_stride
         self.num_classes = num_classes
         self.context_mode = context.mode
         self.register_buffer("mean", torch.tensor(backbone.mean).view(1, 3, 1, 1), persistent=False)
@@ -87,7 +87,7 @@ class Segmenter(nn.Module):
             return_attention: also return the group attention (``group`` mode only; None otherwise).
 
         Shape:
-            x: (N, 3, H, W) float, group_ids: (N,) integer -> SegOutput tensors (N, *, ceil(H/8), ceil(W/8)).
+            x: (N, 3, H, W) float, group_ids: (N,) integer -> SegOutput tensors (N, *, ceil(H/s), ceil(W/s)), s = output stride.
         """
         if self.training and x.shape[0] < 2:
             # BN in the PSP bin-1 branch sees one value per channel and image: PyTorch refuses a batch of one.
@@ -162,6 +162,6 @@ def build_segmenter(cfg: ModelConfig) -> Segmenter:
         ModelError: pretrained weights missing or unreadable (the message says where to put them).
     """
     validate_model_config(cfg)
-    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.weights_path)
+    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.weights_path, cfg.output_stride)
     psp_channels = cfg.psp_channels or backbone.default_psp_channels
     return Segmenter(backbone, cfg.num_classes, psp_channels, cfg.context)
