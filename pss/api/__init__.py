@@ -12,3 +12,8 @@ __all__ = [
     "create_demo_workspace", "dataset_statistics", "file_key", "list_users", "load_image", "load_label",
     "open_workspace", "read_user", "thumbnail",
 ]
+
+# Runs as jobs (launch / cancel / resume / delete, the worker); pss.api.jobs itself imports only the run store.
+from pss.api.jobs import JobService, Launched, LaunchRequest, device_choices, job_service  # noqa: E402
+
+__all__ += ["JobService", "LaunchRequest", "Launched", "device_choices", "job_service"]

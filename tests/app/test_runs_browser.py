@@ -1,0 +1,134 @@
+"""The Runs tab in a real browser (Playwright driving Debian's chromium): launch a run from the page, watch the
+step counter move while the timer polls, see it finish with metrics, open it from the history, delete it.
+
+Saves ``assets/screenshots/runs_live.png`` and ``runs_done.png``. Needs ``/usr/bin/chromium``.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from pss.api import Workspace, create_demo_workspace
+from pss.api.jobs import job_service, stop_job_service
+from pss.data.demo import DemoConfig
+from pss.runs.procs import process_alive
+from pss_app.app import launch_kwargs
+from pss_app.tabs import runs as runs_tab
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "assets" / "screenshots"
+TINY = DemoConfig(num_source=16, num_users=2, images_per_user=12)
+STEPS = 40
+LONG = 180_000  # ms: a job's start (importing torch) is slow on two busy cores
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
+    workspace, _ = create_demo_workspace(tmp_path_factory.mktemp("runs-page") / "ws", seed=0, config=TINY)
+    previous = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"  # jobs share two cores with the app, pytest and chromium
+    yield workspace
+    os.environ.pop("OMP_NUM_THREADS") if previous is None else os.environ.update(OMP_NUM_THREADS=previous)
+    for job in job_service(workspace, start=False).queue.list_jobs(status="running"):
+        if job.pid and process_alive(job.pid, job.proc_start):
+            os.killpg(job.pid, signal.SIGKILL)
+    stop_job_service(workspace)
+
+
+@pytest.fixture(scope="module")
+def page(ws: Workspace) -> Iterator:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with gr.Blocks(title="pss runs") as demo:
+        with gr.Tab("Runs"):
+            runs_tab.build(ws, demo.load)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(ws, "127.0.0.1", port, None, quiet=True))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        tab.set_default_timeout(60_000)
+        tab.goto(url, wait_until="load")
+        tab.errors = errors
+        yield tab
+        browser.close()
+    demo.close()
+
+
+def _choose(page, dropdown: str, option: str) -> None:
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _step(page) -> int:
+    match = re.search(r"step (\d+) / (\d+)", page.locator("#runs-header").inner_text())
+    return int(match.group(1)) if match else -1
+
+
+def test_launch_from_the_page_and_watch_progress_move(page, ws: Workspace) -> None:
+    page.wait_for_selector("#runs-launch")
+    _choose(page, "#runs-preset", "tiny")
+    page.wait_for_function("() => document.querySelector('#runs-steps input').value === '3'")  # preset values
+    _choose(page, "#runs-method", "source_only")
+    page.locator("#runs-steps input").fill(str(STEPS))
+    page.locator("#runs-device input").click()
+    page.get_by_role("option", name="cpu", exact=True).click()
+    page.click("#runs-launch")
+    page.wait_for_function("() => (document.querySelector('#runs-form-status')?.innerText || '').includes('on cpu')")
+    run_id = page.locator("#runs-selected textarea, #runs-selected input").first.input_value()
+    assert run_id in page.locator("#runs-form-status").inner_text()
+
+    # the timer polls: the step counter moves without any click
+    page.wait_for_function("() => /step [1-9]\\d* \\//.test(document.querySelector('#runs-header')?.innerText || '')",
+                           timeout=LONG)
+    first = _step(page)
+    page.wait_for_function(f"""() => {{
+        const m = (document.querySelector('#runs-header')?.innerText || '').match(/step (\\d+) \\//);
+        return m && Number(m[1]) > {first}; }}""", timeout=LONG)
+    assert 0 < first < _step(page) <= STEPS
+    page.wait_for_selector("#runs-losses .js-plotly-plot .scatterlayer .trace")
+    assert page.locator("#runs-cancel").is_enabled() and not page.locator("#runs-resume").is_enabled()
+    page.screenshot(path=str(SCREENSHOTS / "runs_live.png"), full_page=True)
+
+    page.wait_for_function("() => /done on/.test(document.querySelector('#runs-header')?.innerText || '')",
+                           timeout=LONG)  # "done · process exiting on cpu" until the worker has collected it
+    page.wait_for_function("() => (document.querySelector('#runs-metrics')?.innerText || '').includes('FIoU')")
+    page.wait_for_selector("#runs-classes .js-plotly-plot .barlayer")
+    assert _step(page) == STEPS
+    page.wait_for_function(f"() => (document.querySelector('#runs-history')?.innerText || '').includes('{run_id}')")
+    page.screenshot(path=str(SCREENSHOTS / "runs_done.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_open_from_history_then_delete_with_confirmation(page, ws: Workspace) -> None:
+    run_id = job_service(ws).store.list_runs()[0].run_id
+    page.locator("#runs-selected textarea, #runs-selected input").first.fill("")
+    page.wait_for_function("() => (document.querySelector('#runs-header')?.innerText || '') === ''")
+    page.locator("#runs-history [data-testid^='cell-']", has_text=run_id).first.click()  # a row opens its run
+    page.wait_for_function(f"() => (document.querySelector('#runs-header')?.innerText || '').includes('{run_id}')")
+    page.click("#runs-delete")
+    page.wait_for_selector("#runs-delete-confirm", state="visible")
+    assert run_id in page.locator("#runs-delete-question").inner_text()
+    page.click("#runs-delete-confirm")
+    page.wait_for_function("() => (document.querySelector('#runs-action-status')?.innerText || '')"
+                           ".includes('deleted run')")
+    page.wait_for_function(f"() => !(document.querySelector('#runs-history')?.innerText || '').includes('{run_id}')")
+    assert not (ws.runs / run_id).exists() and page.errors == []
