@@ -237,3 +237,37 @@ def test_a_new_service_adopts_a_running_job_and_can_cancel_it(ws: Workspace) -> 
         assert run.meta["status"] == "cancelled" and run.latest_checkpoint() is not None
     finally:
         second.stop()
+
+
+def test_on_start_a_job_whose_process_is_gone_is_failed_and_resumable(tmp_path: Path) -> None:
+    import subprocess
+
+    ws = Workspace(tmp_path)
+    store = RunStore(ws.runs)
+    run = store.create_run("id1", "source_only", {"train": {"steps": 10}}, "cpu", 10)
+    queue = JobQueue(store)
+    job_id = queue.enqueue(run.run_id, ["true"], "cpu")
+    assert queue.next_runnable(devices=["cpu"]).job_id == job_id
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that no longer runs: the app died and its job with it
+    queue.mark_running(job_id, gone.pid)
+    run.checkpoint_path(4).write_bytes(b"weights")
+
+    service = JobService(ws, poll_s=0.1).start()  # the app starts again
+    try:
+        job = service.queue.get(job_id)
+        assert (job.status, job.resumable) == ("failed", True) and "is gone" in job.error
+        assert run.meta["status"] == "failed" and service.can_resume(run.run_id)
+    finally:
+        service.stop()
+
+
+def test_cancel_while_the_job_is_still_starting_ends_it(service: JobService) -> None:
+    launched = service.launch(request(steps=60))
+    wait_for(lambda: service.queue.get(launched.job_id).pid is not None)
+    assert service.cancel(launched.run_id) == "running"  # SIGTERM now; SIGKILL if no step was made by then
+    run = service.store.open_run(launched.run_id)
+    # the job row ends first, then the run's status follows
+    wait_for(lambda: run.meta["status"] == "cancelled", deadline_s=30)
+    job = service.queue.get(launched.job_id)
+    assert job.status == "cancelled" and not process_alive(job.pid, job.proc_start)
