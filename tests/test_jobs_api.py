@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -90,7 +91,8 @@ def test_request_overrides_are_the_dotted_form_of_the_fields() -> None:
     (dict(method="nomethod"), "unknown method 'nomethod'"),
     (dict(device="cuda:3"), "device 'cuda:3' is not available here"),
     (dict(init_from="no-such-run"), "init-from: no run 'no-such-run'"),
-    (dict(init_from="/nowhere/model.pt"), "init-from checkpoint /nowhere/model.pt does not exist"),
+    (dict(init_from="/nowhere/model.pt"), "init-from checkpoint /nowhere/model.pt is not a checkpoint file under"),
+    (dict(init_from="/etc/hostname"), "init-from checkpoint /etc/hostname is not a checkpoint file under"),
     (dict(preset="nopreset"), "config preset 'nopreset' not found"),
     (dict(extra=("train.stepz=3",)), "unknown config key 'train.stepz' (did you mean 'steps'?)"),
 ])
@@ -116,6 +118,11 @@ def test_validation_resolves_the_method_context_and_checks_init_from(ws: Workspa
         validate_launch(ws, request(init_from=start.run_id), store)
     start.checkpoint_path(2).write_bytes(b"weights")
     assert validate_launch(ws, request(init_from=start.run_id), store).train.init_from == start.run_id
+    inside = ws.runs / "r" / "checkpoints" / "step_00000002.pt"  # a checkpoint file our runs wrote: accepted
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(b"weights")
+    assert validate_launch(ws, request(init_from=str(inside))).train.init_from == str(inside)
+    shutil.rmtree(ws.runs / "r")
     with pytest.raises(ConfigError, match=r"other model settings \(context: \[\{.*'mode': 'none'"):
         validate_launch(ws, request(init_from=start.run_id, context="group"), store)
 

@@ -177,9 +177,12 @@ def validate_launch(ws: WorkspaceLike, request: LaunchRequest, store: RunStore |
     config = build_config(request.preset, request.overrides(), base={"data": {"root": str(ws.data)}})
     init = config.train.init_from
     if init:
-        if init.endswith(".pt") or Path(init).is_file():
-            if not Path(init).is_file():
-                raise ConfigError(f"init-from checkpoint {init} does not exist")
+        if init.endswith(".pt") or "/" in init:
+            # checkpoints are pickles (arbitrary code when loaded): only those our own runs wrote are accepted
+            path = Path(init).expanduser().resolve()
+            if not path.is_relative_to(Path(ws.runs).resolve()) or not path.is_file():
+                raise ConfigError(f"init-from checkpoint {init} is not a checkpoint file under {ws.runs}; "
+                                  "pick a run (its latest checkpoint is used)")
         else:
             store = store or RunStore(ws.runs)
             try:
