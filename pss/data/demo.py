@@ -29,7 +29,7 @@ from pss.data.demo_scenes import SceneSpec, jitter_scene, render_scene, sample_s
 from pss.data.demo_sheet import make_contact_sheet
 from pss.data.demo_styles import SOURCE_STYLE, UserStyle, apply_camera, user_style
 from pss.data.labels import CLASS_NAMES, IGNORE_INDEX, write_label_png
-from pss.errors import DatasetError
+from pss.errors import ConfigError, DatasetError
 
 __all__ = ["DemoConfig", "DemoSummary", "generate_demo", "make_contact_sheet", "render_source_image",
            "render_user_image", "README_MARKER"]
@@ -51,8 +51,6 @@ class DemoConfig:
 
     def validate(self) -> None:
         """Raise ``ConfigError`` naming the first invalid field."""
-        from pss.errors import ConfigError
-
         for name in ("num_source", "num_users", "images_per_user"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"DemoConfig.{name} must be >= 1, got {getattr(self, name)}")

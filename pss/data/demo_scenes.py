@@ -68,6 +68,7 @@ LOOKS: dict[str, ClassLook] = {
     "tvmonitor": ClassLook(((0, 360, 0, 0.05, 0.05, 0.25), (0, 360, 0, 0.05, 0.6, 0.8)), ("smooth",), (0.4, 0.55),
                            ("indoor",)),
 }
+_SIZE_GAIN = 1.1  # global object scale: ~20 % foreground pixels in the source set (VOC has ~25 %)
 _PORTABLE = frozenset({"person", "dog", "cat", "bird", "bottle", "pottedplant", "chair", "bicycle"})
 HABITAT_BACKGROUNDS: dict[str, tuple[str, ...]] = {
     "indoor": ("room", "room", "room", "abstract"), "road": ("street",), "field": ("field",),
@@ -115,13 +116,14 @@ def sample_object(rng: np.random.Generator, cls: str, habitat: str, horizon: flo
     mode = look.colours[int(rng.integers(len(look.colours)))]
     colour = tuple(float(c) for c in hsv(rng.uniform(mode[0], mode[1]), rng.uniform(mode[2], mode[3]),
                                          rng.uniform(mode[4], mode[5])))
-    size = rng.uniform(*look.size) * scale
+    size = rng.uniform(*look.size) * scale * _SIZE_GAIN
     flying = habitat == "sky" and cls in ("aeroplane", "bird")
     if flying:
         y, angle = rng.uniform(0.18, max(0.25, horizon - 0.2)), rng.uniform(-15, 15)
     else:  # grounded: nearer objects (lower in the frame) are bigger
         y, angle = rng.uniform(horizon + 0.15 * (1 - horizon), 1.02), 0.0
-        size *= 0.45 + 0.55 * (y - horizon) / max(1 - horizon, 1e-3)
+        size *= 0.55 + 0.45 * (y - horizon) / max(1 - horizon, 1e-3)
+        size = min(size, 0.8 * y)  # keep the top (a person's head) mostly inside the frame
     return ObjectSpec(cls=cls, x=float(rng.uniform(0.12, 0.88)), y=float(y), size=float(size),
                       flip=bool(rng.random() < 0.5), angle=float(angle), colour=colour,  # type: ignore[arg-type]
                       texture=str(rng.choice(look.textures)), flying=flying, seed=int(rng.integers(2**31)))

@@ -18,7 +18,7 @@ from pss.data.labels import CLASS_NAMES, colorize, read_label_png
 from pss.errors import DatasetError
 
 THUMB_H = 104
-LABEL_W = 150
+LABEL_W = 200
 CAPTION_H = 15
 GAP = 4
 
@@ -63,11 +63,32 @@ def _collection(data_root: Path, user: str | None) -> list[tuple[Path, Path | No
     return items
 
 
-def _row(label: str, items: list[tuple[Path, Path | None, list[str]]], per_user: int,
+def _descriptions(data_root: Path) -> dict[str, str]:
+    """User style lines ("  id1: pet owner: ...") from a demo's README.txt; empty for real data."""
+    readme = data_root / "README.txt"
+    if not readme.is_file():
+        return {}
+    found = re.findall(r"^  (id\d+): (.+)$", readme.read_text(encoding="utf-8", errors="replace"), re.M)
+    return dict(found)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines: list[str] = []
+    for word in text.replace(":", ":,").replace(",", ", ").split():
+        if lines and len(lines[-1]) + len(word) + 1 <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return [line.replace(":,", ":").rstrip(",") for line in lines]
+
+
+def _row(label: str, note: str, items: list[tuple[Path, Path | None, list[str]]], per_user: int,
          rng: np.random.Generator) -> np.ndarray:
     labelled = [i for i in items if i[1] is not None]
     others = [i for i in items if i[1] is None] or items
-    chosen = [labelled[int(k)] for k in rng.permutation(len(labelled))[:2]]
+    # show masks of the busiest of a few random labelled images: more classes say more
+    pool = [labelled[int(k)] for k in rng.permutation(len(labelled))[:8]]
+    chosen = sorted(pool, key=lambda item: -len(item[2]))[:2]
     chosen += [others[int(k)] for k in rng.permutation(len(others))[: max(0, per_user - len(chosen))]]
     cells = []
     for jpg, mask, tags in chosen:
@@ -84,10 +105,11 @@ def _row(label: str, items: list[tuple[Path, Path | None, list[str]]], per_user:
         cells.append(block)
     width = LABEL_W + sum(c.shape[1] + GAP for c in cells)
     row = np.full((THUMB_H + CAPTION_H, width, 3), 255, np.uint8)
-    _text(row, label, 6, 24, 0.6, bold=True)
+    _text(row, label, 6, 22, 0.6, bold=True)
     common = Counter(t for _, _, tags in items for t in tags).most_common(4)
-    for k, (name, _) in enumerate(common):
-        _text(row, name, 8, 46 + 15 * k, 0.4)
+    lines = _wrap(note, 30)[:3] + _wrap("top: " + ", ".join(name for name, _ in common), 30)[:3]
+    for k, line in enumerate(lines):
+        _text(row, line, 6, 40 + 13 * k, 0.36)
     x = LABEL_W
     for cell in cells:
         row[:, x:x + cell.shape[1]] = cell
@@ -105,11 +127,12 @@ def make_contact_sheet(data_root: Path, out_png: Path, per_user: int = 6, seed: 
     users = sorted((p.name for p in (data_root / "personal").glob("id*") if p.is_dir()),
                    key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
     rng = np.random.default_rng(seed)
+    notes = _descriptions(data_root)
     rows = []
     for label, user in [("source (VOC)", None)] + [(u, u) for u in users]:
         items = _collection(data_root, user)
         if items:
-            rows.append(_row(label, items, per_user, rng))
+            rows.append(_row(label, notes.get(user or "", ""), items, per_user, rng))
     if not rows:
         raise DatasetError(f"{data_root}: no VOC2012/JPEGImages or personal/id*/JPEGImages images found; "
                            "point make_contact_sheet at a data root (e.g. the folder written by `pss demo`)")
