@@ -216,9 +216,22 @@ def settings_text(config: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _header(record: RunRecord, meta: dict[str, Any], progress: Progress, job: Any, starting: bool) -> str:
+def queue_position(svc: JobService, job: Any) -> str:
+    """``"waiting for cpu: 1 running, 2 ahead"`` for a queued job, else ``""``."""
+    if job is None or job.status != "queued":
+        return ""
+    same = [j for j in svc.queue.list_jobs() if j.device == job.device and j.job_id != job.job_id]
+    running = sum(j.status == "running" for j in same)
+    ahead = sum(j.status == "queued" and (j.created, j.job_id) < (job.created, job.job_id) for j in same)
+    return f"waiting for {job.device}: {running} running, {ahead} ahead"
+
+
+def _header(record: RunRecord, meta: dict[str, Any], progress: Progress, job: Any, starting: bool,
+            waiting: str = "") -> str:
     status = record.status
-    if status == "running" and starting:
+    if waiting:
+        status += f" · {waiting}"
+    elif status == "running" and starting:
         status = "running · starting (loading data, grouping)"
     elif status == "running" and progress.step >= progress.total > 0:
         status = "running · final evaluation"
@@ -265,7 +278,8 @@ def run_view(ws: Workspace, run_id: str) -> RunView:
     report = run.read_report()
     log = "\n".join(compact_log(run.tail_log(4 * LOG_LINES))[-LOG_LINES:])
     return RunView(
-        run_id=run_id, status=record.status, header=_header(record, meta, progress, job, running and not train),
+        run_id=run_id, status=record.status, header=_header(record, meta, progress, job, running and not train,
+                                                      queue_position(svc, job)),
         progress=progress, losses=loss_figure(train), evaluation=eval_figure(evals, record.total_steps),
         classes=class_iou_figure(report),
         metrics=_metrics(record, report), config_yaml=yaml.safe_dump(run.config, sort_keys=False),

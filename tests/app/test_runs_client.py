@@ -157,6 +157,7 @@ def test_kill_9_fails_the_job_while_the_app_serves_and_the_next_job_runs(client,
     first, _ = launch(client, steps=300)
     second, message = launch(client, user="id2")
     assert message.startswith(f"run `{second}` queued on `cpu`")  # one job per device: it waits
+    assert "**queued · waiting for cpu: 1 running, 0 ahead**" in header(client, second)
     run = job_service(ws).store.open_run(first)
     wait_for(lambda: run.events("train"))
     job = job_service(ws).queue.latest_job(first)

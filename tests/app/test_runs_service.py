@@ -162,3 +162,16 @@ def test_compact_log_keeps_the_last_state_of_each_progress_bar() -> None:
              f"{bar}100%|███| 3/3", f"{bar}100%|███| 3/3 done", "run r: done in 2 s"]
     assert svc.compact_log(lines) == ["job x: starting", f"{bar} 33%|█    | 1/3", "predicting 2/4",
                                       f"{bar}100%|███| 3/3 done", "run r: done in 2 s"]
+
+
+def test_queue_position_of_a_waiting_job(tmp_path: Path) -> None:
+    from pss.api.jobs import JobService
+
+    jobs = JobService(Workspace(tmp_path))  # not started: nothing runs the (never started) jobs
+    ids = [jobs.queue.enqueue(jobs.store.create_run("id1", "pss", {}, "cpu", 5).run_id, ["true"], "cpu")
+           for _ in range(3)]
+    other = jobs.queue.enqueue(jobs.store.create_run("id1", "pss", {}, "cuda:0", 5).run_id, ["true"], "cuda:0")
+    assert jobs.queue.next_runnable(devices=["cpu"]).job_id == ids[0]  # claimed: running on cpu
+    position = [svc.queue_position(jobs, jobs.queue.get(job_id)) for job_id in (*ids, other)]
+    assert position == ["", "waiting for cpu: 1 running, 0 ahead", "waiting for cpu: 1 running, 1 ahead",
+                        "waiting for cuda:0: 0 running, 0 ahead"]
