@@ -60,7 +60,7 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K) -> gr.Blocks:
         with gr.Row():
             user = gr.Dropdown(users, value=users[0] if users else None, label="User", elem_id="user")
             k = gr.Slider(2, MAX_K, value=default_k, step=1, label="Groups K (k-means)", elem_id="k")
-            status = gr.Markdown(elem_id="status")
+        status = gr.Markdown(elem_id="status")
         with gr.Tabs(selected="images") as tabs:
             with gr.Tab("Images", id="images", elem_id="tab-images"):
                 images = images_tab.build(ws, user, k, status, demo.load)
@@ -70,10 +70,14 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K) -> gr.Blocks:
                 scope = statistics_tab.build(ws, stats, status)
 
         def refresh_users(current: str | None):
-            """Users may be added or removed while the app runs: refresh the choices on every page load."""
+            """Users may be added or removed while the app runs: refresh the choices on every page load.
+
+            The value is only set when the current one is gone: setting it would fire ``user.change`` and could
+            undo a pick the person made while the page was loading."""
             names = list_users(ws)
-            value = current if current in names else (names[0] if names else None)
-            return gr.Dropdown(choices=names, value=value), gr.Dropdown(choices=scope_choices(ws))
+            if current in names or not names:
+                return gr.Dropdown(choices=names), gr.Dropdown(choices=scope_choices(ws))
+            return gr.Dropdown(choices=names, value=names[0]), gr.Dropdown(choices=scope_choices(ws))
 
         demo.load(refresh_users, user, [user, scope], api_name="users")
     return demo

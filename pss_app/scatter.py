@@ -28,7 +28,7 @@ _TEMPLATE = """
 _CSS = """
 .pss-scatter-wrap { position: relative; width: 100%; }
 .pss-scatter { width: 100%; height: 520px; }
-.pss-hover { position: absolute; top: 8px; right: 8px; background: var(--background-fill-primary, #fff);
+.pss-hover { position: absolute; top: 8px; left: 8px; background: var(--background-fill-primary, #fff);
   border: 1px solid var(--border-color-primary, #ccc); border-radius: 6px; padding: 4px; pointer-events: none;
   z-index: 10; text-align: center; font-size: 12px; }
 .pss-hover img { max-width: 140px; max-height: 140px; display: block; }
@@ -60,6 +60,14 @@ function bind() {
     const cd = ev.points[0].customdata;
     hoverName.textContent = cd[0] + ' (group ' + cd[1] + ')';
     if (cd[2]) { hoverImg.src = cd[2]; hoverImg.style.display = 'block'; } else { hoverImg.style.display = 'none'; }
+    // next to the pointer, on the side with room, so the box never hides the hovered point
+    const box = element.getBoundingClientRect();
+    const mouse = ev.event || {clientX: box.left, clientY: box.top};
+    let x = mouse.clientX - box.left + 18, y = mouse.clientY - box.top + 18;
+    if (x + 160 > box.width) x = Math.max(0, x - 196);
+    if (y + 180 > box.height) y = Math.max(0, y - 216);
+    hover.style.left = x + 'px';
+    hover.style.top = y + 'px';
     hover.style.display = 'block';
   });
   plot.on('plotly_unhover', () => { hover.style.display = 'none'; });

@@ -72,6 +72,7 @@ def scatter_figure(ws: Workspace, grouping, records: Sequence[ImageRecord]) -> g
             hovertemplate="%{customdata[0]}<br>group %{customdata[1]}<extra></extra>"))
     figure.update_layout(
         dragmode="lasso", height=520, margin=dict(l=10, r=10, t=40, b=10), showlegend=grouping.k <= MAX_LEGEND_GROUPS,
+        legend=dict(orientation="h", x=0, y=-0.12, yanchor="top"),
         title=dict(text=f"{grouping.user}: {len(grouping.names)} images, k-means K={grouping.k} "
                         f"(asked {grouping.k_requested}), UMAP of {grouping.feature_model} features",
                    font=dict(size=13)),
@@ -154,8 +155,8 @@ def composition_figure(records: Sequence[ImageRecord], names: Sequence[str] | No
                    marker_color="#c8c8c8")
     figure.add_bar(x=classes, y=(100 * class_histogram(subset)[1:]).tolist(), name=f"{title} ({len(subset)})",
                    marker_color="#1f77b4")
-    figure.update_layout(barmode="group", height=300, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
-                         title=dict(text=f"Class composition: {title} (% of images tagged)", font=dict(size=13)),
-                         yaxis=dict(title="% images"), legend=dict(orientation="h", y=1.02, x=1, xanchor="right",
-                                                                   yanchor="bottom"))
+    figure.update_layout(barmode="group", height=330, margin=dict(l=10, r=10, t=70, b=10), template="plotly_white",
+                         title=dict(text="Class composition (% of images tagged with each class)", font=dict(size=13)),
+                         yaxis=dict(title="% images"), legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom",
+                                                                   font=dict(size=11)))
     return figure

@@ -123,6 +123,11 @@ def _read_mask(path: Path | None, image: np.ndarray) -> tuple[np.ndarray | None,
     return label, ""
 
 
+def has_image(ws: Workspace, user: str, name: str) -> bool:
+    """Whether ``user`` (a valid, present user) has an image called ``name``."""
+    return any(record.name == name for record in collection(ws, user).records)
+
+
 def image_view(ws: Workspace, user: str, name: str, opacity: float = 0.6) -> ImageView:
     """Open image ``name`` of ``user``: photo + GT overlay PNG + tags + legend.
 

@@ -51,7 +51,7 @@ def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, statu
         with gr.Column(scale=2):
             selection_info = gr.Markdown(elem_id="groups-selection-info")
             composition = gr.Plot(show_label=False, elem_id="groups-composition")
-            gallery = gr.Gallery(label="Selected images", columns=6, height=300, allow_preview=False,
+            gallery = gr.Gallery(label="Selected images", columns=4, height=300, allow_preview=False,
                                  object_fit="cover", elem_id="groups-gallery")
             prev, page, nxt = pager("groups")
     selection = gr.Textbox(visible=False, elem_id="groups-selection")
@@ -71,7 +71,8 @@ def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, statu
         grouping = compute_grouping(ws, user_name, int(k_value), progress=report)
         return _grouping_outputs(ws, user_name, grouping)
 
-    gr.on([load_trigger, user.change, k.release], load_groups, [user, k], grouping_outputs, api_name="load_groups")
+    gr.on([load_trigger, user.change, k.release], load_groups, [user, k], grouping_outputs, api_name="load_groups",
+          trigger_mode="multiple")
     compute.click(compute_groups, [user, k], grouping_outputs, api_name="compute_groups")
 
     @guarded(1)
@@ -81,7 +82,8 @@ def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, statu
         return Selection("group", group_id, context=context).to_json() if group_id is not None \
             else Selection(context=context).to_json()
 
-    group.input(pick_group, [user, k, group], selection, api_name="pick_group")
+    group.input(pick_group, [user, k, group], selection, api_name="pick_group",
+          trigger_mode="multiple")
 
     @guarded(1)
     def plot_selection(user_name: str, k_value: float, evt: gr.EventData) -> str:
@@ -89,7 +91,8 @@ def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, statu
         chosen = parse_selection(json.dumps(data))
         return Selection(chosen.kind, chosen.group, chosen.names, f"{user_name}/K{int(k_value)}").to_json()
 
-    scatter.select(plot_selection, [user, k], selection, api_name="plot_selection")
+    scatter.select(plot_selection, [user, k], selection, api_name="plot_selection",
+          trigger_mode="multiple")
 
     page_outputs = [gallery, page, selection_info, composition, names, status]
 
@@ -109,7 +112,8 @@ def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, statu
         return result.items, result.page, info, figure, result.names, problems_text(result.problems)
 
     selection.change(lambda *args: selection_page(*args, 1), [user, k, selection], page_outputs,
-                     api_name="selection_page")
+                     api_name="selection_page",
+          trigger_mode="multiple")
     page.submit(selection_page, [user, k, selection, page], page_outputs, api_name="selection_goto_page")
     prev.click(lambda *args: selection_page(*args[:-1], (args[-1] or 1) - 1), [user, k, selection, page],
                page_outputs, api_name="selection_previous")

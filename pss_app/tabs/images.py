@@ -9,7 +9,7 @@ from pss.api import Workspace, cached_grouping
 from pss_app.feedback import guarded, problem, problems_text
 from pss_app.services.gallery import ALL, LABELLED_CHOICES, GalleryFilter, gallery_page, group_names, tag_choices
 from pss_app.services.groups import group_choices, parse_group
-from pss_app.services.viewer import image_view
+from pss_app.services.viewer import has_image, image_view
 from pss_app.tabs.widgets import pager
 
 
@@ -65,7 +65,8 @@ def build(ws: Workspace, user: gr.Dropdown, k: gr.Slider, status: gr.Markdown, l
 
     filters = [user, k, tag, group, labelled]
     gr.on([load_trigger, user.change, tag.change, group.change, labelled.change],
-          lambda *args: show_page(*args, 1), filters, page_outputs, api_name="gallery_first_page")
+          lambda *args: show_page(*args, 1), filters, page_outputs, api_name="gallery_first_page",
+          trigger_mode="multiple")
     page.submit(show_page, [*filters, page], page_outputs, api_name="gallery_page")
     prev.click(lambda *args: show_page(*args[:-1], (args[-1] or 1) - 1), [*filters, page], page_outputs,
                api_name="gallery_previous")
@@ -78,25 +79,27 @@ def build(ws: Workspace, user: gr.Dropdown, k: gr.Slider, status: gr.Markdown, l
         return gr.Dropdown(choices=group_choices(grouping, include_all=True), value=ALL), ""
 
     gr.on([load_trigger, user.change, k.release], group_filter_choices, [user, k], [group, status],
-          api_name="group_filter_choices")
+          api_name="group_filter_choices",
+          trigger_mode="multiple")
 
     def pick(page_names: list[str], evt: gr.SelectData) -> str:
         index = evt.index if isinstance(evt.index, int) else 0
         return page_names[index] if 0 <= index < len(page_names) else ""
 
     gallery.select(pick, names, name, api_visibility="private")
-    user.change(lambda _: "", user, name, api_visibility="private")  # the open image belonged to the old user
 
     view_outputs = [view, details, legend, status]
 
     @guarded(len(view_outputs))
     def show_image(user_name: str, image_name: str, opacity_value: float):
-        if not image_name:
-            return None, "", "", ""
+        if not image_name or not has_image(ws, user_name, image_name):
+            return None, "", "", ""  # nothing open, or the open image belonged to the previous user
         result = image_view(ws, user_name, image_name, opacity_value)
         if result.message:
             problem(result.message)
         return str(result.path), result.tags_markdown(), result.legend_html(), result.message
 
-    gr.on([name.change, opacity.release], show_image, [user, name, opacity], view_outputs, api_name="image_view")
+    # user.change can fire twice for one pick (select, then blur): every handler here is idempotent
+    gr.on([name.change, opacity.release, user.change], show_image, [user, name, opacity], view_outputs,
+          api_name="image_view", trigger_mode="multiple")
     return ImagesTab(name=name, group=group)

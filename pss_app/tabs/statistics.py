@@ -11,7 +11,8 @@ from pss_app.services.statistics import ALL_USERS, scope_choices, statistics_fig
 def build(ws: Workspace, tab: gr.Tab, status: gr.Markdown) -> gr.Dropdown:
     """Lay out the tab inside ``tab`` and wire its events; returns the scope dropdown (refreshed on load)."""
     with gr.Row():
-        scope = gr.Dropdown(scope_choices(ws), value=ALL_USERS, label="Users", elem_id="stats-scope")
+        scope = gr.Dropdown(scope_choices(ws), value=ALL_USERS, label="Users", elem_id="stats-scope",
+                            allow_custom_value=True)  # checked by the service, refreshed on page load
         refresh = gr.Button("Refresh", size="sm", elem_id="stats-refresh")
     summary = gr.Markdown(elem_id="stats-summary")
     with gr.Row():
@@ -30,5 +31,6 @@ def build(ws: Workspace, tab: gr.Tab, status: gr.Markdown) -> gr.Dropdown:
                 figures.summary(), "")
 
     # Computed when the tab is opened (not at page load): mask statistics read every labelled mask once.
-    gr.on([tab.select, scope.change, refresh.click], show, scope, outputs, api_name="statistics")
+    gr.on([tab.select, scope.change, refresh.click], show, scope, outputs, api_name="statistics",
+          trigger_mode="multiple")
     return scope

@@ -25,6 +25,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture()
+def port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    return free_port()
+
+
 @pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     ws, summary = create_demo_workspace(tmp_path_factory.mktemp("app") / "ws", seed=0, config=DEMO)

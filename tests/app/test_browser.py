@@ -1,0 +1,120 @@
+"""The pages in a real browser (Playwright driving Debian's chromium): every tab, a user, a group, an image.
+
+Saves the README screenshots into ``assets/screenshots/``. Needs ``/usr/bin/chromium`` (``.ci/run`` installs
+it with apt-get); Playwright's own browser download is not used.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "assets" / "screenshots"
+LONG = 240_000  # ms: computing groups pays UMAP's first-call compile (~10-30 s on two busy cores)
+
+
+@pytest.fixture(scope="module")
+def page(app) -> Iterator:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+        errors: list[str] = []
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        tab.set_default_timeout(60_000)
+        tab.goto(app.url, wait_until="load")
+        tab.errors = errors
+        yield tab
+        tab.screenshot(path=str(Path(app.ws.root).parent / "last-page.png"), full_page=True)  # for debugging
+        browser.close()
+
+
+def _text(page, selector: str) -> str:
+    return page.locator(selector).inner_text()
+
+
+def _choose(page, dropdown: str, option: str) -> None:
+    page.locator(f"{dropdown} input").click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def _point_centre(page, index: int) -> tuple[float, float]:
+    box = page.locator("#groups-scatter .scatterlayer .point").nth(index).bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def _wait_text(page, selector: str, text: str) -> None:
+    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text])
+
+
+def test_images_tab_user_and_image(page, app) -> None:
+    from pss.api import read_user
+
+    records = read_user(app.ws, "id2").records
+    page.wait_for_selector("#images-gallery img")
+    _choose(page, "#user", "id2")
+    _wait_text(page, "#images-info", f"of {len(records)}")
+    page.locator("#images-labelled").get_by_text("labelled", exact=True).click()
+    _wait_text(page, "#images-info", f"of {sum(r.labelled for r in records)}")
+    page.locator("#images-gallery img").nth(1).click()
+    page.wait_for_selector("#image-view img")
+    _wait_text(page, "#image-details", "labelled (GT mask)")
+    assert page.locator("#image-legend .pss-swatch").count() >= 2  # background + at least one object class
+    name = page.locator("#image-name textarea, #image-name input").first.input_value()
+    assert re.fullmatch(r"\w+", name)
+    src = page.locator("#image-view img").first.get_attribute("src")
+    assert src.endswith(".png")  # the overlay is the PNG file, never a webp re-encoding
+    page.screenshot(path=str(SCREENSHOTS / "images.png"), full_page=True)
+    assert page.errors == []
+
+
+def test_groups_tab_group_lasso_and_open_image(page) -> None:
+    page.get_by_role("tab", name="Groups").click()
+    if page.locator("#groups-scatter .main-svg").count() == 0:
+        page.click("#groups-compute")
+    page.wait_for_selector("#groups-scatter .scatterlayer .point", timeout=LONG)
+    page.wait_for_selector("#groups-gallery img", timeout=LONG)  # the first group is shown right away
+    # click a point: its group's images
+    x, y = _point_centre(page, 3)
+    page.mouse.move(x, y)
+    page.wait_for_selector("#groups-scatter .pss-hover img", state="visible")  # hover shows the thumbnail
+    page.mouse.click(x, y)
+    _wait_text(page, "#groups-selection-info", "group ")
+    # lasso the left half of the plot: those images
+    area = page.locator("#groups-scatter .nsewdrag").first.bounding_box()
+    corners = [(0.01, 0.01), (0.5, 0.01), (0.5, 0.99), (0.01, 0.99), (0.01, 0.02)]
+    page.mouse.move(area["x"] + area["width"] * corners[0][0], area["y"] + area["height"] * corners[0][1])
+    page.mouse.down()
+    for fx, fy in corners[1:]:
+        page.mouse.move(area["x"] + area["width"] * fx, area["y"] + area["height"] * fy, steps=6)
+    page.mouse.up()
+    _wait_text(page, "#groups-selection-info", "lasso selection")
+    page.wait_for_selector("#groups-gallery img")
+    page.mouse.move(*_point_centre(page, 0))  # hover again so the screenshot shows the thumbnail box
+    page.wait_for_selector("#groups-scatter .pss-hover img", state="visible")
+    page.screenshot(path=str(SCREENSHOTS / "groups.png"), full_page=True)
+    # a thumbnail in the group gallery opens the image in the Images tab
+    page.locator("#groups-gallery img").first.click()
+    page.wait_for_selector("#tab-images #image-view img", state="visible")
+    assert page.errors == []
+
+
+def test_statistics_tab(page) -> None:
+    page.get_by_role("tab", name="Statistics").click()
+    for chart in ("proportion", "cooccurrence", "object-size", "instances"):
+        page.wait_for_selector(f"#stats-{chart} .js-plotly-plot .main-svg")
+    _wait_text(page, "#stats-summary", "id1, id2")
+    assert page.locator("#stats-cooccurrence .heatmaplayer image, #stats-cooccurrence .hm").count() >= 1
+    page.screenshot(path=str(SCREENSHOTS / "statistics.png"), full_page=True)
+    assert page.errors == []
