@@ -103,7 +103,7 @@ def build(ws: Workspace, load_trigger) -> None:
     def show(run_id: str):
         return _view(svc.run_view(ws, run_id.strip())) if run_id and run_id.strip() else _view(None)
 
-    selected.change(show, selected, view_outputs, api_name="run_view", trigger_mode="multiple")
+    selected.change(show, selected, view_outputs, api_name="run_view", trigger_mode="always_last")
 
     @guarded(VIEW_OUTPUTS + 3, status_index=VIEW_OUTPUTS - 1)
     def poll(run_id: str, seen_view: str, seen_table: str, search_text: str, status_value: str, method_value: str,
@@ -164,7 +164,7 @@ def build(ws: Workspace, load_trigger) -> None:
         return svc.history_table(ws, search_text, status_value, method_value, user_value)
 
     gr.on([search.submit, status_filter.change, method_filter.change, user_filter.change], history, filters, table,
-          api_name="run_history", trigger_mode="multiple")
+          api_name="run_history", trigger_mode="always_last")
 
     def pick(evt: gr.SelectData) -> str:
         row = evt.row_value or []
