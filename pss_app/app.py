@@ -58,7 +58,8 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K) -> gr.Blocks:
     with gr.Blocks(title="pss workbench", analytics_enabled=False) as demo:
         gr.Markdown(f"## pss · personalized semantic segmentation workbench\nWorkspace `{ws.root}`")
         with gr.Row():
-            user = gr.Dropdown(users, value=users[0] if users else None, label="User", elem_id="user")
+            user = gr.Dropdown(users, value=users[0] if users else None, label="User", elem_id="user",
+                               allow_custom_value=True)  # users come and go; the services check the name
             k = gr.Slider(2, MAX_K, value=default_k, step=1, label="Groups K (k-means)", elem_id="k")
         status = gr.Markdown(elem_id="status")
         with gr.Tabs(selected="images") as tabs:

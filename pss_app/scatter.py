@@ -51,7 +51,8 @@ function bind() {
     trigger('select', {index: cd[1], value: {kind: 'point', name: cd[0], group: cd[1]}});
   });
   plot.on('plotly_selected', (ev) => {
-    if (!ev || !ev.points) return;
+    // only lasso/box selections: a click also reports a one-point "selection", but a click picks a group
+    if (!ev || !ev.points || (!ev.lassoPoints && !ev.range)) return;
     const names = ev.points.map((p) => p.customdata[0]);
     trigger('select', {index: names.length, value: {kind: 'lasso', names: names}});
   });

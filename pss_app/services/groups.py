@@ -77,7 +77,7 @@ def scatter_figure(ws: Workspace, grouping, records: Sequence[ImageRecord]) -> g
                         f"(asked {grouping.k_requested}), UMAP of {grouping.feature_model} features",
                    font=dict(size=13)),
         xaxis=dict(title="UMAP 1", zeroline=False), yaxis=dict(title="UMAP 2", zeroline=False),
-        template="plotly_white", clickmode="event+select")
+        template="plotly_white", clickmode="event")
     return figure
 
 

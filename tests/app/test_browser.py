@@ -49,6 +49,11 @@ def _choose(page, dropdown: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def _settle(page) -> None:
+    """Wait until no component shows Gradio's "processing" timer (every triggered event has finished)."""
+    page.wait_for_function("() => !document.body.innerText.includes('processing |')")
+
+
 def _point_centre(page, index: int) -> tuple[float, float]:
     box = page.locator("#groups-scatter .scatterlayer .point").nth(index).bounding_box()
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
@@ -75,6 +80,7 @@ def test_images_tab_user_and_image(page, app) -> None:
     assert re.fullmatch(r"\w+", name)
     src = page.locator("#image-view img").first.get_attribute("src")
     assert src.endswith(".png")  # the overlay is the PNG file, never a webp re-encoding
+    _settle(page)
     page.screenshot(path=str(SCREENSHOTS / "images.png"), full_page=True)
     assert page.errors == []
 
@@ -91,6 +97,8 @@ def test_groups_tab_group_lasso_and_open_image(page) -> None:
     page.wait_for_selector("#groups-scatter .pss-hover img", state="visible")  # hover shows the thumbnail
     page.mouse.click(x, y)
     _wait_text(page, "#groups-selection-info", "group ")
+    _settle(page)
+    assert "lasso" not in _text(page, "#groups-selection-info")  # a click picks the point's group
     # lasso the left half of the plot: those images
     area = page.locator("#groups-scatter .nsewdrag").first.bounding_box()
     corners = [(0.01, 0.01), (0.5, 0.01), (0.5, 0.99), (0.01, 0.99), (0.01, 0.02)]
@@ -101,8 +109,11 @@ def test_groups_tab_group_lasso_and_open_image(page) -> None:
     page.mouse.up()
     _wait_text(page, "#groups-selection-info", "lasso selection")
     page.wait_for_selector("#groups-gallery img")
+    _settle(page)
     page.mouse.move(*_point_centre(page, 0))  # hover again so the screenshot shows the thumbnail box
     page.wait_for_selector("#groups-scatter .pss-hover img", state="visible")
+    _settle(page)
+    assert "lasso selection of" in _text(page, "#groups-selection-info")
     page.screenshot(path=str(SCREENSHOTS / "groups.png"), full_page=True)
     # a thumbnail in the group gallery opens the image in the Images tab
     page.locator("#groups-gallery img").first.click()
@@ -115,6 +126,7 @@ def test_statistics_tab(page) -> None:
     for chart in ("proportion", "cooccurrence", "object-size", "instances"):
         page.wait_for_selector(f"#stats-{chart} .js-plotly-plot .main-svg")
     _wait_text(page, "#stats-summary", "id1, id2")
+    _settle(page)
     assert page.locator("#stats-cooccurrence .heatmaplayer image, #stats-cooccurrence .hm").count() >= 1
     page.screenshot(path=str(SCREENSHOTS / "statistics.png"), full_page=True)
     assert page.errors == []
