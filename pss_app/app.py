@@ -20,6 +20,7 @@ from pss.api import Workspace, list_users
 from pss_app.services.statistics import scope_choices
 from pss_app.tabs import groups as groups_tab
 from pss_app.tabs import images as images_tab
+from pss_app.tabs import runs as runs_tab
 from pss_app.tabs import statistics as statistics_tab
 
 DEFAULT_K = 8
@@ -69,6 +70,9 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K) -> gr.Blocks:
                 groups_tab.build(ws, plotly_js, user, k, status, images, tabs, demo.load)
             with gr.Tab("Statistics", id="statistics", elem_id="tab-statistics") as stats:
                 scope = statistics_tab.build(ws, stats, status)
+            with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
+                # also starts this workspace's job worker (reaping jobs left by a previous app first)
+                runs_tab.build(ws, demo.load)
 
         def refresh_users(current: str | None):
             """Users may be added or removed while the app runs: refresh the choices on every page load.
