@@ -105,11 +105,12 @@ def _pct(value: float | None) -> float | None:
 
 # ---- figures -------------------------------------------------------------------------------------------
 
-def _empty(title: str, message: str) -> go.Figure:
+def _empty(title: str, message: str, height: int = 300) -> go.Figure:
     figure = go.Figure()
     figure.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
                           font=dict(size=14, color="#888"))
-    figure.update_layout(title=title, xaxis=dict(visible=False), yaxis=dict(visible=False), **_LAYOUT)
+    figure.update_layout(title=title, xaxis=dict(visible=False), yaxis=dict(visible=False),
+                         **{**_LAYOUT, "height": height})
     return figure
 
 
@@ -143,7 +144,7 @@ def eval_figure(evals: list[dict[str, Any]], total_steps: int = 0) -> go.Figure:
 def class_iou_figure(report: dict[str, Any] | None) -> go.Figure:
     """Per-class IoU (PSS convention) of the final evaluation."""
     if not report:
-        return _empty("Per-class IoU (%)", "available when the run is done")
+        return _empty("Per-class IoU (%)", "available when the run is done", height=150)
     values = [_pct(v) for v in report["per_class_iou"]["pss"]]
     figure = go.Figure(go.Bar(x=report["class_names"], y=values, marker_color="#1f77b4"))
     figure.update_layout(title="Per-class IoU (%) of the final evaluation", **{**_LAYOUT, "height": 320})

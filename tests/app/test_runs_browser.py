@@ -1,5 +1,5 @@
-"""The Runs tab in a real browser (Playwright driving Debian's chromium): launch a run from the page, watch the
-step counter move while the timer polls, see it finish with metrics, open it from the history, delete it.
+"""The app's Runs tab in a real browser (Playwright driving Debian's chromium): launch a run from the page, watch
+the step counter move while the timer polls, see it finish with metrics, open it from the history, delete it.
 
 Saves ``assets/screenshots/runs_live.png`` and ``runs_done.png``. Needs ``/usr/bin/chromium``.
 """
@@ -13,15 +13,13 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-import gradio as gr
 import pytest
 
 from pss.api import Workspace, create_demo_workspace
 from pss.api.jobs import job_service, stop_job_service
 from pss.data.demo import DemoConfig
 from pss.runs.procs import process_alive
-from pss_app.app import launch_kwargs
-from pss_app.tabs import runs as runs_tab
+from pss_app.app import build_app, launch_kwargs
 
 pytestmark = pytest.mark.browser
 
@@ -53,9 +51,7 @@ def page(ws: Workspace) -> Iterator:
         pytest.skip("Debian chromium is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
-    with gr.Blocks(title="pss runs") as demo:
-        with gr.Tab("Runs"):
-            runs_tab.build(ws, demo.load)
+    demo = build_app(ws, default_k=4)  # the whole app: the Runs tab is one of its tabs
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -67,6 +63,7 @@ def page(ws: Workspace) -> Iterator:
         tab.on("pageerror", lambda exc: errors.append(str(exc)))
         tab.set_default_timeout(60_000)
         tab.goto(url, wait_until="load")
+        tab.get_by_role("tab", name="Runs").click()
         tab.errors = errors
         yield tab
         browser.close()

@@ -97,8 +97,12 @@ def history(client) -> dict[str, dict]:
     return {row[-1]: dict(zip(table["headers"], row)) for row in table["data"]}
 
 
-def test_the_runs_tab_names_every_data_event(client) -> None:
+def test_the_runs_tab_names_every_data_event(client, ws: Workspace) -> None:
     assert set(client.view_api(return_format="dict", print_info=False)["named_endpoints"]) == RUN_ENDPOINTS
+    from pss_app.app import build_app
+
+    app = build_app(ws)  # the whole app has the Runs tab's endpoints too
+    assert RUN_ENDPOINTS <= {f"/{fn.api_name}" for fn in app.fns.values() if fn.api_name}
 
 
 def test_bad_settings_are_explained_and_start_nothing(client, ws: Workspace) -> None:
