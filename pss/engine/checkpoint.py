@@ -30,7 +30,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; list a run's checkpoints with `pss runs --show RUN`")
     try:
-        data = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: a checkpoint is tensors and plain data; never unpickle arbitrary objects from a file
+        data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt/truncated zip; report them all the same way
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc}); it is corrupt or "
                               "truncated — resume from an earlier checkpoint of the run or start again") from exc
