@@ -1,4 +1,4 @@
-"""The ``pss`` command line: demo, doctor, group, train, eval, predict, runs, report.
+"""The ``pss`` command line: demo, doctor, group, train, eval, predict, runs, report, experiment.
 
 Every command is a thin wrapper over ``pss.api`` / the engine; errors of type ``PssError`` are printed
 as one clear line (exit code 2), never as a traceback.
@@ -129,7 +129,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.show:
         print(api.describe_run(ws, args.show))
         return 0
-    print(api.runs_table(ws, user=args.user, method=args.method, status=args.status).to_string(index=False))
+    print(api.runs_table(ws, user=args.user, method=args.method, status=args.status,
+                         search=args.search).to_string(index=False))
     return 0
 
 
@@ -142,6 +143,17 @@ def cmd_report(args: argparse.Namespace) -> int:
               f"{'pss (21 classes, absent = 0)' if metric.startswith('MIoU') else 'per-image foreground IoU'}")
         print(api.table_to_markdown(table) if args.format == "md" else table.to_csv())
     return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from pss.experiments import ExperimentOptions, run_experiment
+
+    opts = ExperimentOptions(table=args.table, users=args.users, methods=args.methods, steps=args.steps,
+                             source_steps=args.source_steps, seeds=args.seeds, preset=args.preset,
+                             device=args.device, tag=args.tag, jobs=args.jobs)
+    result = run_experiment(Workspace(Path(args.workspace)), opts)
+    print(f"tables written to {result.out_dir}")
+    return 0 if not result.failed else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user")
     p.add_argument("--method")
     p.add_argument("--status")
+    p.add_argument("--search", help="substring of the run id, user, method, status, device or config (e.g. a tag)")
     p.add_argument("--show", metavar="RUN")
     p.add_argument("--delete", metavar="RUN")
     p.set_defaults(func=cmd_runs)
@@ -221,6 +234,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", nargs="*")
     p.add_argument("--format", choices=["md", "csv"], default="md")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("experiment", help="run the experiment behind a paper table (resumable) and write the table",
+                       description="table1 = Tables 1 (FIoU) and 2 (MIoU): every method on every user; table3 = "
+                       "context none/global/group; table4 = K in {1, 10, 80, 200}; table5 = personal / mixed "
+                       "training sets. Runs start from one shared No-DA model; finished runs are reused and "
+                       "interrupted ones resumed. Output: WORKSPACE/experiments/TABLE/.")
+    workspace_arg(p)
+    device_arg(p)
+    p.add_argument("table", choices=["table1", "table3", "table4", "table5"])
+    p.add_argument("--users", nargs="+", help="users (default: all)")
+    p.add_argument("--methods", nargs="+", metavar="ROW",
+                   help="rows to run (table1: source_only adaptseg maxsquare fda fda_ssl advent mrnet_s1 mrnet pss "
+                   "pss_s2; table3: none global group; table4: k1 k10 k80 k200; table5: mix_sample mix_all personal)")
+    p.add_argument("--steps", type=int, help="steps of every adaptation run (default: a third of the preset's "
+                   "train.steps: they fine-tune the shared No-DA model; demo: 100)")
+    p.add_argument("--source-steps", dest="source_steps", type=int,
+                   help="steps of the shared No-DA runs (default: the preset's train.steps; demo: 300)")
+    p.add_argument("--jobs", type=int, default=1, help="users trained in parallel processes (each with "
+                   "cpu_count/jobs threads); 2 is faster than 1 on a 2-core CPU")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds (mean ± std over seeds when > 1)")
+    p.add_argument("--preset", default="demo", help="config preset (demo, paper, tiny) or YAML file")
+    p.add_argument("--tag", default="tables", help="label of this experiment's runs (reuse is per tag)")
+    p.set_defaults(func=cmd_experiment)
     return parser
 
 

@@ -104,9 +104,14 @@ class EvalConfig:
 
 @dataclass
 class ExperimentConfig:
-    """Everything a run needs. ``method`` is ``{"name": ..., **the method's own parameters}``."""
+    """Everything a run needs. ``method`` is ``{"name": ..., **the method's own parameters}``.
+
+    ``tag`` is a free label that marks the runs of one experiment (``pss experiment`` tags its runs so that it
+    can find and reuse them); it is saved with the config, so ``pss runs --search TAG`` lists them.
+    """
 
     method: dict[str, Any] = field(default_factory=lambda: {"name": "pss"})
+    tag: str = ""
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     grouping: GroupingConfig = field(default_factory=GroupingConfig)

@@ -20,9 +20,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from pss.metrics import SegReport
 
 # Rows of the paper's Tables 1-2, in the paper's order; methods not listed here come after them.
+# The paper's MRNet row is MRNet's second (pseudo-label) stage with VOC supervision kept (paper §5.3).
 METHOD_LABELS: dict[str, str] = {
-    "source_only": "No-DA", "adaptseg": "AdaptSeg", "maxsquare": "MaxSquare", "fda": "FDA", "advent": "ADVENT",
-    "mrnet": "MRNet", "pss": "OURS-S1", "pss_s2": "OURS-S2",
+    "source_only": "No-DA", "adaptseg": "AdaptSeg", "maxsquare": "MaxSquare", "fda": "FDA", "fda_ssl": "FDA-SSL",
+    "advent": "ADVENT", "mrnet": "MRNet-S1", "mrnet_s2": "MRNet", "pss": "OURS-S1", "pss_s2": "OURS-S2",
 }
 
 
@@ -188,9 +189,15 @@ def table_to_markdown(table: pd.DataFrame) -> str:
     """A GitHub Markdown table (no extra dependency)."""
     header = "| method | " + " | ".join(str(c) for c in table.columns) + " |"
     rule = "|---|" + "---:|" * len(table.columns)
-    body = ["| " + str(index) + " | " + " | ".join("" if (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
-                                                   for v in row) + " |" for index, row in table.iterrows()]
+    body = ["| " + str(index) + " | " + " | ".join(_cell_text(v) for v in row) + " |"
+            for index, row in table.iterrows()]
     return "\n".join([header, rule, *body])
+
+
+def _cell_text(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
 
 
 def format_report(report: SegReport) -> str:
@@ -206,3 +213,42 @@ def format_report(report: SegReport) -> str:
 def check_method(name: str) -> None:
     if name not in registered_methods():
         raise ConfigError(f"unknown method {name!r}; registered: {', '.join(registered_methods())}")
+
+
+def seed_tables(cells: Sequence[dict[str, Any]], rows: Sequence[str], users: Sequence[str],
+                metrics: Sequence[str] = ("FIoU", "MIoU")) -> dict[str, pd.DataFrame]:
+    """Tables in the paper's layout (rows, columns users + Mean, values in %) from per-seed cells.
+
+    ``cells``: dicts with ``row``, ``user``, ``seed`` and a fraction (0..1, or None) per metric name. With one seed a
+    cell is its value; with several it is ``"mean ± std"`` over seeds (sample std, ddof 1). The Mean column is the
+    mean over users computed per seed, then ``mean ± std`` over seeds (so its std is the seed-to-seed spread of the
+    table mean, not the spread across users). Missing values stay empty; a Mean needs every user of its row.
+    """
+    import numpy as np
+    import pandas as pd
+
+    seeds = sorted({c["seed"] for c in cells})
+    tables: dict[str, pd.DataFrame] = {}
+    for metric in metrics:
+        values = {(c["row"], c["user"], c["seed"]): None if _pct(c.get(metric)) is None else c[metric] * 100
+                  for c in cells}
+        frame: dict[str, list[Any]] = {}
+        for row in rows:
+            per_user = [[values.get((row, u, s)) for s in seeds] for u in users]
+            per_seed_mean = [None if any(per_user[i][j] is None for i in range(len(users))) or not users
+                             else float(np.mean([per_user[i][j] for i in range(len(users))]))
+                             for j in range(len(seeds))]
+            frame[row] = [_mean_std(v) for v in per_user] + [_mean_std(per_seed_mean)]
+        tables[metric] = pd.DataFrame.from_dict(frame, orient="index", columns=[*users, "Mean"])
+    return tables
+
+
+def _mean_std(values: Sequence[float | None]) -> float | str | None:
+    """One seed: the value rounded to 2 decimals; several: ``"m ± s"``; any missing seed: None."""
+    import numpy as np
+
+    if not values or any(v is None for v in values):
+        return None
+    if len(values) == 1:
+        return round(float(values[0]), 2)  # type: ignore[arg-type]
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"

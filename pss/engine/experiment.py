@@ -21,14 +21,13 @@ from pss.config import ExperimentConfig, config_to_dict
 from pss.engine.checkpoint import load_model_weights
 from pss.engine.data import ExperimentData, load_experiment_data, make_stream
 from pss.engine.device import fast_path, resolve_device
-from pss.engine.evaluate import evaluate_records, predict_records
+from pss.engine.evaluate import evaluate_records
 from pss.engine.hooks import ConsoleHook, Hook, RunStoreHook
-from pss.engine.pseudo import build_pseudo_labels
+from pss.engine.pseudo import PseudoContext, make_pseudo_labels
 from pss.engine.streams import BatchStream
 from pss.engine.trainer import Trainer, TrainResult
 from pss.errors import CheckpointError
 from pss.methods import build_method
-from pss.methods.pss import PseudoLabelConfig
 from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter, build_segmenter
 from pss.runs import Run, RunStore
@@ -72,14 +71,22 @@ def prepare_run(config: ExperimentConfig, workspace: Workspace, device_spec: str
                                         config.train.steps, run_id=run_id)
 
 
-def _pseudo_stream(model: Segmenter, pseudo_config: PseudoLabelConfig, config: ExperimentConfig, data: ExperimentData,
+def _pseudo_stream(model: Segmenter, pseudo_config: Any, config: ExperimentConfig, data: ExperimentData,
                    run: Run, device: torch.device, seed: int) -> BatchStream:
-    """Step 2: predict the target set with the starting model, keep the easiest images as pseudo labels."""
+    """Second stage: predict the target set with the starting model (and any extra teachers the method's pseudo
+    config names) and build pseudo labels with that method's policy (``pss.engine.pseudo.PSEUDO_POLICIES``)."""
     fast = fast_path(device, config.train.amp, config.train.channels_last)
-    predictions = list(predict_records(model, data.target, data.target_groups, device, config.data.eval_short_side,
-                                       config.eval.batch_size, fast))
-    pseudo = build_pseudo_labels(predictions, data.target, pseudo_config, run.dir / "pseudo")
-    run.log(f"pseudo labels: {len(pseudo.selected)} of {len(predictions)} images selected")
+
+    def load_teacher(ref: str) -> Segmenter:
+        teacher = build_segmenter(config.model)
+        load_model_weights(teacher, resolve_init(ref, run.store))
+        return teacher.to(device)
+
+    context = PseudoContext(data.target, data.target_groups, device, config.data.eval_short_side,
+                            config.eval.batch_size, fast, run.dir / "pseudo", load_teacher)
+    pseudo = make_pseudo_labels(model, pseudo_config, context)
+    run.log(f"pseudo labels: {len(pseudo.selected)} of {len(pseudo.mean_entropy)} images selected"
+            + (f"; {pseudo.summary}" if pseudo.summary else ""))
     groups = {name: data.target_groups[name] for name in pseudo.selected} if data.target_groups else None
     return make_stream(pseudo.records, groups, config, seed + 2)
 
@@ -95,8 +102,9 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
     previous = signal.getsignal(signal.SIGTERM)
 
     def request_stop(signum: int, frame: Any) -> None:
-        if trainer is not None:
-            trainer.stop_requested = True
+        if trainer is None:  # still loading data/models: nothing to checkpoint, stop right away
+            raise KeyboardInterrupt("cancelled (SIGTERM) before training started")
+        trainer.stop_requested = True
 
     try:
         signal.signal(signal.SIGTERM, request_stop)
@@ -106,8 +114,12 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         run.set_status("running")
         model = build_segmenter(config.model)
         method = build_method(config.method_name, config.method_params(), config.model.num_classes)
+        if hasattr(method, "set_total_steps"):  # step schedules given as fractions of the run (MRNet's kl_start)
+            method.set_total_steps(config.train.steps)
         store = workspace.store()
-        if config.train.init_from and not resume:
+        # On resume the checkpoint replaces these weights, except that a second stage's pseudo labels are rebuilt
+        # from the starting model first (so that a resumed run trains on the same pseudo labels).
+        if config.train.init_from and (not resume or method.uses_pseudo):
             load_model_weights(model, resolve_init(config.train.init_from, store))
         need_groups = config.model.context.mode != "none"
         data = load_experiment_data(config, device, workspace.cache, need_groups)

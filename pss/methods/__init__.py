@@ -5,14 +5,24 @@ from typing import Any
 
 from pss.configbase import from_dict
 from pss.errors import ConfigError
+from pss.methods.adaptseg import AdaptSeg
 from pss.methods.advent import Advent
 from pss.methods.base import Method, StepBatch, StepLosses
+from pss.methods.fda import FDA, FDASelfTraining
+from pss.methods.maxsquare import MaxSquare
+from pss.methods.mrnet import MRNet, MRNetStage2
 from pss.methods.pss import PSS, PSSStep2
 from pss.methods.source_only import SourceOnly
 
-METHODS: dict[str, type[Method]] = {
+METHODS: dict[str, type[Method]] = {  # the order of the paper's Tables 1-2 (the app lists them in this order)
     SourceOnly.name: SourceOnly,
+    AdaptSeg.name: AdaptSeg,
+    MaxSquare.name: MaxSquare,
+    FDA.name: FDA,
+    FDASelfTraining.name: FDASelfTraining,
     Advent.name: Advent,
+    MRNet.name: MRNet,
+    MRNetStage2.name: MRNetStage2,
     PSS.name: PSS,
     PSSStep2.name: PSSStep2,
 }

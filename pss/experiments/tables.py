@@ -1,0 +1,177 @@
+"""``pss experiment TABLE``: the experiments behind the paper's Tables 1-5, on a workspace, resumable.
+
+Recipe (one invocation = users × rows × seeds):
+
+* One shared No-DA model per (seed, context mode) is trained first — ``source_only`` on the source images
+  only, so it does not depend on the user — and every adaptation run starts from it (``train.init_from``),
+  as MaxSquare's official recipe pretrains on source. The context mode must match (a model with a group
+  context has layers a context-free one lacks), so PSS rows start from a No-DA model trained with the group
+  context (source batches are k-means groups of the source, as the released code trains). Adaptation runs
+  fine-tune it for a third of the preset's steps by default (``--steps``).
+* The No-DA row of a user is the shared context-free No-DA model evaluated on that user: an evaluation-only
+  run (its checkpoint is a hard link to the shared one; tag ``<tag>:eval``), so the app can compare it.
+* Second stages start from their first stage of the same user and seed (OURS-S2 from OURS-S1, MRNet stage II
+  from MRNet stage I, FDA-SSL from FDA).
+* Reuse: every run is tagged (``--tag``, default ``tables``); a run whose saved config equals the one the cell
+  needs and which is done is reused; one that stopped with a checkpoint is resumed; else a new run is trained.
+  Tables share cells: Table 3's "None" is the ADVENT run, "OURS" / Table 4's K=80 / Table 5's "Personal" are
+  the OURS-S1 run. In Table 4, K is capped by ``effective_k`` on small users; rows whose effective K is equal
+  on a user share one run (said in the notes).
+
+Writes ``WS/experiments/<table>/``: ``fiou.csv``, ``miou.csv``, ``<table>.md`` (both tables + notes) and
+``cells.csv`` (one line per user × row × seed with its run id, status, scores and duration).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from pss.api import runs as api
+from pss.data.pss_layout import list_users
+from pss.errors import ConfigError
+from pss.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of a table. ``init``: ``"source"`` (the shared No-DA model of the row's context mode) or the key
+    of the row whose run (same user and seed) starts this one. ``default``: shown unless ``--methods`` says
+    otherwise (other rows are trained only when a shown row depends on them, or when asked for)."""
+
+    key: str
+    label: str
+    method: str
+    overrides: tuple[str, ...] = ()
+    init: str = "source"
+    default: bool = True
+    source_eval: bool = False
+
+
+TABLES: dict[str, list[RowSpec]] = {
+    "table1": [  # Tables 1 (FIoU) and 2 (MIoU)
+        RowSpec("source_only", "No-DA", "source_only", source_eval=True),
+        RowSpec("adaptseg", "AdaptSeg", "adaptseg"),
+        RowSpec("maxsquare", "MaxSquare", "maxsquare"),
+        RowSpec("fda", "FDA", "fda"),
+        RowSpec("fda_ssl", "FDA-SSL", "fda_ssl", init="fda", default=False),
+        RowSpec("advent", "ADVENT", "advent"),
+        RowSpec("mrnet_s1", "MRNet-S1", "mrnet", default=False),
+        RowSpec("mrnet", "MRNet", "mrnet_s2", init="mrnet_s1"),  # the paper's MRNet = stage II + VOC supervision
+        RowSpec("pss", "OURS-S1", "pss"),
+        RowSpec("pss_s2", "OURS-S2", "pss_s2", init="pss"),
+    ],
+    "table3": [
+        RowSpec("none", "None", "advent"),  # PSS without context is ADVENT (the paper's None row = its ADVENT row)
+        RowSpec("global", "Global", "pss", ("model.context.mode=global",)),
+        RowSpec("group", "OURS", "pss", ("model.context.mode=group",)),
+    ],
+    "table4": [RowSpec(f"k{k}", str(k), "pss", (f"grouping.k={k}",)) for k in (1, 10, 80, 200)],
+    "table5": [
+        RowSpec("mix_sample", "MixSample", "pss", ("data.target=mix_sample",)),
+        RowSpec("mix_all", "MixAll", "pss", ("data.target=mix_all",)),
+        RowSpec("personal", "Personal", "pss", ("data.target=personal",)),
+    ],
+}
+
+
+@dataclass
+class ExperimentOptions:
+    """What to run. ``steps``: every adaptation run's ``train.steps`` (None: a third of the preset's — adaptation
+    fine-tunes the shared No-DA model, so on the demo 100 of its 300 — which keeps table1 on the demo within 90
+    minutes on two CPU cores); ``source_steps``: the shared No-DA runs' (None: the preset's). ``seeds``: how many
+    seeds, from the preset's ``train.seed`` up. ``jobs``: users trained in parallel processes, each with
+    ``cpu_count // jobs`` threads (2 on a 2-core CPU: small convolutions use one thread much better than two)."""
+
+    table: str
+    users: list[str] | None = None
+    methods: list[str] | None = None
+    steps: int | None = None
+    source_steps: int | None = None
+    seeds: int = 1
+    preset: str = "demo"
+    device: str = "auto"
+    tag: str = "tables"
+    jobs: int = 1
+    console: bool = True
+
+
+@dataclass
+class Cell:
+    row: str
+    user: str
+    seed: int
+    run_id: str | None = None
+    status: str = "pending"
+    action: str = ""
+    fiou: float | None = None
+    miou: float | None = None
+    seconds: float | None = None
+    note: str = ""
+
+
+@dataclass
+class ExperimentResult:
+    table: str
+    tables: dict[str, Any]  # metric -> DataFrame
+    cells: list[Cell]
+    notes: list[str]
+    out_dir: Path
+    seconds: float
+    trained: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def select_rows(table: str, methods: Sequence[str] | None) -> tuple[list[RowSpec], list[RowSpec]]:
+    """(rows to show, rows to train = shown rows + what they start from), in table order."""
+    if table not in TABLES:
+        raise ConfigError(f"unknown table {table!r}; choose one of {', '.join(TABLES)} (table1 = Tables 1 and 2)")
+    specs = {r.key: r for r in TABLES[table]}
+    unknown = [m for m in methods or () if m not in specs]
+    if unknown:
+        raise ConfigError(f"{table} has no row {', '.join(unknown)}; its rows: {', '.join(specs)}")
+    shown = [r for r in TABLES[table] if (r.key in methods if methods else r.default)]
+    needed = {r.key for r in shown}
+    for row in shown:
+        while row.init != "source":
+            row = specs[row.init]
+            needed.add(row.key)
+    return shown, [r for r in TABLES[table] if r.key in needed]
+
+
+
+
+def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], None] = print) -> ExperimentResult:
+    """Train (or reuse) every run of ``opts.table``, then write and return its tables (module docstring)."""
+    from pss.experiments.report import write_outputs
+    from pss.experiments.runner import Plan, run_cells
+
+    started = time.time()
+    shown, needed = select_rows(opts.table, opts.methods)
+    everyone = list_users(ws.personal)
+    if not everyone:
+        raise ConfigError(f"no users under {ws.personal}; write the demo with `pss demo --out {ws.data}`")
+    users = list(opts.users) if opts.users else everyone
+    missing = [u for u in users if u not in everyone]
+    if missing:
+        raise ConfigError(f"unknown user(s) {', '.join(missing)}; users in {ws.personal}: {', '.join(everyone)}")
+    for name in ("steps", "source_steps"):
+        if getattr(opts, name) is not None and getattr(opts, name) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(opts, name)}")
+    if opts.seeds < 1 or opts.jobs < 1:
+        raise ConfigError("seeds and jobs must be >= 1")
+    preset = api.make_config(ws, opts.preset).train
+    plan = Plan(opts, needed, opts.steps or max(1, preset.steps // 3), opts.source_steps or preset.steps, everyone[0])
+    seeds = [preset.seed + i for i in range(opts.seeds)]
+    runner = run_cells(ws, plan, users, seeds, say)
+    labels = {r.key: r.label for r in TABLES[opts.table]}
+    shown_keys = {r.key for r in shown}
+    values = [dict(row=labels[c.row], user=c.user, seed=c.seed, FIoU=c.fiou, MIoU=c.miou)
+              for c in runner.cells if c.row in shown_keys and c.status == "done"]
+    result = ExperimentResult(
+        opts.table, api.seed_tables(values, [r.label for r in shown], users), runner.cells, runner.notes,
+        ws.root / "experiments" / opts.table, time.time() - started, runner.work,
+        [f"{labels[c.row]} / {c.user} / seed {c.seed}: {c.status}" for c in runner.cells if c.status != "done"])
+    say(write_outputs(result, labels, opts, plan.adapt_steps, plan.source_steps))
+    return result
