@@ -27,7 +27,7 @@ from PIL import Image
 from pss.data.demo_plan import UserPlan, image_shape, plan_user, source_ids, split_source
 from pss.data.demo_scenes import SceneSpec, jitter_scene, render_scene, sample_scene
 from pss.data.demo_sheet import make_contact_sheet
-from pss.data.demo_styles import SOURCE_STYLE, UserStyle, apply_camera, user_style
+from pss.data.demo_styles import SOURCE_STYLE, STREAM_CLASS_ORDER, UserStyle, apply_camera, user_style
 from pss.data.labels import CLASS_NAMES, IGNORE_INDEX, write_label_png
 from pss.errors import ConfigError, DatasetError
 
@@ -87,7 +87,7 @@ def _finish(scene_fn: Callable[[np.random.Generator, int], SceneSpec], rng: np.r
 def render_source_image(seed: int, index: int, config: DemoConfig) -> tuple[np.ndarray, np.ndarray]:
     """Source image ``index``: (H, W, 3) uint8 RGB and (H, W) uint8 label. Primary classes cycle for balance."""
     rng = np.random.default_rng([seed, 0, index])
-    order = np.random.default_rng([seed, 999]).permutation(len(CLASS_NAMES) - 1) + 1
+    order = np.random.default_rng([seed, STREAM_CLASS_ORDER]).permutation(len(CLASS_NAMES) - 1) + 1
     primary = CLASS_NAMES[int(order[index % len(order)])]
     shape = image_shape(rng, config.long_side, portrait_p=0.3, phone=False)
     return _finish(lambda r, k: sample_scene(r, SOURCE_STYLE, primary if k == 0 else None), rng, shape,

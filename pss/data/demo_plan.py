@@ -1,6 +1,6 @@
 """Per-collection plans of the embedded demo: ids and names, which images are labelled, rotated, from which scene.
 
-A plan is computed from the seed alone (``np.random.default_rng([seed, 1000, user_index])``), so any
+A plan is computed from the seed alone (``np.random.default_rng([seed, STREAM_PLAN, user_index])``), so any
 image can be rendered on its own, in any order or process, and still come out byte-identical.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pss.data.demo_scenes import SceneSpec, sample_scene
-from pss.data.demo_styles import user_style
+from pss.data.demo_styles import STREAM_PLAN, STREAM_SPLIT, user_style
 
 ROTATED_FRACTION = 0.05  # share of user photos stored rotated with an EXIF Orientation tag
 FRESH_FRACTION = 0.12  # share of user photos that are one-off scenes rather than a recurring one
@@ -44,7 +44,7 @@ def source_ids(count: int) -> list[str]:
 def split_source(seed: int, ids: list[str]) -> tuple[list[str], list[str]]:
     """(train ids, held-out val ids): ~15 % of ids, at least one when there are two or more ids."""
     n_val = min(len(ids) - 1, max(1, int(round(VAL_FRACTION * len(ids))))) if len(ids) > 1 else 0
-    order = np.random.default_rng([seed, 998]).permutation(len(ids))
+    order = np.random.default_rng([seed, STREAM_SPLIT]).permutation(len(ids))
     val = {ids[int(i)] for i in order[:n_val]}
     return [i for i in ids if i not in val], sorted(val)
 
@@ -66,7 +66,7 @@ def plan_user(seed: int, user_index: int, count: int, labelled_fraction: float) 
 
     At least one rotated image is labelled, so that mask orientation is always exercised by readers.
     """
-    rng = np.random.default_rng([seed, 1000, user_index])
+    rng = np.random.default_rng([seed, STREAM_PLAN, user_index])
     style = user_style(user_index, seed)
     names = _names(rng, count)
     scenes = [sample_scene(rng, style) for _ in range(int(rng.integers(5, 11)))]

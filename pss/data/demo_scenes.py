@@ -59,7 +59,8 @@ LOOKS: dict[str, ClassLook] = {
                             (25, 35, 0.85, 0.95, 0.8, 0.95)), ("metal",), (0.45, 0.6), ("road",)),
     "person": ClassLook(((0, 360, 0.3, 0.9, 0.3, 0.9),), ("smooth", "checker"), (0.6, 0.85),
                         ("indoor", "road", "field")),
-    "pottedplant": ClassLook(((12, 25, 0.6, 0.8, 0.5, 0.7), (0, 360, 0, 0.05, 0.85, 0.95), (200, 220, 0.5, 0.7, 0.4, 0.6)),
+    "pottedplant": ClassLook(((12, 25, 0.6, 0.8, 0.5, 0.7), (0, 360, 0, 0.05, 0.85, 0.95),
+                              (200, 220, 0.5, 0.7, 0.4, 0.6)),
                              ("leaf",), (0.42, 0.58), ("indoor",)),
     "sheep": ClassLook(((35, 45, 0.05, 0.2, 0.8, 0.95),), ("wool",), (0.4, 0.55), ("field",)),
     "sofa": ClassLook(((0, 360, 0.25, 0.6, 0.3, 0.7),), ("checker", "smooth"), (0.32, 0.45), ("indoor",)),
@@ -69,6 +70,7 @@ LOOKS: dict[str, ClassLook] = {
                            ("indoor",)),
 }
 _SIZE_GAIN = 1.1  # global object scale: ~20 % foreground pixels in the source set (VOC has ~25 %)
+_MAX_SIZE_PER_Y = 0.75  # grounded objects: size <= 0.75 * base height, so tall ones keep their top in view
 _PORTABLE = frozenset({"person", "dog", "cat", "bird", "bottle", "pottedplant", "chair", "bicycle"})
 HABITAT_BACKGROUNDS: dict[str, tuple[str, ...]] = {
     "indoor": ("room", "room", "room", "abstract"), "road": ("street",), "field": ("field",),
@@ -123,7 +125,7 @@ def sample_object(rng: np.random.Generator, cls: str, habitat: str, horizon: flo
     else:  # grounded: nearer objects (lower in the frame) are bigger
         y, angle = rng.uniform(horizon + 0.15 * (1 - horizon), 1.02), 0.0
         size *= 0.55 + 0.45 * (y - horizon) / max(1 - horizon, 1e-3)
-        size = min(size, 0.8 * y)  # keep the top (a person's head) mostly inside the frame
+        size = min(size, _MAX_SIZE_PER_Y * y)  # keep the top (a person's head) mostly inside the frame
     return ObjectSpec(cls=cls, x=float(rng.uniform(0.12, 0.88)), y=float(y), size=float(size),
                       flip=bool(rng.random() < 0.5), angle=float(angle), colour=colour,  # type: ignore[arg-type]
                       texture=str(rng.choice(look.textures)), flying=flying, seed=int(rng.integers(2**31)))
@@ -137,7 +139,7 @@ def _companion(rng: np.random.Generator, style: UserStyle, habitat: str) -> str:
 
 
 def sample_scene(rng: np.random.Generator, style: UserStyle, primary: str | None = None) -> SceneSpec:
-    """A new scene in ``style``: primary class (given, or from the style's prior), habitat, background, 0-3 companions."""
+    """A new scene in ``style``: primary class (given, or from the prior), habitat, background, 0-3 companions."""
     primary = primary or _pick(rng, style.classes)
     habitats = {h: style.habitats.get(h, 0.0) for h in LOOKS[primary].habitats}
     habitat = _pick(rng, habitats) if sum(habitats.values()) > 0 else LOOKS[primary].habitats[0]
@@ -156,13 +158,14 @@ def jitter_scene(scene: SceneSpec, rng: np.random.Generator, style: UserStyle) -
     for k, obj in enumerate(scene.objects):
         if k > 0 and rng.random() < 0.15:
             continue
-        objects.append(replace(obj, x=float(np.clip(obj.x + rng.normal(0, 0.07), 0.05, 0.95)),
-                               y=float(np.clip(obj.y + rng.normal(0, 0.03), 0.1, 1.05)),
-                               size=float(obj.size * np.exp(rng.normal(0, 0.1))),
+        y = float(np.clip(obj.y + rng.normal(0, 0.03), 0.1, 1.05))
+        size = float(obj.size * np.exp(rng.normal(0, 0.1)))
+        objects.append(replace(obj, x=float(np.clip(obj.x + rng.normal(0, 0.07), 0.05, 0.95)), y=y,
+                               size=size if obj.flying else min(size, _MAX_SIZE_PER_Y * y),
                                flip=obj.flip ^ bool(rng.random() < 0.15)))
     if rng.random() < 0.15:
-        objects.append(sample_object(rng, _companion(rng, style, scene.habitat), scene.habitat, scene.background.horizon,
-                                     style.object_scale))
+        companion = _companion(rng, style, scene.habitat)
+        objects.append(sample_object(rng, companion, scene.habitat, scene.background.horizon, style.object_scale))
     horizon = float(np.clip(scene.background.horizon + rng.normal(0, 0.025), 0.25, 0.97))
     return replace(scene, objects=tuple(objects), background=replace(scene.background, horizon=horizon))
 

@@ -14,6 +14,11 @@ import cv2
 import numpy as np
 
 
+# Random streams: image i of the source is [seed, 0, i], image i of user u is [seed, u, i] (u >= 1);
+# the other streams use keys far above any user index so that no two streams ever share a key.
+STREAM_PLAN, STREAM_STYLE, STREAM_CLASS_ORDER, STREAM_SPLIT = 1_000_000, 1_000_001, 1_000_002, 1_000_003
+
+
 @dataclass(frozen=True)
 class UserStyle:
     """How one user's photos look. ``classes``/``habitats`` are unnormalised prior weights."""
@@ -77,7 +82,7 @@ def user_style(user_index: int, seed: int) -> UserStyle:
     base = USER_STYLES[(user_index - 1) % len(USER_STYLES)]
     if user_index <= len(USER_STYLES):
         return base
-    rng = np.random.default_rng([seed, 7, user_index])
+    rng = np.random.default_rng([seed, STREAM_STYLE, user_index])
     gains = tuple(float(g * rng.uniform(0.9, 1.1)) for g in base.gains)
     return replace(base, name=f"{base.name} (variant)", gains=gains,  # type: ignore[arg-type]
                    hue_shift=float(base.hue_shift + rng.uniform(-15, 15)))
