@@ -18,8 +18,10 @@ import plotly
 
 from pss.api import Workspace, list_users
 from pss_app.services.statistics import scope_choices
+from pss_app.tabs import compare as compare_tab
 from pss_app.tabs import groups as groups_tab
 from pss_app.tabs import images as images_tab
+from pss_app.tabs import inspect as inspect_tab
 from pss_app.tabs import runs as runs_tab
 from pss_app.tabs import statistics as statistics_tab
 
@@ -73,6 +75,12 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K) -> gr.Blocks:
             with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
                 # also starts this workspace's job worker (reaping jobs left by a previous app first)
                 runs_tab.build(ws, demo.load)
+            # Inspect / Compare list the user's finished runs when opened (runs finish while the app runs), so a
+            # page load does not run a model for a tab nobody looks at.
+            with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as inspect_page:
+                inspect_tab.build(ws, user, status, [inspect_page.select])
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_page:
+                compare_tab.build(ws, user, status, [compare_page.select])
 
         def refresh_users(current: str | None):
             """Users may be added or removed while the app runs: refresh the choices on every page load.

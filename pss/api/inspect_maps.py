@@ -1,0 +1,216 @@
+"""The Inspect view's pictures of one image under one run, drawn from the cached ``ImageInference``.
+
+``inspect_maps``: prediction overlay, entropy heat map with a colour bar, and the step-2 pseudo label
+(ignored pixels hatched). ``inspect_pixel``: for one clicked pixel, its class probabilities and entropy,
+the group regions (image x class, paper eqs. 4-6) it attends to, and heat maps of the top regions' soft
+masks. PNGs go to ``WS/cache/inference/<run>/png/`` under names that encode the checkpoint, the image
+file and the drawing parameters, so a repeated request only checks that the files exist.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pss.api import maps
+from pss.api.inspect import (DERIVED, PseudoStatus, RunContext, engine_workspace, find_record, image_inference,
+                             pseudo_status, run_context, user_records)
+from pss.data.labels import CLASS_NAMES
+from pss.inference import RegionWeight
+
+MAPS_VERSION = "m1"  # part of every PNG name: bump when a drawing changes
+
+
+@dataclass
+class InspectMaps:
+    """The three maps of one image (PNG paths) and what the captions say about them.
+
+    ``legend``: (class name, "#rrggbb", % of pixels) of the predicted classes, largest first.
+    ``display``: the size the maps are drawn at (``display.scale`` display pixels per image pixel; clicks on
+    the prediction map are in display pixels).
+    """
+
+    run_id: str
+    name: str
+    user: str
+    width: int
+    height: int
+    display: maps.DisplaySize
+    prediction: Path
+    entropy: Path
+    pseudo_label: Path
+    legend: list[tuple[str, str, float]]
+    pseudo: PseudoStatus
+    ignored_fraction: float
+    context: str
+    has_attention: bool
+
+
+@dataclass
+class PixelInspection:
+    """What the model does at image pixel (x, y).
+
+    ``regions`` are the top regions by attention weight; ``other_weight`` is the attention on the
+    remaining ``other_regions`` regions, so ``sum(r.weight for r in regions) + other_weight == 1``.
+    ``region_maps`` are (PNG path, caption): for the images of the group receiving the most attention, the soft
+    mask of each one's highest-weighted region over that image.
+    """
+
+    x: int
+    y: int
+    label: str
+    entropy: float
+    probabilities: list[tuple[str, float]]
+    cell: tuple[int, int]
+    grid: tuple[int, int]
+    marked: Path
+    regions: list[RegionWeight] = field(default_factory=list)
+    other_weight: float = 0.0
+    other_regions: int = 0
+    region_maps: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _png_dir(ws: Any, run_id: str) -> Path:
+    return Path(ws.root) / "cache" / "inference" / run_id / "png"
+
+
+def _base_key(ctx: RunContext, image_path: Path) -> str:
+    from pss.api.data import file_key
+
+    text = f"{ctx.key}|{file_key(image_path)}|{MAPS_VERSION}"
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _photo(image_path: Path, size: maps.DisplaySize) -> np.ndarray:
+    from pss.api.data import load_image
+
+    return maps.resize_rgb(load_image(image_path), (size.width, size.height))
+
+
+def _legend(label: np.ndarray) -> list[tuple[str, str, float]]:
+    counts = np.bincount(label.ravel(), minlength=len(CLASS_NAMES))[:len(CLASS_NAMES)]
+    total = max(int(label.size), 1)
+    rows = [(CLASS_NAMES[c], maps.palette_hex(c), 100.0 * n / total) for c, n in enumerate(counts.tolist()) if n]
+    return sorted(rows, key=lambda row: -row[2])
+
+
+def inspect_maps(ws: Any, run_id: str, name: str, opacity: float = 0.6, stretch: bool = False,
+                 device: str = "auto") -> InspectMaps:
+    """Prediction overlay, entropy heat map (with colour bar; ``stretch`` maps this image's min..max instead
+    of the full 0..1 range) and step-2 pseudo label of image ``name`` under run ``run_id``."""
+    ws = engine_workspace(ws)
+    ctx = run_context(ws, run_id)
+    return _maps(ws, ctx, name, opacity, stretch, device)
+
+
+def _maps(ws: Any, ctx: RunContext, name: str, opacity: float, stretch: bool, device: str) -> InspectMaps:
+    inference = image_inference(ws, ctx.run_id, name, device, ctx)
+    record = find_record(user_records(ws, ctx.user), name, ctx.user)
+    height, width = inference.label.shape
+    size = maps.display_size(width, height)
+    opacity = float(np.clip(opacity if opacity is not None else 0.6, 0.0, 1.0))
+    status = pseudo_status(ctx, name, inference.mean_entropy)
+    base = _png_dir(ws, ctx.run_id) / f"{name}-{_base_key(ctx, record.image_path)}"
+    vmin, vmax = ((float(inference.entropy.min()), float(inference.entropy.max())) if stretch else (0.0, 1.0))
+    paths = {"prediction": Path(f"{base}-pred-{opacity:.2f}.png"),
+             "entropy": Path(f"{base}-entropy-{'stretch' if stretch else 'full'}.png"),
+             "pseudo": Path(f"{base}-pseudo-{status.pixel_keep_rate:.3f}.png")}
+    missing = [k for k, p in paths.items() if not p.exists()]
+    ignored = DERIVED.get(paths["pseudo"])  # share of ignored pseudo-label pixels (a quantile per image)
+    if missing or ignored is None:
+        pseudo = inference.pseudo_label(status.pixel_keep_rate)
+        ignored = DERIVED[paths["pseudo"]] = float(np.mean(pseudo == 255))
+    if missing:
+        photo = _photo(record.image_path, size)
+        shown = (size.width, size.height)
+        jobs = {
+            "prediction": lambda: maps.label_overlay(photo, maps.resize_label(inference.label, shown), opacity),
+            "entropy": lambda: maps.with_colour_bar(
+                maps.heat_colours(maps.resize_rgb(inference.entropy, shown), vmin, vmax), vmin, vmax, "entropy"),
+            "pseudo": lambda: maps.pseudo_label_colours(maps.resize_label(pseudo, shown)),
+        }
+        maps.draw_all([lambda k=k: maps.save_png(jobs[k](), paths[k]) for k in missing])
+    return InspectMaps(ctx.run_id, name, ctx.user, width, height, size, paths["prediction"], paths["entropy"],
+                       paths["pseudo"], _legend(inference.label), status, ignored,
+                       ctx.config.model.context.mode, inference.attention is not None)
+
+
+REGION_SIDE = 320  # long side of the region soft-mask maps (a gallery of a few small pictures)
+
+
+def _region_map(ws: Any, ctx: RunContext, records: list, region: RegionWeight,
+                mask: np.ndarray) -> tuple[Path, Callable[[], Path] | None]:
+    """Path of the soft-mask map of ``region`` over its image, and the job drawing it (None if drawn before)."""
+    record = find_record(records, region.image, ctx.user)
+    key = _base_key(ctx, record.image_path)
+    out = _png_dir(ws, ctx.run_id) / f"region-{record.name}-{region.class_index}-{key}.png"
+    if out.exists():
+        return out, None
+
+    def draw() -> Path:
+        from pss.data.image_io import image_size
+
+        width, height = image_size(record.image_path)
+        scale = REGION_SIDE / max(width, height)
+        size = maps.DisplaySize(max(1, round(width * scale)), max(1, round(height * scale)), scale)
+        soft = maps.resize_rgb(mask.astype(np.float32), (size.width, size.height))
+        photo = _photo(record.image_path, size)
+        return maps.save_png(maps.blend(photo, maps.heat_colours(soft), 0.25 + 0.6 * soft), out)
+
+    return out, draw
+
+
+def inspect_pixel(ws: Any, run_id: str, name: str, x: int, y: int, top: int = 8, top_images: int = 3,
+                  opacity: float = 0.6, device: str = "auto") -> PixelInspection:
+    """Probabilities, entropy and group attention at image pixel (x, y) (clamped into the image).
+
+    Region soft masks are drawn for the ``top_images`` images of the group that receive the most attention in
+    total (each with its highest-weighted region). Models without group context return no regions.
+    """
+    ws = engine_workspace(ws)
+    ctx = run_context(ws, run_id)
+    inference = image_inference(ws, run_id, name, device, ctx)
+    height, width = inference.label.shape
+    x, y = min(width - 1, max(0, int(x))), min(height - 1, max(0, int(y)))
+    info = inference.pixel_info(x, y)
+    cell = inference.grid_cell(x, y)
+    shown = _maps(ws, ctx, name, opacity, False, device)
+    marked = Path(str(shown.prediction).replace(".png", f"-at-{x}-{y}.png"))
+    jobs: list[Callable[[], Any]] = []
+    if not marked.exists():
+        def draw_marked() -> Path:
+            from PIL import Image
+
+            s, (h, w) = shown.display.scale, inference.grid
+            box = (cell[1] * width / w * s, cell[0] * height / h * s, (cell[1] + 1) * width / w * s - 1,
+                   (cell[0] + 1) * height / h * s - 1)
+            with Image.open(shown.prediction) as im:
+                base = np.asarray(im.convert("RGB"))
+            return maps.save_png(maps.mark_pixel(base, (x + 0.5) * s, (y + 0.5) * s, box), marked)
+
+        jobs.append(draw_marked)
+    result = PixelInspection(x, y, str(info["label"]), float(info["entropy"]), list(info["probabilities"]), cell,
+                             tuple(inference.grid), marked)
+    if inference.attention is None:
+        maps.draw_all(jobs)
+        return result
+    total = inference.attention.shape[1]
+    result.regions = inference.attention_at(x, y, top=top)
+    row = inference.attention[cell[0] * inference.grid[1] + cell[1]]
+    result.other_weight = float(row.sum(dtype=np.float64)) - sum(r.weight for r in result.regions)
+    result.other_regions = total - len(result.regions)
+    records = user_records(ws, ctx.user)
+    num_classes = inference.prob.shape[0]
+    per_image = row.reshape(len(inference.group_images), num_classes)
+    for g in np.argsort(-per_image.sum(axis=1), kind="stable")[:top_images]:
+        c = int(np.argmax(per_image[g]))
+        region = RegionWeight(inference.group_images[g], c, float(per_image[g, c]))
+        path, job = _region_map(ws, ctx, records, region, inference.region_mask(region.image, c))
+        jobs += [job] if job is not None else []
+        result.region_maps.append((path, f"{region.image} · {region.class_name} · weight {region.weight:.3f} "
+                                         f"(image total {float(per_image[g].sum()):.3f})"))
+    maps.draw_all(jobs)
+    return result

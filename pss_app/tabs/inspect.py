@@ -1,0 +1,111 @@
+"""Inspect tab (layout and wiring only): one image under one finished run — prediction, entropy, pseudo label,
+and, for a clicked pixel, its class probabilities and the group regions it attends to."""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import gradio as gr
+
+from pss.api import Workspace
+from pss.api.maps import DisplaySize
+from pss_app.feedback import guarded
+from pss_app.services.inspect import (ATTENTION_COLUMNS, image_choices, inspect_view, pixel_view, run_choices,
+                                      to_image_pixel)
+
+
+def _dropdown(choices: list[tuple[str, str]], current: str | None) -> gr.Dropdown:
+    values = [value for _, value in choices]
+    return gr.Dropdown(choices=choices, value=current if current in values else (values[0] if values else None))
+
+
+def build(ws: Workspace, user: gr.Dropdown, status: gr.Markdown, refresh_triggers: Sequence) -> None:
+    """Lay out the tab inside the current ``gr.Tab``; ``refresh_triggers`` (page load, tab select) re-list runs."""
+    with gr.Row():
+        run = gr.Dropdown([], label="Run (finished runs of the user)", scale=3, elem_id="inspect-run",
+                          allow_custom_value=True)  # runs come and go; the services check the id
+        image = gr.Dropdown([], label="Image", scale=2, elem_id="inspect-image", allow_custom_value=True)
+        opacity = gr.Slider(0.0, 1.0, value=0.6, step=0.05, label="Prediction opacity", scale=1,
+                            elem_id="inspect-opacity")
+        stretch = gr.Checkbox(False, label="Stretch entropy colours to this image", scale=1, elem_id="inspect-stretch")
+    summary = gr.Markdown(elem_id="inspect-summary")
+    with gr.Row(equal_height=False):
+        with gr.Column():
+            prediction = gr.Image(label="Prediction (click a pixel)", type="filepath", format="png",
+                                  interactive=False, elem_id="inspect-prediction")
+            legend = gr.HTML(elem_id="inspect-legend")
+        with gr.Column():
+            entropy = gr.Image(label="Pixel entropy (normalised, ADVENT eq. 2 / log C)", type="filepath",
+                               format="png", interactive=False, elem_id="inspect-entropy")
+        with gr.Column():
+            pseudo = gr.Image(label="Step-2 pseudo label (hatched = ignored, 255)", type="filepath", format="png",
+                              interactive=False, elem_id="inspect-pseudo")
+            pseudo_info = gr.Markdown(elem_id="inspect-pseudo-info")
+    note = gr.Markdown(elem_id="inspect-note")
+    with gr.Row(equal_height=True):
+        x = gr.Number(None, label="x (image pixel)", precision=0, minimum=0, scale=1, elem_id="inspect-x")
+        y = gr.Number(None, label="y (image pixel)", precision=0, minimum=0, scale=1, elem_id="inspect-y")
+        go = gr.Button("Inspect pixel", scale=1, elem_id="inspect-go")
+    pixel_heading = gr.Markdown(elem_id="inspect-pixel")
+    with gr.Row(equal_height=False):
+        probabilities = gr.Label(label="Class probabilities at the pixel", num_top_classes=5, scale=1,
+                                 elem_id="inspect-probabilities")
+        attention = gr.Dataframe(headers=ATTENTION_COLUMNS, label="Group regions it attends to (image × class)",
+                                 interactive=False, scale=2, elem_id="inspect-attention")
+        regions = gr.Gallery(label="Soft masks of the top regions (eq. 4)", columns=3, height=300,
+                             object_fit="contain", scale=2, elem_id="inspect-regions")
+    display = gr.State("")  # JSON of the shown maps' size: clicks arrive in display pixels
+
+    @guarded(3)
+    def choices(user_name: str, run_value: str | None, image_value: str | None):
+        return (_dropdown(run_choices(ws, user_name), run_value), _dropdown(image_choices(ws, user_name), image_value),
+                "")
+
+    gr.on(list(refresh_triggers), choices, [user, run, image], [run, image, status], api_name="inspect_choices")
+
+    @guarded(3)
+    def other_user(user_name: str):
+        """Another user: list its runs and images but pick none (picking would run a model on a hidden tab)."""
+        return (gr.Dropdown(choices=run_choices(ws, user_name), value=None),
+                gr.Dropdown(choices=image_choices(ws, user_name), value=None), "")
+
+    user.change(other_user, user, [run, image, status], api_visibility="private")
+
+    view_outputs = [prediction, entropy, pseudo, summary, pseudo_info, legend, note, display, status]
+
+    @guarded(len(view_outputs))
+    def show(run_id: str, name: str, opacity_value: float, stretch_value: bool):
+        if not run_id or not name:
+            return None, None, None, "", "", "", "", "", ""
+        view = inspect_view(ws, run_id, name, opacity_value, stretch_value)
+        m = view.maps
+        size = json.dumps({"width": m.display.width, "height": m.display.height, "scale": m.display.scale,
+                           "image_width": m.width, "image_height": m.height})
+        return (str(m.prediction), str(m.entropy), str(m.pseudo_label), view.summary, view.pseudo, view.legend,
+                view.attention_note, size, "")
+
+    gr.on([run.change, image.change, opacity.release, stretch.change], show, [run, image, opacity, stretch],
+          view_outputs, api_name="inspect_view")
+
+    pixel_outputs = [prediction, pixel_heading, probabilities, attention, regions, status]
+
+    @guarded(len(pixel_outputs))
+    def show_pixel(run_id: str, name: str, x_value: float, y_value: float, opacity_value: float):
+        view = pixel_view(ws, run_id, name, x_value, y_value, opacity_value)
+        rows = view.attention_rows or [["", "no group context in this run's model", "", ""]]
+        return (str(view.marked), view.heading, view.probabilities, rows, view.region_gallery, "")
+
+    pixel_inputs = [run, image, x, y, opacity]
+    go.click(show_pixel, pixel_inputs, pixel_outputs, api_name="inspect_pixel")
+    x.submit(show_pixel, pixel_inputs, pixel_outputs, api_visibility="private")
+    y.submit(show_pixel, pixel_inputs, pixel_outputs, api_visibility="private")
+
+    def clicked(size_json: str, evt: gr.SelectData):
+        if not size_json or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
+            return gr.skip(), gr.skip()
+        size = json.loads(size_json)
+        shown = DisplaySize(size["width"], size["height"], size["scale"])
+        return to_image_pixel(evt.index[0], evt.index[1], shown, size["image_width"], size["image_height"])
+
+    prediction.select(clicked, display, [x, y], api_visibility="private").then(
+        show_pixel, pixel_inputs, pixel_outputs, api_visibility="private")
