@@ -3,14 +3,13 @@
 ``image_inference(ws, run_id, name)`` returns the run's ``ImageInference`` of one of its user's images
 (prediction, probabilities, entropy, group attention), computed with the same group and resolution as the
 run's final evaluation: the image is batched with the evaluation chunk of its k-means group (groups from
-the run's ``report.json``), so the prediction equals ``predictions/<name>.png``. Three layers of reuse:
+the run's ``report.json``), so the prediction matches ``predictions/<name>.png`` (up to floating-point ties).
+Three layers of reuse:
 
 * models: the last few runs' models stay loaded (LRU), keyed by checkpoint path and mtime;
 * inference in memory: a small LRU bounded in bytes;
 * inference on disk: ``WS/cache/inference/<run>/<name>.npz`` (compressed, probabilities as float16),
-  valid while the checkpoint and the image file are unchanged.
-
-torch is imported lazily: importing this module (the app does) stays light.
+  valid while the checkpoint and the image file are unchanged; written by a background thread.
 """
 from __future__ import annotations
 
