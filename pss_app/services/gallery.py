@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pss.api import CLASS_NAMES, ImageRecord, Workspace, thumbnail
+from pss.api import CLASS_NAMES, ImageRecord, Workspace, cached_grouping, thumbnail
 from pss.errors import DatasetError, PssError
 from pss_app.services.collection import collection
 
@@ -148,6 +148,19 @@ def group_names(groups: Mapping[str, int] | None, group: int | None) -> tuple[st
     if groups is None:
         raise DatasetError("no grouping for this user and K yet; compute groups in the Groups tab first")
     return tuple(name for name, g in groups.items() if g == group)
+
+
+def make_filter(ws: Workspace, user: str, k: float | int, tag: str | None, group: str | int | None,
+                labelled: str | None) -> GalleryFilter:
+    """The filter for the Images tab's widgets; a group filter uses the cached grouping of ``user`` at ``k``."""
+    from pss_app.services.groups import parse_group  # groups imports this module
+
+    group_id = parse_group(group)
+    names = None
+    if group_id is not None:
+        grouping = cached_grouping(ws, user, int(k))
+        names = group_names(grouping.as_mapping() if grouping else None, group_id)
+    return GalleryFilter(tag=tag or ALL, labelled=labelled or ALL, names=names)
 
 
 def class_histogram(records: Sequence[ImageRecord]) -> np.ndarray:

@@ -11,9 +11,10 @@ from urllib.parse import quote
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from pss.api import CLASS_NAMES, ImageRecord, Workspace, thumbnail
+from pss.api import CLASS_NAMES, ImageRecord, Workspace, cached_grouping, thumbnail
 from pss.errors import DatasetError, PssError
-from pss_app.services.gallery import ALL, class_histogram
+from pss_app.services.collection import collection
+from pss_app.services.gallery import ALL, GalleryFilter, GalleryPage, class_histogram, filter_records, page_of
 
 _COLOURS = qualitative.Dark24 + qualitative.Light24 + qualitative.Alphabet
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pss-hover-thumbs")
@@ -160,3 +161,47 @@ def composition_figure(records: Sequence[ImageRecord], names: Sequence[str] | No
                          yaxis=dict(title="% images"), legend=dict(orientation="h", x=0, y=1.0, yanchor="bottom",
                                                                    font=dict(size=11)))
     return figure
+
+
+def grouping_status(user: str, grouping) -> str:
+    """Status line for a grouping (or for its absence), naming skipped images."""
+    if grouping is None:
+        return (f"no grouping of {user} for this K yet: press **Compute groups** (features are cached, so "
+                f"recomputing for another K is quick)")
+    status = f"{user}: {len(grouping.names)} images in {grouping.k} groups"
+    skipped = [f"{name}: {grouping.skip_reasons.get(name, 'unreadable')}" for name in grouping.skipped]
+    if skipped:
+        status += f"  \n⚠ {len(skipped)} image(s) skipped: " + "; ".join(skipped[:3])
+    return status
+
+
+def initial_selection(user: str, grouping) -> Selection:
+    """The group shown right after a grouping is loaded: the first image's group (so the panel is not empty).
+
+    ``context`` names the user, K and grouping key, so a new grouping is a new selection even for group 0.
+    """
+    if grouping is None or not grouping.names:
+        return Selection(context=user)
+    return Selection("group", int(grouping.groups[0]), context=f"{user}/K{grouping.k_requested}/{grouping.key[:8]}")
+
+
+@dataclass
+class SelectionView:
+    """The Groups panel for a selection: a page of its images, a caption and the class-composition bars."""
+
+    page: GalleryPage | None
+    info: str
+    figure: go.Figure | None
+
+
+def selection_view(ws: Workspace, user: str, k: int, selection_json: str, page: float | int | None) -> SelectionView:
+    """One page of the selected images (a group of the cached grouping at ``k``, or lasso-picked names)."""
+    chosen = parse_selection(selection_json)
+    grouping = cached_grouping(ws, user, int(k)) if chosen.kind == "group" else None
+    wanted = selected_names(chosen, grouping)
+    records = collection(ws, user).records
+    if wanted is None:
+        return SelectionView(None, "Pick a group or lasso points in the plot.", None)
+    result = page_of(filter_records(records, GalleryFilter(names=wanted)), ws, page)
+    return SelectionView(result, f"**{chosen.describe()}** · {result.summary}",
+                         composition_figure(records, wanted, chosen.describe()))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -10,36 +11,28 @@ from pss.api import Workspace, cached_grouping, compute_grouping
 from pss_app.feedback import guarded, problem, problems_text
 from pss_app.scatter import scatter_component
 from pss_app.services.collection import collection
-from pss_app.services.gallery import GalleryFilter, filter_records, page_of
-from pss_app.services.groups import (Selection, composition_figure, group_choices, parse_group, parse_selection,
-                                     scatter_figure, selected_names)
+from pss_app.services.groups import (Selection, group_choices, grouping_status, initial_selection, parse_group,
+                                     parse_selection, scatter_figure, selection_view)
 from pss_app.tabs.images import ImagesTab
 from pss_app.tabs.widgets import pager
 
 
-def _grouping_outputs(ws: Workspace, user: str, grouping) -> tuple:
-    """(scatter JSON, group dropdown, images-tab group dropdown, reset selection, status) for a grouping."""
-    if grouping is None:
-        message = (f"no grouping of {user} for this K yet: press **Compute groups** (features are cached, "
-                   f"so recomputing for another K is quick)")
-        return "", gr.Dropdown(choices=[], value=None), gr.Dropdown(choices=group_choices(None, True), value="all"), \
-            Selection(context=user).to_json(), message
-    records = collection(ws, user).records
-    figure = scatter_figure(ws, grouping, records)
-    skipped = [f"{name}: {grouping.skip_reasons.get(name, 'unreadable')}" for name in grouping.skipped]
-    status = f"{user}: {len(grouping.names)} images in {grouping.k} groups"
-    if skipped:
-        status += "  \n" + problems_text(skipped)
-    first = int(grouping.groups[0]) if len(grouping.names) else None  # show a group right away, not an empty panel
-    context = f"{user}/K{grouping.k_requested}/{grouping.key[:8]}"
-    selection = Selection("group", first, context=context) if first is not None else Selection(context=context)
-    return (figure.to_json(), gr.Dropdown(choices=group_choices(grouping), value=None if first is None else str(first)),
-            gr.Dropdown(choices=group_choices(grouping, True), value="all"), selection.to_json(), status)
+@dataclass
+class _Widgets:
+    compute: gr.Button
+    group: gr.Dropdown
+    scatter: gr.HTML
+    selection_info: gr.Markdown
+    composition: gr.Plot
+    gallery: gr.Gallery
+    prev: gr.Button
+    page: gr.Number
+    nxt: gr.Button
+    selection: gr.Textbox
+    names: gr.State
 
 
-def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, status: gr.Markdown,
-          images: ImagesTab, tabs: gr.Tabs, load_trigger) -> None:
-    """Lay out the tab inside the current ``gr.Tab`` and wire its events."""
+def _layout(plotly_js: Path) -> _Widgets:
     with gr.Row():
         compute = gr.Button("Compute groups", variant="primary", elem_id="groups-compute")
         group = gr.Dropdown([], label="Group", elem_id="groups-group")
@@ -54,71 +47,74 @@ def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, statu
             gallery = gr.Gallery(label="Selected images", columns=4, height=300, allow_preview=False,
                                  object_fit="cover", elem_id="groups-gallery")
             prev, page, nxt = pager("groups")
+    # The selection (a group or lasso-picked names) as JSON: one place every way of selecting writes to.
     selection = gr.Textbox(visible=False, elem_id="groups-selection")
-    names = gr.State([])
+    return _Widgets(compute, group, scatter, selection_info, composition, gallery, prev, page, nxt, selection,
+                    gr.State([]))
 
-    grouping_outputs = [scatter, group, images.group, selection, status]
 
-    @guarded(len(grouping_outputs))
+def _grouping_outputs(ws: Workspace, user: str, grouping) -> tuple:
+    """(scatter JSON, group dropdown, Images-tab group dropdown, selection, status) for a grouping or None."""
+    selection = initial_selection(user, grouping)
+    figure = scatter_figure(ws, grouping, collection(ws, user).records).to_json() if grouping is not None else ""
+    first = None if selection.group is None else str(selection.group)
+    return (figure, gr.Dropdown(choices=group_choices(grouping), value=first),
+            gr.Dropdown(choices=group_choices(grouping, include_all=True), value="all"), selection.to_json(),
+            grouping_status(user, grouping))
+
+
+def _wire_grouping(ws: Workspace, w: _Widgets, user, k, status, images: ImagesTab, load_trigger) -> None:
+    outputs = [w.scatter, w.group, images.group, w.selection, status]
+
+    @guarded(len(outputs))
     def load_groups(user_name: str, k_value: float):
-        if not user_name:
-            return _grouping_outputs(ws, user_name, None)
-        return _grouping_outputs(ws, user_name, cached_grouping(ws, user_name, int(k_value)))
-
-    @guarded(len(grouping_outputs))
-    def compute_groups(user_name: str, k_value: float, progress=gr.Progress()):
-        report = lambda fraction, message: progress(fraction, desc=message)  # noqa: E731
-        grouping = compute_grouping(ws, user_name, int(k_value), progress=report)
+        grouping = cached_grouping(ws, user_name, int(k_value)) if user_name else None
         return _grouping_outputs(ws, user_name, grouping)
 
-    gr.on([load_trigger, user.change, k.release], load_groups, [user, k], grouping_outputs, api_name="load_groups",
+    @guarded(len(outputs))
+    def compute_groups(user_name: str, k_value: float, progress=gr.Progress()):
+        report = lambda fraction, message: progress(fraction, desc=message)  # noqa: E731
+        return _grouping_outputs(ws, user_name, compute_grouping(ws, user_name, int(k_value), progress=report))
+
+    gr.on([load_trigger, user.change, k.release], load_groups, [user, k], outputs, api_name="load_groups",
           trigger_mode="multiple")
-    compute.click(compute_groups, [user, k], grouping_outputs, api_name="compute_groups")
+    w.compute.click(compute_groups, [user, k], outputs, api_name="compute_groups")
 
     @guarded(1)
     def pick_group(user_name: str, k_value: float, value: str) -> str:
         group_id = parse_group(value)
-        context = f"{user_name}/K{int(k_value)}"
-        return Selection("group", group_id, context=context).to_json() if group_id is not None \
-            else Selection(context=context).to_json()
+        return Selection("group" if group_id is not None else "none", group_id,
+                         context=f"{user_name}/K{int(k_value)}").to_json()
 
-    group.input(pick_group, [user, k, group], selection, api_name="pick_group",
-          trigger_mode="multiple")
+    w.group.input(pick_group, [user, k, w.group], w.selection, api_name="pick_group", trigger_mode="multiple")
 
     @guarded(1)
     def plot_selection(user_name: str, k_value: float, evt: gr.EventData) -> str:
-        data = getattr(evt, "_data", None) or {}
-        chosen = parse_selection(json.dumps(data))
+        chosen = parse_selection(json.dumps(getattr(evt, "_data", None) or {}))
         return Selection(chosen.kind, chosen.group, chosen.names, f"{user_name}/K{int(k_value)}").to_json()
 
-    scatter.select(plot_selection, [user, k], selection, api_name="plot_selection",
-          trigger_mode="multiple")
+    w.scatter.select(plot_selection, [user, k], w.selection, api_name="plot_selection", trigger_mode="multiple")
 
-    page_outputs = [gallery, page, selection_info, composition, names, status]
 
-    @guarded(len(page_outputs))
-    def selection_page(user_name: str, k_value: float, selection_json: str, page_value: float):
-        chosen = parse_selection(selection_json)
-        grouping = cached_grouping(ws, user_name, int(k_value)) if chosen.kind == "group" else None
-        wanted = selected_names(chosen, grouping)
-        records = collection(ws, user_name).records
-        if wanted is None:
-            return [], 1, "Pick a group or lasso points in the plot.", None, [], ""
-        result = page_of(filter_records(records, GalleryFilter(names=wanted)), ws, page_value)
-        if result.problems:
-            problem(problems_text(result.problems))
-        info = f"**{chosen.describe()}** · {result.summary}"
-        figure = composition_figure(records, wanted, chosen.describe())
-        return result.items, result.page, info, figure, result.names, problems_text(result.problems)
+def _wire_selection(ws: Workspace, w: _Widgets, user, k, status, images: ImagesTab, tabs: gr.Tabs) -> None:
+    outputs = [w.gallery, w.page, w.selection_info, w.composition, w.names, status]
 
-    selection.change(lambda *args: selection_page(*args, 1), [user, k, selection], page_outputs,
-                     api_name="selection_page",
-          trigger_mode="multiple")
-    page.submit(selection_page, [user, k, selection, page], page_outputs, api_name="selection_goto_page")
-    prev.click(lambda *args: selection_page(*args[:-1], (args[-1] or 1) - 1), [user, k, selection, page],
-               page_outputs, api_name="selection_previous")
-    nxt.click(lambda *args: selection_page(*args[:-1], (args[-1] or 1) + 1), [user, k, selection, page],
-              page_outputs, api_name="selection_next")
+    @guarded(len(outputs))
+    def show(user_name: str, k_value: float, selection_json: str, page: float):
+        view = selection_view(ws, user_name, int(k_value), selection_json, page)
+        if view.page is None:
+            return [], 1, view.info, None, [], ""
+        if view.page.problems:
+            problem(problems_text(view.page.problems))
+        return (view.page.items, view.page.page, view.info, view.figure, view.page.names,
+                problems_text(view.page.problems))
+
+    inputs = [user, k, w.selection, w.page]
+    w.selection.change(lambda *args: show(*args, 1), inputs[:3], outputs, api_name="selection_page",
+                       trigger_mode="multiple")
+    w.page.submit(show, inputs, outputs, api_name="selection_goto_page")
+    w.prev.click(lambda *args: show(*args[:-1], (args[-1] or 1) - 1), inputs, outputs, api_name="selection_previous")
+    w.nxt.click(lambda *args: show(*args[:-1], (args[-1] or 1) + 1), inputs, outputs, api_name="selection_next")
 
     def open_in_images(page_names: list[str], evt: gr.SelectData):
         index = evt.index if isinstance(evt.index, int) else -1
@@ -126,4 +122,12 @@ def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, statu
             return gr.skip(), gr.skip()
         return page_names[index], gr.Tabs(selected="images")
 
-    gallery.select(open_in_images, names, [images.name, tabs], api_visibility="private")
+    w.gallery.select(open_in_images, w.names, [images.name, tabs], api_visibility="private")
+
+
+def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, status: gr.Markdown,
+          images: ImagesTab, tabs: gr.Tabs, load_trigger) -> None:
+    """Lay out the tab inside the current ``gr.Tab`` and wire its events."""
+    widgets = _layout(plotly_js)
+    _wire_grouping(ws, widgets, user, k, status, images, load_trigger)
+    _wire_selection(ws, widgets, user, k, status, images, tabs)
