@@ -13,8 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from pss.api import DEFAULT_WORKSPACE, Workspace, create_demo_workspace, open_workspace
 from pss.errors import ConfigError, PssError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from pss.data.demo import DemoConfig
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
@@ -39,21 +44,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def prepare_workspace(root: Path, seed: int = 0) -> Workspace:
-    """Open ``root``; if it holds no data yet, generate the demo into it with a terminal progress bar."""
+def prepare_workspace(root: Path, seed: int = 0, config: DemoConfig | None = None) -> Workspace:
+    """Open ``root``; if it holds no data yet, generate the demo (``config``, default size) into it with a
+    terminal progress bar."""
     if (root / "data" / "personal").is_dir():
         return open_workspace(root)
     from tqdm import tqdm
 
     print(f"No data in {root.resolve()}: generating the embedded demo there (first run only)...", flush=True)
-    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}] {postfix}") as bar:
+    with tqdm(total=100, unit="%", bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}] {postfix}",
+              mininterval=0.5) as bar:
         def progress(fraction: float, message: str) -> None:
-            bar.n = min(100.0, 100.0 * fraction)
-            bar.set_postfix_str(message[:60])
-            bar.refresh()
-        ws, summary = create_demo_workspace(root, seed=seed, progress=progress)
-        bar.n = 100
-        bar.refresh()
+            bar.set_postfix_str(message[:60], refresh=False)
+            bar.update(max(0.0, min(100.0, 100.0 * fraction)) - bar.n)  # tqdm redraws at most every 0.5 s
+
+        ws, summary = create_demo_workspace(root, seed=seed, config=config, progress=progress)
+        bar.update(100 - bar.n)
     if summary is not None:
         print(f"Demo written to {ws.data}", flush=True)
     return ws

@@ -101,11 +101,3 @@ def launch_kwargs(ws: Workspace, host: str = "127.0.0.1", port: int | None = Non
     """Keyword arguments of ``Blocks.launch`` implementing the serving rules above."""
     return dict(server_name=host, server_port=port, auth=auth, allowed_paths=[str(ws.root)], run_history=False,
                 css=CSS, quiet=quiet, show_error=False, max_file_size="20mb", inbrowser=False)
-
-
-def launch(ws: Workspace, host: str = "127.0.0.1", port: int | None = None, auth: tuple[str, str] | None = None,
-           block: bool = True, quiet: bool = False) -> tuple[gr.Blocks, str]:
-    """Build and serve the app; returns ``(demo, local_url)`` (after the server stops when ``block``)."""
-    demo = build_app(ws)
-    _, local_url, _ = demo.launch(prevent_thread_lock=not block, **launch_kwargs(ws, host, port, auth, quiet))
-    return demo, local_url

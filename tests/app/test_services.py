@@ -275,3 +275,19 @@ def test_parse_auth_and_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture
     (tmp_path / "data" / "stray.txt").write_text("not a data root")
     assert main(["--workspace", str(tmp_path)]) == 2
     assert "has no personal/ folder" in capsys.readouterr().err
+
+
+def test_first_run_generates_the_demo_with_progress_then_reuses_it(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from pss.data.demo import DemoConfig
+    from pss_app.__main__ import prepare_workspace
+
+    small = DemoConfig(num_source=4, num_users=1, images_per_user=6)
+    ws = prepare_workspace(tmp_path / "fresh", config=small)
+    err = capsys.readouterr()
+    assert "generating the embedded demo" in err.out and "100%" in err.err  # tqdm draws on stderr
+    assert [r.name for r in read_user(ws, "id1").records] and (ws.root / "runs").is_dir()
+    stamp = (ws.personal / "id1").stat().st_mtime_ns
+    again = prepare_workspace(tmp_path / "fresh", config=small)
+    assert again == ws and (ws.personal / "id1").stat().st_mtime_ns == stamp
+    assert "generating" not in capsys.readouterr().out
