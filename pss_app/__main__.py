@@ -19,7 +19,7 @@ from pss.api import DEFAULT_WORKSPACE, Workspace, create_demo_workspace, open_wo
 from pss.errors import ConfigError, PssError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from pss.data.demo import DemoConfig
+    from pss.api.data import DemoConfig
 
 
 def parse_auth(text: str | None) -> tuple[str, str] | None:
