@@ -31,6 +31,7 @@ from pss.data.labels import CLASS_NAMES, NUM_CLASSES, VOC_PALETTE, colorize, rea
 from pss.data.pss_layout import UserCollection
 from pss.data.records import ImageRecord
 from pss.errors import DatasetError
+from pss.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import pandas as pd
@@ -50,33 +51,6 @@ __all__ = [
     "dataset_statistics", "file_key", "list_users", "load_image", "load_label", "open_workspace",
     "cached_grouping", "read_user", "thumbnail",
 ]
-
-
-@dataclass(frozen=True)
-class Workspace:
-    """A workspace folder (see the module docstring). ``root`` is absolute and symlink-free."""
-
-    root: Path
-
-    @property
-    def data(self) -> Path:
-        return self.root / "data"
-
-    @property
-    def personal(self) -> Path:
-        return self.data / "personal"
-
-    @property
-    def runs(self) -> Path:
-        return self.root / "runs"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def thumbs(self) -> Path:
-        return self.cache / "thumbs"
 
 
 def open_workspace(root: str | Path) -> Workspace:

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from pss.errors import ConfigError, RunStoreError
 from pss.runs import TERMINAL_STATUSES, JobQueue, RunStore, Worker
+from pss.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     from pss.config import ExperimentConfig
-    from pss.workspace import Workspace as WorkspaceLike  # pss.api.Workspace fits too: root, data, runs
 
 DEFAULT_PRESET = "demo"
 AUTO_DEVICE = "auto"
@@ -166,7 +166,7 @@ def preset_defaults(preset: str = DEFAULT_PRESET) -> dict[str, Any]:
             "lr": config.train.lr, "batch_size": config.train.batch_size, "seed": config.train.seed}
 
 
-def validate_launch(ws: WorkspaceLike, request: LaunchRequest, store: RunStore | None = None) -> ExperimentConfig:
+def validate_launch(ws: Workspace, request: LaunchRequest, store: RunStore | None = None) -> ExperimentConfig:
     """The resolved config of ``request``, or ``ConfigError`` saying what to change (nothing is written)."""
     from pss.config import build_config, config_to_dict
     from pss.data.pss_layout import list_users
@@ -200,7 +200,7 @@ def validate_launch(ws: WorkspaceLike, request: LaunchRequest, store: RunStore |
     return config
 
 
-def train_command(ws: WorkspaceLike, run_id: str, device: str, config_path: Path | None = None,
+def train_command(ws: Workspace, run_id: str, device: str, config_path: Path | None = None,
                   resume: bool = False) -> list[str]:
     """The job's command line: train the saved config of ``run_id``, or resume it from its checkpoint."""
     base = [sys.executable, "-m", "pss.cli", "train", "-w", str(ws.root), "--device", device]
@@ -214,7 +214,7 @@ def train_command(ws: WorkspaceLike, run_id: str, device: str, config_path: Path
 class JobService:
     """Launch/cancel/resume/delete runs of one workspace; owns its run store, queue and worker thread."""
 
-    def __init__(self, ws: WorkspaceLike, poll_s: float = 0.5, grace_s: float = 10.0) -> None:
+    def __init__(self, ws: Workspace, poll_s: float = 0.5, grace_s: float = 10.0) -> None:
         self.ws = ws
         self.store = RunStore(Path(ws.runs))
         self.queue = JobQueue(self.store, grace_s=grace_s)
@@ -336,7 +336,7 @@ _SERVICES: dict[Path, JobService] = {}
 _SERVICES_LOCK = threading.Lock()
 
 
-def job_service(ws: WorkspaceLike, start: bool = True) -> JobService:
+def job_service(ws: Workspace, start: bool = True) -> JobService:
     """This process's service for ``ws`` (created once; its worker started unless ``start=False``)."""
     root = Path(ws.root).resolve()
     with _SERVICES_LOCK:
@@ -346,7 +346,7 @@ def job_service(ws: WorkspaceLike, start: bool = True) -> JobService:
     return service.start() if start else service
 
 
-def stop_job_service(ws: WorkspaceLike) -> None:
+def stop_job_service(ws: Workspace) -> None:
     """Stop and forget this process's service for ``ws`` (its jobs keep running)."""
     with _SERVICES_LOCK:
         service = _SERVICES.pop(Path(ws.root).resolve(), None)
