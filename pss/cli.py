@@ -251,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "train.steps: they fine-tune the shared No-DA model; demo: 100)")
     p.add_argument("--source-steps", dest="source_steps", type=int,
                    help="steps of the shared No-DA runs (default: the preset's train.steps; demo: 300)")
-    p.add_argument("--jobs", type=int, default=1, help="users trained in parallel processes (each with "
-                   "cpu_count/jobs threads); 2 is faster than 1 on a 2-core CPU")
+    p.add_argument("--jobs", type=int, help="users trained in parallel processes, each with cpu_count/jobs "
+                   "threads (default: 2 on a CPU, 1 on CUDA)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (mean ± std over seeds when > 1)")
     p.add_argument("--preset", default="demo", help="config preset (demo, paper, tiny) or YAML file")
     p.add_argument("--tag", default="tables", help="label of this experiment's runs (reuse is per tag)")

@@ -187,7 +187,7 @@ def results_tables(ws: Workspace, methods: Sequence[str] | None = None, users: S
 
 def table_to_markdown(table: pd.DataFrame) -> str:
     """A GitHub Markdown table (no extra dependency)."""
-    header = "| method | " + " | ".join(str(c) for c in table.columns) + " |"
+    header = f"| {table.index.name or 'method'} | " + " | ".join(str(c) for c in table.columns) + " |"
     rule = "|---|" + "---:|" * len(table.columns)
     body = ["| " + str(index) + " | " + " | ".join(_cell_text(v) for v in row) + " |"
             for index, row in table.iterrows()]

@@ -15,6 +15,7 @@ TITLES: dict[str, dict[str, str]] = {
     "table4": {"FIoU": "FIoU (%) — the paper's Table 4 (number of groups K)", "MIoU": "MIoU (%)"},
     "table5": {"FIoU": "FIoU (%) — the paper's Table 5 (training on mixed image sets)", "MIoU": "MIoU (%)"},
 }
+ROW_HEADERS: dict[str, str] = {"table1": "method", "table3": "context", "table4": "K", "table5": "training set"}
 MIOU_NOTE = "MIoU uses the paper's convention: the mean over all 21 classes, a class absent from both counts 0."
 
 
@@ -26,7 +27,8 @@ def write_outputs(result: ExperimentResult, labels: dict[str, str], opts: Experi
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
     for metric, table in result.tables.items():
-        table.to_csv(out / f"{metric.lower()}.csv", index_label="method")
+        table.index.name = ROW_HEADERS[result.table]
+        table.to_csv(out / f"{metric.lower()}.csv")
     pd.DataFrame([{"row": labels[c.row], "key": c.row, "user": c.user, "seed": c.seed, "run_id": c.run_id,
                    "status": c.status, "action": c.action,
                    "fiou": None if c.fiou is None else round(c.fiou * 100, 2),

@@ -156,7 +156,7 @@ def _user_job(root: Path, plan: Plan, user: str, seed: int) -> tuple[list[Cell],
 def run_cells(ws: Workspace, plan: Plan, users: list[str], seeds: list[int], say: Say) -> Runner:
     """All cells: per seed, the shared No-DA runs, then every user (in ``plan.opts.jobs`` processes)."""
     runner = Runner(ws, plan, say)
-    jobs = max(1, min(plan.opts.jobs, len(users)))
+    jobs = max(1, min(plan.opts.jobs or 1, len(users)))
     for seed in seeds:
         for mode in dict.fromkeys(runner.mode(row, seed) for row in plan.rows):
             runner.source_run(mode, seed)

@@ -24,7 +24,7 @@ Writes ``WS/experiments/<table>/``: ``fiou.csv``, ``miou.csv``, ``<table>.md`` (
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -82,7 +82,9 @@ class ExperimentOptions:
     fine-tunes the shared No-DA model, so on the demo 100 of its 300 — which keeps table1 on the demo within 90
     minutes on two CPU cores); ``source_steps``: the shared No-DA runs' (None: the preset's). ``seeds``: how many
     seeds, from the preset's ``train.seed`` up. ``jobs``: users trained in parallel processes, each with
-    ``cpu_count // jobs`` threads (2 on a 2-core CPU: small convolutions use one thread much better than two)."""
+    ``cpu_count // jobs`` threads; None = 2 on a CPU with at least 2 cores, 1 on CUDA (one GPU). One thread per
+    process suits the demo's small convolutions: on a busy 2-core machine a No-DA step took 2.4 s with one thread
+    and 13.6 s with two (OpenMP threads waiting for each other)."""
 
     table: str
     users: list[str] | None = None
@@ -93,7 +95,7 @@ class ExperimentOptions:
     preset: str = "demo"
     device: str = "auto"
     tag: str = "tables"
-    jobs: int = 1
+    jobs: int | None = None
     console: bool = True
 
 
@@ -142,6 +144,15 @@ def select_rows(table: str, methods: Sequence[str] | None) -> tuple[list[RowSpec
 
 
 
+def default_jobs(device: str) -> int:
+    """Parallel users when ``--jobs`` is not given: 2 on a CPU with >= 2 cores, else 1."""
+    import os
+
+    from pss.engine.device import resolve_device
+
+    return 2 if resolve_device(device).type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
+
+
 def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], None] = print) -> ExperimentResult:
     """Train (or reuse) every run of ``opts.table``, then write and return its tables (module docstring)."""
     from pss.experiments.report import write_outputs
@@ -159,8 +170,10 @@ def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], 
     for name in ("steps", "source_steps"):
         if getattr(opts, name) is not None and getattr(opts, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(opts, name)}")
-    if opts.seeds < 1 or opts.jobs < 1:
+    if opts.seeds < 1 or (opts.jobs is not None and opts.jobs < 1):
         raise ConfigError("seeds and jobs must be >= 1")
+    if opts.jobs is None:
+        opts = replace(opts, jobs=default_jobs(opts.device))
     preset = api.make_config(ws, opts.preset).train
     plan = Plan(opts, needed, opts.steps or max(1, preset.steps // 3), opts.source_steps or preset.steps, everyone[0])
     seeds = [preset.seed + i for i in range(opts.seeds)]
