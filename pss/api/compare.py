@@ -29,7 +29,8 @@ METRICS = ("FIoU", "MIoU")
 
 @dataclass
 class RunPanel:
-    """One run's column of the figure: its scores on the image and its error-category pixel counts."""
+    """One run's column of the figure: its scores on the image and its pixel count per error category
+    (keyed by ``maps.ERROR_SHORT`` names)."""
 
     run: RunChoice
     fiou: float | None
@@ -163,7 +164,7 @@ def _run_panel(ws: Any, run: RunChoice, name: str, target: np.ndarray | None,
     scores = image_scores(ws, run.run_id).get(name) or score_image(pred, target)
     categories = maps.error_categories(pred, target)
     counts = np.bincount(categories.ravel(), minlength=5)
-    errors = {maps.ERROR_NAMES[c]: int(counts[c]) for c in maps.ERROR_NAMES}
+    errors = {maps.ERROR_SHORT[c]: int(counts[c]) for c in maps.ERROR_SHORT}
     return RunPanel(run, scores[0], scores[1], errors), pred
 
 

@@ -28,6 +28,8 @@ IGNORED, CORRECT, WRONG_CLASS, MISSED, FALSE_POSITIVE = 0, 1, 2, 3, 4
 ERROR_NAMES = {IGNORED: "ignore (255)", CORRECT: "correct", WRONG_CLASS: "wrong class",
                MISSED: "missed (GT object, predicted background)",
                FALSE_POSITIVE: "false positive (GT background, predicted object)"}
+ERROR_SHORT = {IGNORED: "ignore", CORRECT: "correct", WRONG_CLASS: "wrong class", MISSED: "missed",
+               FALSE_POSITIVE: "false positive"}  # table column names (the legend gives ERROR_NAMES)
 ERROR_COLOURS = {IGNORED: (128, 128, 128), CORRECT: (40, 170, 70), WRONG_CLASS: (255, 160, 0),
                  MISSED: (40, 110, 255), FALSE_POSITIVE: (230, 30, 40)}
 HATCH = ((255, 0, 255), (40, 40, 40))  # ignored pseudo-label pixels: magenta/dark stripes, unlike any class colour

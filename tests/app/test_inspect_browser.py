@@ -66,6 +66,10 @@ def _wait_text(page, selector: str, text: str) -> None:
 def test_inspect_click_a_pixel(page) -> None:
     page.get_by_role("tab", name="Inspect").click()
     page.wait_for_selector("#inspect-prediction img")
+    if "OURS-S1" not in page.locator("#inspect-run input").input_value():  # a workspace with more runs
+        page.locator("#inspect-run input").click()
+        page.get_by_role("option").filter(has_text="OURS-S1").first.click()
+    _wait_text(page, "#inspect-summary", "context group")  # a run with the group region context
     page.wait_for_selector("#inspect-entropy img")
     page.wait_for_selector("#inspect-pseudo img")
     _wait_text(page, "#inspect-pseudo-info", "step 2")

@@ -10,7 +10,7 @@ from PIL import Image
 from inspect_support import USER, trained_workspace
 from pss.api import compare as compare_api
 from pss.api import inspect as inspect_api
-from pss.api.maps import ERROR_NAMES, error_categories
+from pss.api.maps import ERROR_SHORT, error_categories
 from pss.data.labels import CLASS_NAMES, read_label_png
 from pss.errors import CheckpointError
 from pss_app.services import compare as compare_service
@@ -111,7 +111,7 @@ def test_inspect_view_maps_and_pseudo_selection(trained) -> None:
     assert pixel.attention_rows == [] and pixel.region_gallery == []
 
 
-def test_a_run_with_a_foreign_checkpoint_gives_a_clear_message(trained) -> None:
+def test_a_run_with_a_foreign_or_missing_checkpoint_gives_a_clear_message(trained) -> None:
     ws, run, name = trained.ws, trained.pss_run, _labelled(trained.ws)[0]
     foreign = ws.runs / run / "checkpoints" / "step_99999999.pt"
     torch.save({"format": 99, "model": {}}, foreign)
@@ -123,6 +123,13 @@ def test_a_run_with_a_foreign_checkpoint_gives_a_clear_message(trained) -> None:
     finally:
         foreign.unlink()
     assert inspect_service.inspect_view(ws, run, name).maps.prediction.is_file()
+    checkpoints = ws.runs / run / "checkpoints"
+    checkpoints.rename(checkpoints.with_name("checkpoints.moved"))
+    try:
+        with pytest.raises(CheckpointError, match="has no checkpoint"):
+            inspect_service.inspect_view(ws, run, name)
+    finally:
+        checkpoints.with_name("checkpoints.moved").rename(checkpoints)
 
 
 def test_compare_figure_scores_and_error_counts(trained) -> None:
@@ -136,7 +143,7 @@ def test_compare_figure_scores_and_error_counts(trained) -> None:
     for run, row in zip(runs, view.scores.to_dict("records")):
         pred = read_label_png(ws.runs / run / "predictions" / f"{name}.png")
         counts = np.bincount(error_categories(pred, target).ravel(), minlength=5)
-        assert [row[ERROR_NAMES[c]] for c in range(5)] == [round(100 * n / target.size, 1) for n in counts]
+        assert [row[ERROR_SHORT[c]] for c in range(5)] == [round(100 * n / target.size, 1) for n in counts]
         fiou, miou = compare_api.score_image(pred, target)
         assert row["FIoU"] == round(fiou * 100, 2) and row["MIoU"] == round(miou * 100, 2)
 
