@@ -42,11 +42,15 @@ def prepare(root: Path) -> tuple[Workspace, str]:
     return ws, train(ws, config, device="cpu", console=False).run_id
 
 
-def inspect_once(ws: Workspace, run_id: str, name: str) -> float:
-    """Seconds for the Inspect tab's two calls on ``name`` (pixel at the image centre)."""
-    start = time.perf_counter()
+CPU: dict[str, list[float]] = {}  # CPU seconds (all threads of this process) per measurement kind
+
+
+def inspect_once(ws: Workspace, run_id: str, name: str, kind: str = "") -> float:
+    """Wall seconds for the Inspect tab's two calls on ``name`` (pixel at the image centre)."""
+    start, cpu = time.perf_counter(), time.process_time()
     maps = inspect_maps(ws, run_id, name, 0.6, device="cpu")
     inspect_pixel(ws, run_id, name, maps.width // 2, maps.height // 2, device="cpu")
+    CPU.setdefault(kind, []).append(time.process_time() - cpu)
     return time.perf_counter() - start
 
 
@@ -60,8 +64,9 @@ def bare_forward(ws: Workspace, run_id: str, name: str) -> float:
     records = user_records(ws, ctx.user)
     record = next(r for r in records if r.name == name)
     group = evaluation_group(ctx, records, record, ws, device)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     infer_image(model, record, group, device, config.data.eval_short_side)
+    CPU.setdefault("bare", []).append(time.process_time() - cpu)
     return time.perf_counter() - start
 
 
@@ -85,21 +90,22 @@ def main() -> None:
               f"eval short side {ctx.config.data.eval_short_side} · batch {ctx.config.eval.batch_size} · "
               f"torch threads {torch.get_num_threads()}")
         clear_caches(memory_only=False, ws=ws)
-        first = inspect_once(ws, run_id, names[0])
+        first = inspect_once(ws, run_id, names[0], "first")
         cold, disk, memory, bare = [], [], [], []
         for name in names[1:]:
             bare.append(bare_forward(ws, run_id, name))
-            cold.append(inspect_once(ws, run_id, name))
+            cold.append(inspect_once(ws, run_id, name, "cold"))
             clear_caches(keep_models=True)  # as after a restart (the model is not needed for a cached image)
-            disk.append(inspect_once(ws, run_id, name))
-            memory.append(min(inspect_once(ws, run_id, name) for _ in range(5)))
-        rows = [("first request (model load)", [first]), ("bare infer_image (baseline)", bare), ("cold", cold),
-                ("cached on disk", disk), ("cached in memory", memory)]
+            disk.append(inspect_once(ws, run_id, name, "disk"))
+            memory.append(min(inspect_once(ws, run_id, name, "memory") for _ in range(5)))
+        rows = [("first request (model load)", [first], "first"), ("bare infer_image (baseline)", bare, "bare"),
+                ("cold", cold, "cold"), ("cached on disk", disk, "disk"), ("cached in memory", memory, "memory")]
         base = statistics.median(bare)
-        print(f"\n{'':30s} {'median ms':>10s} {'x baseline':>11s}   ({len(cold)} images)")
-        for label, values in rows:
+        print(f"\n{'':30s} {'wall ms':>9s} {'x baseline':>11s} {'CPU ms':>9s}   (medians over {len(cold)} images; "
+              f"CPU = all threads of this process)")
+        for label, values, kind in rows:
             value = statistics.median(values)
-            print(f"{label:30s} {value * 1000:10.1f} {value / base:11.2f}")
+            print(f"{label:30s} {value * 1000:9.1f} {value / base:11.2f} {statistics.median(CPU[kind]) * 1000:9.1f}")
         print(f"\ncold: {statistics.median(cold) * 1000:.0f} ms (target < 1000) · disk-cached: "
               f"{statistics.median(disk) * 1000:.1f} ms · memory-cached: {statistics.median(memory) * 1000:.1f} ms "
               f"(target < 100) · cold / memory-cached = {statistics.median(cold) / statistics.median(memory):.0f}x")

@@ -61,7 +61,7 @@ def test_heat_colours_get_brighter_and_colour_bar_fits() -> None:
     brightness = ramp.astype(int).sum(axis=2)[0]
     assert brightness[0] < brightness[1] < brightness[2]
     image = np.zeros((120, 50, 3), dtype=np.uint8)
-    assert maps.with_colour_bar(image, 0.0, 1.0, "entropy").shape[:2] == (120, 50 + 86)
+    assert maps.with_colour_bar(image, 0.0, 1.0, "entropy").shape[:2] == (120, 50 + maps.COLOUR_BAR_WIDTH)
 
 
 def test_grid_places_equal_panels_with_gaps() -> None:

@@ -21,7 +21,7 @@ from pss.api.inspect import (DERIVED, PseudoStatus, RunContext, engine_workspace
 from pss.data.labels import CLASS_NAMES
 from pss.inference import RegionWeight
 
-MAPS_VERSION = "m1"  # part of every PNG name: bump when a drawing changes
+MAPS_VERSION = "m2"  # part of every PNG name: bump when a drawing changes
 
 
 @dataclass

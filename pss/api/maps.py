@@ -115,8 +115,11 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def colour_bar(height: int, vmin: float, vmax: float, title: str, width: int = 86) -> np.ndarray:
-    """A vertical inferno colour bar (high at the top) with 5 tick labels and a rotated-free title on top."""
+COLOUR_BAR_WIDTH = 96
+
+
+def colour_bar(height: int, vmin: float, vmax: float, title: str, width: int = COLOUR_BAR_WIDTH) -> np.ndarray:
+    """A vertical inferno colour bar (high at the top) with 5 tick labels and a title above it."""
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     top, bottom, bar_w = 22, 8, 16
     ramp = np.linspace(1.0, 0.0, max(2, height - top - bottom), dtype=np.float32)[:, None].repeat(bar_w, 1)
@@ -124,11 +127,13 @@ def colour_bar(height: int, vmin: float, vmax: float, title: str, width: int = 8
     draw = ImageDraw.Draw(canvas)
     font = _font(12)
     draw.text((4, 3), title, fill=(0, 0, 0), font=font)
+    span = max(vmax - vmin, 1e-12)
+    digits = min(6, max(2, math.ceil(-math.log10(span)) + 2))  # a stretched, narrow range still reads apart
     for i in range(5):
         fraction = i / 4
         y = top + round((1 - fraction) * (height - top - bottom - 1))
         draw.line([(6 + bar_w, y), (10 + bar_w, y)], fill=(0, 0, 0))
-        draw.text((13 + bar_w, y - 7), f"{vmin + fraction * (vmax - vmin):.2f}", fill=(0, 0, 0), font=font)
+        draw.text((13 + bar_w, y - 7), f"{vmin + fraction * span:.{digits}f}", fill=(0, 0, 0), font=font)
     return np.asarray(canvas)
 
 
