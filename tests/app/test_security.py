@@ -12,6 +12,7 @@ import pytest
 
 from pss.api import Workspace, read_user, thumbnail
 from pss_app.__main__ import parser
+from pss_app.app import serve_from_workspace
 
 SECRET = "TOP-SECRET-NOT-IN-THE-WORKSPACE"
 
@@ -73,6 +74,9 @@ def test_files_outside_the_workspace_are_refused(app, outside: Path, make_path) 
 
 
 def test_gradio_cache_lies_inside_the_workspace(app, client) -> None:
+    # GRADIO_TEMP_DIR is per process (one app per process in production); other app fixtures of this pytest
+    # session set it to their own workspace, so point it back at this app's workspace as its launch did.
+    serve_from_workspace(app.ws)
     assert Path(os.environ["GRADIO_TEMP_DIR"]).is_relative_to(app.ws.cache)
     from gradio_client import Client
 
