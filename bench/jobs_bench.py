@@ -25,21 +25,28 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-import gradio as gr
-from gradio_client import Client
+from typing import TYPE_CHECKING
 
 from pss.api import create_demo_workspace
 from pss.api.jobs import LaunchRequest, job_service, stop_job_service
 from pss.data.demo import DemoConfig
-from pss_app.app import launch_kwargs
-from pss_app.tabs import runs as runs_tab
+
+# (a) and (b) drive a served app; (c) needs only the job service, so it also runs where gradio is not installed
+# (the GPU machines).
+if TYPE_CHECKING:  # pragma: no cover
+    import gradio as gr
+    from gradio_client import Client
 
 LAUNCH_TARGET_S, LAG_TARGET_S = 5.0, 2.0
 STATE = 8  # index of the run state JSON in /runs_poll's outputs
 
 
-def serve(ws) -> tuple[gr.Blocks, str]:
+def serve(ws) -> tuple["gr.Blocks", str]:
+    import gradio as gr
+
+    from pss_app.app import launch_kwargs
+    from pss_app.tabs import runs as runs_tab
+
     with gr.Blocks() as demo:
         runs_tab.build(ws, demo.load)
     with socket.socket() as sock:
@@ -60,8 +67,10 @@ def import_floor(repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def one_launch(client: Client, ws, steps: int, user: str) -> tuple[float, list[float], int]:
+def one_launch(client: "Client", ws, steps: int, user: str) -> tuple[float, list[float], int]:
     """(Launch → first train event in s, the lags of every event in s, number of events)."""
+    from pss_app.tabs import runs as runs_tab
+
     store = job_service(ws).store
     form = ("tiny", user, "source_only", "default", 4, steps, 0.01, 4, 1, "cpu", "")
     pressed = time.time()
@@ -124,14 +133,22 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
     with tempfile.TemporaryDirectory() as tmp:
-        config = DemoConfig(num_source=16, num_users=2, images_per_user=12) if not args.devices else None
-        ws, _ = create_demo_workspace(Path(tmp) / "ws", seed=0, config=config)
+        if args.devices:
+            ws, _ = create_demo_workspace(Path(tmp) / "ws", seed=0)
+            try:
+                device_comparison(ws, [d.strip() for d in args.devices.split(",")], args.device_steps)
+            finally:
+                stop_job_service(ws)
+            return
+        from gradio_client import Client
+
+        from pss_app.tabs import runs as runs_tab
+
+        ws, _ = create_demo_workspace(Path(tmp) / "ws", seed=0,
+                                      config=DemoConfig(num_source=16, num_users=2, images_per_user=12))
         demo, url = serve(ws)
         client = Client(url, verbose=False)
         try:
-            if args.devices:
-                device_comparison(ws, [d.strip() for d in args.devices.split(",")], args.device_steps)
-                return
             floor = import_floor()
             firsts, lags = [], []
             for index in range(args.launches):

@@ -32,7 +32,10 @@ class DataConfig:
     crop: training crop side (official 320; the demo uses 128 on CPU).
     eval_short_side: evaluation resizes each image so its short side is this (official 480), then predictions
         are upsampled back to the original size for the metrics.
-    source_groups: k-means groups over the source images for group batches (official: 500 over VOC).
+    source_groups: k-means groups over the source images for group batches (official: 500 over VOC); 0 = plain
+        shuffled source batches (each batch is then one attention group of unrelated images). The demo uses 0:
+        its source groups are nearly single-class, and one-group batches at the demo's short, high-LR schedule
+        pull the model towards one class per step until it predicts only background (README, issue notes).
     """
 
     root: str = "data"

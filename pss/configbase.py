@@ -44,6 +44,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
                 errors.append(str(exc))
         raise ConfigError(f"{where}: {value!r} does not match {annotation}")
     if origin is Literal:
+        if isinstance(value, bool) and ("on" if value else "off") in get_args(annotation):
+            value = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
         if value not in get_args(annotation):
             options = ", ".join(repr(a) for a in get_args(annotation))
             raise ConfigError(f"{where}: {value!r} is not one of {options}")

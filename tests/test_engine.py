@@ -14,6 +14,7 @@ from pss.data.records import ImageRecord
 from pss.engine.data import make_stream
 from pss.engine.evaluate import evaluate_records
 from pss.engine.trainer import Trainer
+from pss.errors import ConfigError
 from pss.methods import METHODS, build_method
 from pss.models.segmenter import SegOutput, build_segmenter
 
@@ -125,3 +126,11 @@ def test_evaluation_matches_hand_computed_metrics(tmp_path: Path) -> None:
     p0 = 1 / (np.exp(5) + 20)
     expected_entropy = -(p1 * np.log2(p1) + 20 * p0 * np.log2(p0)) / np.log2(21)
     assert entropy["a"] == pytest.approx(expected_entropy, rel=1e-4)
+
+
+def test_bare_on_off_overrides_reach_the_switches_as_words() -> None:
+    # YAML 1.1 parses a bare `off` / `on` as a boolean; the config maps it back for on/off switches
+    config = build_config("tiny", ["train.amp=off", "train.channels_last=on"])
+    assert (config.train.amp, config.train.channels_last) == ("off", "on")
+    with pytest.raises(ConfigError, match="is not one of"):
+        build_config("tiny", ["train.amp=true"])  # amp has no "on": a boolean stays an error there

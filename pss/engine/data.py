@@ -73,7 +73,7 @@ def load_experiment_data(config: ExperimentConfig, device: torch.device, cache_d
         return ExperimentData(source, target, evaluation, None, None, None)
     g = config.grouping
     args = (g.seed, g.feature_model, cache_dir, device)
-    source_groups = compute_groups(source, config.data.source_groups, *args)
+    source_groups = compute_groups(source, config.data.source_groups, *args) if config.data.source_groups else None
     evaluation_groups = compute_groups(evaluation, g.k, *args)
     target_groups = evaluation_groups if data.target == "personal" else compute_groups(target, g.k, *args)
     return ExperimentData(source, target, evaluation, source_groups, target_groups, evaluation_groups)
