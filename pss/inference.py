@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from pss.data.image_io import load_rgb
 from pss.data.labels import CLASS_NAMES
 from pss.data.records import ImageRecord
-from pss.engine.evaluate import Prediction, common_size
+from pss.engine.evaluate import Prediction, chunk_batch
 from pss.engine.pseudo import mask_uncertain_pixels
 from pss.losses import pixel_entropy
 from pss.models.segmenter import Segmenter
@@ -117,9 +117,7 @@ def infer_image(model: Segmenter, record: ImageRecord, group: Sequence[ImageReco
             images.append((other, load_rgb(other.image_path)))
         except DatasetError:
             continue
-    size = common_size([im for _, im in images], short_side)
-    batch = torch.cat([F.interpolate(torch.from_numpy(im).permute(2, 0, 1)[None].float().to(device) / 255.0,
-                                     size=size, mode="bilinear", align_corners=False) for _, im in images])
+    batch = chunk_batch([im for _, im in images], short_side, device)
     out = model(batch, return_attention=True)
     full = F.interpolate(out.logits[:1].float(), size=images[0][1].shape[:2], mode="bilinear", align_corners=False)
     prob = torch.softmax(full, dim=1)

@@ -148,3 +148,17 @@ def test_bare_on_off_overrides_reach_the_switches_as_words() -> None:
     assert (config.train.amp, config.train.channels_last) == ("off", "on")
     with pytest.raises(ConfigError, match="is not one of"):
         build_config("tiny", ["train.amp=true"])  # amp has no "on": a boolean stays an error there
+
+
+def test_padded_chunk_gives_the_unpadded_logits() -> None:
+    # CUDA evaluation pads a chunk with blank images of another group; the real images must not notice
+    from pss.engine.evaluate import chunk_logits
+
+    torch.manual_seed(0)
+    model = build_segmenter(build_config("tiny", ["method.name=pss"]).model).eval()
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (60, 90, 3), dtype=np.uint8) for _ in range(3)]
+    plain = chunk_logits(model, images, 64, torch.device("cpu"), pad_to=8, pad=False)
+    padded = chunk_logits(model, images, 64, torch.device("cpu"), pad_to=8, pad=True)
+    assert plain.shape[0] == padded.shape[0] == 3 and plain.shape[-2:] == (8, 12)  # 64 x 96: sides in steps of 32
+    torch.testing.assert_close(padded, plain, rtol=1e-5, atol=1e-5)

@@ -15,7 +15,6 @@ released code's full argmax maps).
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from pss.data.image_io import load_rgb
 from pss.data.labels import IGNORE_INDEX, write_label_png
 from pss.data.records import ImageRecord
 from pss.engine.device import FastPath
-from pss.engine.evaluate import Prediction, common_size, chunk_by_group, predict_records
+from pss.engine.evaluate import Prediction, chunk_by_group, chunk_logits, predict_records
 from pss.errors import ConfigError, DatasetError
 from pss.losses import pixel_entropy, select_easy_images
 from pss.methods.fda import ClassThresholdPseudoConfig
@@ -154,14 +153,9 @@ def predict_soft(teacher: nn.Module, ctx: PseudoContext) -> Iterator[SoftPredict
                 log.warning("pseudo labels: skipping %s: %s", ctx.records[index].name, exc)
         if not loaded:
             continue
-        size = common_size([im for _, im in loaded], ctx.short_side)
-        batch = torch.cat([F.interpolate(torch.from_numpy(im).permute(2, 0, 1)[None].to(ctx.device).float() / 255.0,
-                                         size=size, mode="bilinear", align_corners=False) for _, im in loaded])
-        if ctx.fast is not None and ctx.fast.channels_last:
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with ctx.fast.autocast(ctx.device) if ctx.fast is not None else contextlib.nullcontext():
-            logits = teacher(batch).logits
-        for (record, image), one in zip(loaded, logits.float()):
+        logits = chunk_logits(teacher, [im for _, im in loaded], ctx.short_side, ctx.device, ctx.fast,
+                              pad_to=ctx.batch_size)
+        for (record, image), one in zip(loaded, logits):
             prob = torch.softmax(F.interpolate(one[None], size=image.shape[:2], mode="bilinear",
                                                align_corners=False), dim=1)
             confidence, label = prob.max(dim=1)

@@ -58,7 +58,7 @@ class MRNet(AdaptSeg):
         """Called by the experiment with ``train.steps`` so ``kl_start`` becomes a step number."""
         self.kl_start_step = int(round(self.config.kl_start * total_steps))
 
-    def target_losses(self, tgt_out: SegOutput, batch: StepBatch) -> dict[str, torch.Tensor]:
+    def extra_target_losses(self, tgt_out: SegOutput, batch: StepBatch) -> dict[str, torch.Tensor]:
         cfg: MRNetConfig = self.config
         if cfg.lambda_kl <= 0 or batch.step < self.kl_start_step:
             return {}

@@ -1,0 +1,95 @@
+"""The output-space adversarial scheme shared by AdaptSegNet and ADVENT (and MRNet stage I, PSS S1/S2).
+
+Per step (methods.md §1.3, §2.3, §3): source CE (and a pseudo-label CE when the loop feeds one); on target,
+the segmenter is trained so that two fully convolutional discriminators — one on a map of the main output,
+one on a map of the aux output — take the target for source (generator side, weights ``lambda_adv_main`` /
+``lambda_adv_aux``); then the discriminators learn source -> 0, target -> 1 on the detached maps, each loss
+×1/2. The methods differ only in the map the discriminators see: :meth:`discriminator_input`
+(AdaptSegNet: softmax probabilities; ADVENT: weighted self-information, i.e. entropy maps).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pss.losses import bce_domain
+from pss.methods.base import Method, SegLossWeights, StepBatch, StepLosses, resize_logits, supervised_losses
+from pss.models.discriminator import build_discriminator
+from pss.models.segmenter import SegOutput, Segmenter
+
+SOURCE_DOMAIN, TARGET_DOMAIN = 0, 1
+
+
+@dataclass
+class AdversarialConfig(SegLossWeights):
+    """Official multi-level weights (AdaptSegNet and ADVENT alike): adversarial 0.001 on the main output, 0.0002
+    on the aux output (``lambda_adv_aux = 0``: single-level, no aux discriminator)."""
+
+    lambda_adv_main: float = 0.001
+    lambda_adv_aux: float = 0.0002
+    ndf: int = 64  # discriminator width (official 64)
+    lr_d: float = 1e-4  # Adam, betas (0.9, 0.99), poly-decayed like the segmenter
+
+
+class OutputSpaceAdversarial(Method):
+    """Base of the adversarial methods; subclasses define :meth:`discriminator_input`."""
+
+    Config = AdversarialConfig
+    uses_target = True
+
+    def __init__(self, config: AdversarialConfig, num_classes: int) -> None:
+        super().__init__(config, num_classes)
+        if self.uses_discriminators():
+            self.d_main = build_discriminator(num_classes, config.ndf)
+            self.d_aux = build_discriminator(num_classes, config.ndf) if config.lambda_adv_aux > 0 else None
+
+    def uses_discriminators(self) -> bool:
+        """False for variants that replace the adversarial term (ADVENT's MinEnt)."""
+        return True
+
+    def discriminator_input(self, probs: torch.Tensor) -> torch.Tensor:
+        """The map a discriminator sees, from softmax probabilities. Shape: (N, C, H, W) -> (N, C, H, W)."""
+        raise NotImplementedError
+
+    def output_maps(self, out: SegOutput, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The discriminators' inputs for the main and aux outputs, upsampled to ``size``, in float32."""
+        return tuple(self.discriminator_input(torch.softmax(resize_logits(logits, size).float(), dim=1))
+                     for logits in (out.logits, out.aux_logits))  # type: ignore[return-value]
+
+    def extra_target_losses(self, tgt_out: SegOutput, batch: StepBatch) -> dict[str, torch.Tensor]:
+        """Target terms besides the adversarial one (MRNet's memory regularisation, ADVENT's MinEnt); none here."""
+        return {}
+
+    def segmenter_losses(self, model: Segmenter, batch: StepBatch) -> StepLosses:
+        cfg = self.config
+        src_out = model(batch.source["image"])
+        losses = supervised_losses(src_out, batch.source["label"], cfg, "source")
+        if batch.pseudo is not None:
+            losses.update(supervised_losses(model(batch.pseudo["image"]), batch.pseudo["label"], cfg, "pseudo"))
+        if batch.target is None:
+            return StepLosses(losses)
+        tgt_out = model(batch.target["image"])
+        cache: dict[str, torch.Tensor] = {}
+        if self.uses_discriminators():
+            t_main, t_aux = self.output_maps(tgt_out, tuple(batch.target["image"].shape[-2:]))
+            # Generator side: make the target maps look like source to the discriminators.
+            losses["target_adv_main"] = cfg.lambda_adv_main * bce_domain(self.d_main(t_main), SOURCE_DOMAIN)
+            if self.d_aux is not None:
+                losses["target_adv_aux"] = cfg.lambda_adv_aux * bce_domain(self.d_aux(t_aux), SOURCE_DOMAIN)
+            with torch.no_grad():
+                s_main, s_aux = self.output_maps(src_out, tuple(batch.source["image"].shape[-2:]))
+            cache = {"source_main": s_main, "source_aux": s_aux,
+                     "target_main": t_main.detach(), "target_aux": t_aux.detach()}
+        losses.update(self.extra_target_losses(tgt_out, batch))
+        return StepLosses(losses, cache)
+
+    def auxiliary_losses(self, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not cache:
+            return {}
+        losses = {"d_main": 0.5 * (bce_domain(self.d_main(cache["source_main"]), SOURCE_DOMAIN)
+                                   + bce_domain(self.d_main(cache["target_main"]), TARGET_DOMAIN))}
+        if self.d_aux is not None:
+            losses["d_aux"] = 0.5 * (bce_domain(self.d_aux(cache["source_aux"]), SOURCE_DOMAIN)
+                                     + bce_domain(self.d_aux(cache["target_aux"]), TARGET_DOMAIN))
+        return losses
