@@ -5,6 +5,7 @@ hanging; nothing asserts on how long anything took.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -255,3 +256,40 @@ def test_enqueue_and_delete_validation(store: RunStore, queue: JobQueue) -> None
     queue.cancel(job_id)
     store.delete_run(run_id)
     assert queue.list_jobs() == [] and store.list_runs() == []
+
+
+PROBE = """import json, os, sys
+print(json.dumps({"argv": sys.argv[1:], "job": os.environ.get("PSS_JOB_ID"), "cwd": os.getcwd(), "pid": os.getpid()}))
+sys.exit(3)
+"""
+
+
+def test_warm_worker_hands_module_jobs_to_its_spare(store: RunStore, queue: JobQueue, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "jobprobe.py").write_text(PROBE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    worker = Worker(store, ["cpu"], poll_s=0.05, queue=queue, warm=True)
+    try:
+        worker.run_once()  # idle: the spare starts (importing torch and the training code)
+        spare = worker._spare
+        assert spare is not None and spare.poll() is None
+        run_id = new_run(store)
+        job_id = queue.enqueue(run_id, [sys.executable, "-m", "jobprobe", "a", "b c"], "cpu")
+        worker.run_once()
+        assert queue.get(job_id).pid == spare.pid  # the job runs in the spare, not a new process
+        wait_for(lambda: queue.get(job_id).status not in ("queued", "running"), worker, deadline_s=120.0)
+        job = queue.get(job_id)
+        assert job.status == "failed" and "3" in (job.error or "")  # the module's exit status is the job's
+        line = next(l for l in store.open_run(run_id).tail_log(20) if l.startswith("{"))
+        probe = json.loads(line)  # its stdout went to the run's log, with the job's environment
+        assert probe == {"argv": ["a", "b c"], "job": job_id, "cwd": os.getcwd(), "pid": spare.pid}
+
+        wait_for(lambda: worker._spare is not None, worker)  # idle again: a new spare
+        other = queue.enqueue(new_run(store), QUICK, "cpu")  # not a `python -m` command: starts cold
+        worker.run_once()
+        assert queue.get(other).pid != worker._spare.pid
+        wait_for(lambda: queue.get(other).status == "done", worker)
+    finally:
+        kill_leftovers(queue)
+        worker.stop()
+    assert spare.poll() is not None

@@ -214,8 +214,10 @@ def train_command(ws: Workspace, run_id: str, device: str, config_path: Path | N
 class JobService:
     """Launch/cancel/resume/delete runs of one workspace; owns its run store, queue and worker thread."""
 
-    def __init__(self, ws: Workspace, poll_s: float = 0.5, grace_s: float = 10.0) -> None:
+    def __init__(self, ws: Workspace, poll_s: float = 0.5, grace_s: float = 10.0, warm: bool | None = None) -> None:
         self.ws = ws
+        # a pre-started job process while idle (pss.runs.warm); PSS_WARM_JOBS=0 turns it off
+        self.warm = os.environ.get("PSS_WARM_JOBS", "1") != "0" if warm is None else warm
         self.store = RunStore(Path(ws.runs))
         self.queue = JobQueue(self.store, grace_s=grace_s)
         self.poll_s = poll_s
@@ -228,7 +230,7 @@ class JobService:
             if self.worker is not None and self.worker.is_alive():
                 return self
             self.queue.reap()
-            self.worker = Worker(self.store, ["cpu"], poll_s=self.poll_s, queue=self.queue)
+            self.worker = Worker(self.store, ["cpu"], poll_s=self.poll_s, queue=self.queue, warm=self.warm)
             self.worker.start()
         threading.Thread(target=self._add_gpus, name="pss-gpu-probe", daemon=True).start()
         return self

@@ -9,13 +9,16 @@ import os
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 from pss.errors import RunStoreError
 from pss.runs.jobs import Job, JobQueue
 from pss.runs.procs import describe_exit, signal_group
 from pss.runs.store import RunStore
+from pss.runs.warm import is_module_command, order_line
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +31,14 @@ class Worker(threading.Thread):
     environment. ``stop()`` ends the thread but not the jobs: they keep running, and a later
     worker adopts them (see ``JobQueue.reap``). ``run_once()`` performs one iteration (for tests
     and for callers that poll themselves).
+
+    With ``warm=True`` the worker keeps one pre-started job process (``pss.runs.warm``: torch and the
+    training code already imported) while no job of its own runs, and hands it the next ``python -m``
+    command: the job starts ~5 s sooner. A job that finds no spare ready starts cold, as without it.
     """
 
     def __init__(self, store: RunStore, devices: Iterable[str], poll_s: float = 1.0,
-                 queue: JobQueue | None = None) -> None:
+                 queue: JobQueue | None = None, warm: bool = False) -> None:
         super().__init__(name="pss-job-worker", daemon=True)
         self.store = store
         self.devices = list(devices)
@@ -40,6 +47,8 @@ class Worker(threading.Thread):
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
         self._children: dict[str, tuple[subprocess.Popen, str]] = {}
+        self.warm = warm
+        self._spare: subprocess.Popen | None = None
 
     def run(self) -> None:
         while not self._stop_event.is_set():
@@ -50,10 +59,15 @@ class Worker(threading.Thread):
             self._stop_event.wait(self.poll_s)
 
     def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop the thread after its current iteration (running jobs are left running)."""
+        """Stop the thread after its current iteration (running jobs are left running; the spare ends)."""
         self._stop_event.set()
         if self.is_alive():
             self.join(timeout)
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()
+            spare.wait()
 
     @property
     def running(self) -> dict[str, int]:
@@ -71,6 +85,8 @@ class Worker(threading.Thread):
                 busy = {device for _, device in self._children.values()}
                 job = self.queue.next_runnable(busy, devices=self.devices)
                 if job is None:
+                    if not self._children and not self._stop_event.is_set():
+                        self._ready_spare()  # only while idle: its imports would slow a starting job
                     return started
                 self._launch(job)
                 started.append(job.job_id)
@@ -96,9 +112,11 @@ class Worker(threading.Thread):
         try:
             run = self.store.open_run(job.run_id)
             run.log(f"job {job.job_id}: starting on {job.device}: {shlex.join(job.command)}")
-            with open(run.dir / "log.txt", "ab") as log_file:
-                proc = subprocess.Popen(job.command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                        stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            proc = self._hand_to_spare(job.command, env, run.dir / "log.txt")
+            if proc is None:
+                with open(run.dir / "log.txt", "ab") as log_file:
+                    proc = subprocess.Popen(job.command, stdin=subprocess.DEVNULL, stdout=log_file,
+                                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except Exception as exc:  # any failure to start is this job's failure, not the worker's
             log.exception("job %s: could not start", job.job_id)
             self.queue.mark_ended(job.job_id, "failed", f"could not start the job: {exc}")
@@ -112,3 +130,28 @@ class Worker(threading.Thread):
             return
         if job.cancel_requested:  # Cancel was pressed between the claim and the start
             self.queue.cancel(job.job_id)
+
+    # -- the pre-started job process ----------------------------------------------------------------------
+    def _ready_spare(self) -> None:
+        if not self.warm or (self._spare is not None and self._spare.poll() is None):
+            return
+        self._spare = subprocess.Popen([sys.executable, "-m", "pss.runs.warm"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                       env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+
+    def _hand_to_spare(self, command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen | None:
+        """Give ``command`` to the ready spare; None when there is none or it cannot take this command."""
+        spare, self._spare = self._spare, None
+        if spare is None or not is_module_command(command):
+            self._spare = spare
+            return None
+        if spare.poll() is not None:
+            return None
+        try:
+            spare.stdin.write(order_line(command, env, os.getcwd(), str(log_path)))
+            spare.stdin.close()
+        except OSError:  # it died meanwhile: start the job cold
+            spare.kill()
+            spare.wait()
+            return None
+        return spare
