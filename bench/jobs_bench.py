@@ -11,7 +11,8 @@
 (c) ``--devices cuda:0,cpu``: the same demo PSS run (``demo`` preset) launched from the app service on each
     device; wall time Launch → job done, and the ratio to the last device listed.
 
-Usage: ``python bench/jobs_bench.py [--launches 3] [--steps 60] [--threads N] [--devices cuda:0,cpu]``.
+Usage: ``python bench/jobs_bench.py [--launches 3] [--steps 60] [--gap 10] [--threads N] [--devices cuda:0,cpu]``.
+``PSS_WARM_JOBS=0`` measures the cold path (no pre-started job process, pss.runs.warm).
 A tiny demo workspace is generated in a temporary folder. ``--threads`` sets OMP_NUM_THREADS for the jobs.
 """
 from __future__ import annotations
@@ -125,6 +126,8 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for the jobs")
+    parser.add_argument("--gap", type=float, default=10.0,
+                        help="seconds idle before each launch (the worker prepares its pre-started job process)")
     parser.add_argument("--devices", default=None, help="e.g. cuda:0,cpu: compare a demo PSS run on each")
     parser.add_argument("--device-steps", type=int, default=100)
     args = parser.parse_args()
@@ -152,6 +155,7 @@ def main() -> None:
             floor = import_floor()
             firsts, lags = [], []
             for index in range(args.launches):
+                time.sleep(args.gap)  # a user's pause between launches; the worker readies its spare process
                 first, run_lags, events = one_launch(client, ws, args.steps, ("id1", "id2")[index % 2])
                 firsts.append(first)
                 lags += run_lags
