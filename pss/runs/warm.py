@@ -66,6 +66,7 @@ def main() -> int:
     argv = order["argv"]
     _become(order)
     sys.argv = [argv[2], *argv[3:]]
+    sys.modules.pop(argv[2], None)  # preloaded as a library; `python -m` runs it fresh as __main__ (runpy warns)
     runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
     return 0
 
