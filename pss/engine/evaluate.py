@@ -92,9 +92,10 @@ def chunk_logits(model: torch.nn.Module, images: list[np.ndarray], short_side: i
                  fast: FastPath | None = None, pad_to: int = 0, pad: bool | None = None) -> torch.Tensor:
     """Float32 logits of one chunk (images of one group, predicted together so the group context sees them all).
 
-    On CUDA (or whenever ``pad`` is True) the batch is padded with blank images up to ``pad_to``, so that chunks of one size bucket share a
-    shape (and cuDNN's plans); the blanks get a group id of their own, so the real images' group attention never
-    sees them, and BatchNorm in eval mode is per image: the real images' logits are exactly the unpadded ones.
+    On CUDA (``pad=None``; or whenever ``pad`` is True) the batch is padded with blank images up to ``pad_to``, so
+    that chunks of one size bucket share a shape (and cuDNN's plans); the blanks get a group id of their own, so the
+    real images' group attention never sees them, and BatchNorm in eval mode is per image: the real images' logits
+    are exactly the unpadded ones.
 
     Shape: n images -> (n, C, h, w) at the model's output stride.
     """
