@@ -90,7 +90,7 @@ def _panel_size(width: int, height: int) -> maps.DisplaySize:
     """Panels of the figure: long side 256..480 (a row of N + 2 panels must fit a screen)."""
     long_side = max(width, height)
     scale = float(math.ceil(256 / long_side)) if long_side < 256 else min(1.0, 480 / long_side)
-    return maps.DisplaySize(max(1, round(width * scale)), max(1, round(height * scale)), scale)
+    return maps.DisplaySize.scaled(width, height, scale)
 
 
 def _pct(value: float | None) -> str:

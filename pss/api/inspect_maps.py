@@ -155,7 +155,7 @@ def _region_map(ws: Any, ctx: RunContext, records: list, region: RegionWeight,
 
         width, height = image_size(record.image_path)
         scale = REGION_SIDE / max(width, height)
-        size = maps.DisplaySize(max(1, round(width * scale)), max(1, round(height * scale)), scale)
+        size = maps.DisplaySize.scaled(width, height, scale)
         soft = maps.resize_rgb(mask.astype(np.float32), (size.width, size.height))
         photo = _photo(record.image_path, size)
         return maps.save_png(maps.blend(photo, maps.heat_colours(soft), 0.25 + 0.6 * soft), out)

@@ -54,6 +54,11 @@ class DisplaySize:
     height: int
     scale: float
 
+    @classmethod
+    def scaled(cls, width: int, height: int, scale: float) -> "DisplaySize":
+        """An image of ``width`` x ``height`` drawn at ``scale`` (sides rounded, at least 1 pixel)."""
+        return cls(max(1, round(width * scale)), max(1, round(height * scale)), scale)
+
     def to_image(self, x: float, y: float, image_width: int, image_height: int) -> tuple[int, int]:
         """Image pixel (x, y) under display pixel (x, y), clamped into the image."""
         return (min(image_width - 1, max(0, int(x / self.scale))), min(image_height - 1, max(0, int(y / self.scale))))
@@ -68,7 +73,7 @@ def display_size(width: int, height: int) -> DisplaySize:
         scale = float(math.ceil(MIN_VIEW_SIDE / long_side))
     else:
         scale = 1.0
-    return DisplaySize(max(1, round(width * scale)), max(1, round(height * scale)), scale)
+    return DisplaySize.scaled(width, height, scale)
 
 
 def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -7,7 +7,6 @@ colours; app_anchors §4.2).
 from __future__ import annotations
 
 import html
-import math
 import os
 import threading
 from dataclasses import dataclass, field
@@ -17,11 +16,10 @@ import numpy as np
 from PIL import Image
 
 from pss.api import CLASS_NAMES, VOC_PALETTE, Workspace, colorize, file_key, load_image, load_label
+from pss.api.maps import MAX_VIEW_SIDE, display_size
 from pss.errors import DatasetError
 from pss_app.services.collection import collection
 
-MAX_VIEW_SIDE = 1024  # the browser never needs more than this; keeps 12-MP phone photos cheap to serve
-MIN_VIEW_SIDE = 480
 IGNORE_INDEX = 255
 _VIEW_VERSION = "v2"
 
@@ -94,15 +92,10 @@ def legend(label: np.ndarray) -> list[tuple[str, str, float]]:
 def fit_for_display(image: np.ndarray, label: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Resize for display: long side at most MAX_VIEW_SIDE; small images (the demo's 192 px) enlarged by an
     integer factor to at least MIN_VIEW_SIDE. Labels use nearest neighbour, so no new label values appear."""
-    height, width = image.shape[:2]
-    long_side = max(height, width)
-    if long_side > MAX_VIEW_SIDE:
-        scale = MAX_VIEW_SIDE / long_side
-    elif long_side < MIN_VIEW_SIDE:
-        scale = float(math.ceil(MIN_VIEW_SIDE / long_side))
-    else:
+    shown = display_size(image.shape[1], image.shape[0])
+    if shown.scale == 1.0:
         return image, label
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    size = (shown.width, shown.height)
     resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
     if label is not None:
         label = np.asarray(Image.fromarray(label).resize(size, Image.Resampling.NEAREST))
