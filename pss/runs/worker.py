@@ -141,10 +141,9 @@ class Worker(threading.Thread):
 
     def _hand_to_spare(self, command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen | None:
         """Give ``command`` to the ready spare; None when there is none or it cannot take this command."""
-        spare, self._spare = self._spare, None
-        if spare is None or not is_module_command(command):
-            self._spare = spare
+        if self._spare is None or not is_module_command(command):
             return None
+        spare, self._spare = self._spare, None
         if spare.poll() is not None:
             return None
         try:
