@@ -36,7 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pss.config import ExperimentConfig
     from pss.inference import ImageInference
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: chunk sides in steps of 32 (pss.engine.evaluate.SIZE_STEP), was 8
 MODEL_SLOTS = 3
 MEMORY_BUDGET_BYTES = 256 * 2**20
 
