@@ -36,6 +36,10 @@ class DataConfig:
         shuffled source batches (each batch is then one attention group of unrelated images). The demo uses 0:
         its source groups are nearly single-class, and one-group batches at the demo's short, high-LR schedule
         pull the model towards one class per step until it predicts only background (README, issue notes).
+    voc_val_list: the source's held-out split, scored during and after every run that trains on the source
+        (``train.source_val_every``); None = ``ImageSets/Segmentation/val.txt`` under the VOC root when present
+        (VOC2012 val on real data, the demo's held-out ids), "" = no source validation. Its images are removed
+        from the source training list, so the source val never overlaps what the model trains on.
     """
 
     root: str = "data"
@@ -48,6 +52,7 @@ class DataConfig:
     eval_short_side: int = 160
     source_groups: int = 40
     num_workers: int = 0
+    voc_val_list: str | None = None
 
     def voc_path(self) -> Path:
         return Path(self.voc_root) if self.voc_root else Path(self.root) / "VOC2012"
@@ -74,6 +79,11 @@ class TrainConfig:
     init_from: a run id (in the same workspace) or a checkpoint path whose model weights start this run
         (e.g. one shared No-DA model for every adaptation run, as MaxSquare's recipe pretrains on source).
     amp: ``auto`` = bf16 autocast on CUDA, fp32 on CPU.
+    eval_every: score the user's labelled images every this many steps (0: only at the end). Only a curve to
+        look at: the final checkpoint is the one scored and kept, never the best of this curve (that would
+        select on the user's labels).
+    source_val_every: score the source's held-out split (``data.voc_val_list``) every this many steps (0: only
+        at the end); the ``source_val`` events of ``metrics.jsonl`` are the curve No-DA lengths are chosen from.
     """
 
     steps: int = 300
@@ -85,6 +95,7 @@ class TrainConfig:
     poly_power: float = 0.9
     seed: int = 1234
     eval_every: int = 0
+    source_val_every: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
     init_from: str | None = None
@@ -97,6 +108,8 @@ class TrainConfig:
             raise ConfigError("train.steps and train.batch_size must be >= 1")
         if self.lr <= 0:
             raise ConfigError("train.lr must be > 0")
+        if self.eval_every < 0 or self.source_val_every < 0:
+            raise ConfigError("train.eval_every and train.source_val_every must be >= 0 (0 = only at the end)")
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The data of one experiment: source records, the target collection, groups, and the batch streams."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +19,8 @@ from pss.engine.streams import BatchStream, group_batches, shuffled_batches
 from pss.errors import DatasetError
 from pss.grouping import effective_k, extract_features, kmeans_groups
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ExperimentData:
@@ -30,6 +33,23 @@ class ExperimentData:
     source_groups: dict[str, int] | None
     target_groups: dict[str, int] | None
     evaluation_groups: dict[str, int] | None
+    source_val: list[ImageRecord] = field(default_factory=list)
+
+
+DEFAULT_SOURCE_VAL = Path("ImageSets/Segmentation/val.txt")  # VOC2012 val; the demo writes its held-out ids there
+
+
+def read_source_val(config: ExperimentConfig) -> list[ImageRecord]:
+    """The source's held-out split (``data.voc_val_list``; default VOC's ``ImageSets/Segmentation/val.txt`` when
+    present, "" = none): labelled source images no run trains on, scored to see how far source training is."""
+    listed = config.data.voc_val_list
+    if listed == "":
+        return []
+    path = Path(listed) if listed else DEFAULT_SOURCE_VAL
+    root = config.data.voc_path()
+    if listed is None and not (root / path).is_file():
+        return []
+    return [r for r in read_voc(root, path) if r.mask_path is not None]
 
 
 def compute_groups(records: Sequence[ImageRecord], k: int, seed: int, feature_model: str, cache_dir: Path | None,
@@ -67,16 +87,23 @@ def load_experiment_data(config: ExperimentConfig, device: torch.device, cache_d
         if data.target == "mix_sample":
             rng = np.random.default_rng(config.train.seed)
             target = [target[i] for i in sorted(rng.choice(len(target), size=len(evaluation), replace=False))]
+    source_val = read_source_val(config)
+    held_out = {r.name for r in source_val}
+    overlap = sum(r.name in held_out for r in source)
+    if overlap:  # e.g. a custom train list that contains val ids: never train on what the source val scores
+        log.warning("%d source val image(s) are also in the source training list; they are left out of training",
+                    overlap)
+        source = [r for r in source if r.name not in held_out]
     if not source:
         raise DatasetError(f"no source images found under {data.voc_path()}")
     if not need_groups:
-        return ExperimentData(source, target, evaluation, None, None, None)
+        return ExperimentData(source, target, evaluation, None, None, None, source_val)
     g = config.grouping
     args = (g.seed, g.feature_model, cache_dir, device)
     source_groups = compute_groups(source, config.data.source_groups, *args) if config.data.source_groups else None
     evaluation_groups = compute_groups(evaluation, g.k, *args)
     target_groups = evaluation_groups if data.target == "personal" else compute_groups(target, g.k, *args)
-    return ExperimentData(source, target, evaluation, source_groups, target_groups, evaluation_groups)
+    return ExperimentData(source, target, evaluation, source_groups, target_groups, evaluation_groups, source_val)
 
 
 def make_stream(records: Sequence[ImageRecord], groups: dict[str, int] | None, config: ExperimentConfig,

@@ -22,7 +22,7 @@ from pss.engine.checkpoint import load_model_weights
 from pss.engine.data import ExperimentData, load_experiment_data, make_stream
 from pss.engine.device import fast_path, resolve_device
 from pss.engine.evaluate import evaluate_records
-from pss.engine.hooks import ConsoleHook, Hook, RunStoreHook
+from pss.engine.hooks import ConsoleHook, Hook, RunStoreHook, SourceValHook, source_val_values
 from pss.engine.pseudo import PseudoContext, make_pseudo_labels
 from pss.engine.streams import BatchStream
 from pss.engine.trainer import Trainer, TrainResult
@@ -135,7 +135,13 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
             return evaluate_records(m, data.evaluation, data.evaluation_groups, device, config.data.eval_short_side,
                                     config.eval.batch_size, fast)[0]
 
-        hooks: list[Hook] = [RunStoreHook(run)] + (extra_hooks or [])
+        def source_evaluator(m: Segmenter) -> SegReport:
+            # the source val has no k-means groups: each chunk of eval.batch_size images is one attention group
+            return evaluate_records(m, data.source_val, None, device, config.data.eval_short_side,
+                                    config.eval.batch_size, fast)[0]
+
+        source_val = SourceValHook(run, source_evaluator, config.train.source_val_every) if data.source_val else None
+        hooks: list[Hook] = [RunStoreHook(run), *([source_val] if source_val else [])] + (extra_hooks or [])
         if console:
             hooks.append(ConsoleHook(f"{config.method_name} {config.data.user}"))
         trainer = Trainer(config, model, method, streams, device, hooks, evaluator, run.checkpoint_path)
@@ -151,7 +157,12 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         report, entropies = evaluate_records(
             trainer.model, data.evaluation, data.evaluation_groups, device, config.data.eval_short_side,
             config.eval.batch_size, fast, output_dir=run.dir if config.eval.save_predictions else None)
-        run.write_report({**report.to_dict(), "mean_entropy": entropies, "groups": data.evaluation_groups})
+        extra: dict[str, Any] = {}
+        if source_val is not None:
+            final = source_val_values(source_val.score(trainer.model, result.step))
+            curve = [{k: e.get(k) for k in ("step", *final)} for e in run.events("source_val")]
+            extra["source_val"] = {**final, "curve": curve}  # the curve includes points from before a resume
+        run.write_report({**report.to_dict(), "mean_entropy": entropies, "groups": data.evaluation_groups, **extra})
         run.log_event("eval", result.step, fiou=report.fiou, miou=report.miou["pss"],
                       miou_present=report.miou["present"])
         run.set_status("done", fiou=report.fiou, miou=report.miou["pss"], duration_s=time.time() - started)

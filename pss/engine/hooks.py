@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from tqdm import tqdm
 
@@ -71,3 +71,39 @@ class RunStoreHook(Hook):
 
     def on_end(self, trainer: "Trainer", status: str) -> None:
         self.run.log_event("end", trainer.step, status=status, seconds=time.time() - self.started)
+
+
+class SourceValHook(Hook):
+    """Scores the source's held-out split (``data.voc_val_list``) every ``every`` steps (``train.source_val_every``)
+    and writes ``source_val`` events (step, fiou, miou, miou_present, num_images) to the run's ``metrics.jsonl``.
+
+    This is the curve a No-DA length is chosen from, and it needs no target label. The final step is scored by
+    ``execute_run`` after training (also when ``every`` is 0), so the hook skips it. Steps are checked when the
+    trainer reports losses (every ``train.log_every``), so a ``every`` that is not a multiple of ``log_every``
+    is scored at the first report after each multiple.
+    """
+
+    def __init__(self, run: Any, evaluate: Callable[[Any], "SegReport"], every: int) -> None:
+        self.run, self.evaluate, self.every = run, evaluate, every
+        self.last = 0
+
+    def on_start(self, trainer: "Trainer") -> None:
+        self.last = trainer.step  # a resumed run's earlier points are already in metrics.jsonl
+
+    def on_step(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None:
+        done = step + 1
+        if self.every > 0 and done // self.every > self.last // self.every and done < trainer.total_steps:
+            self.score(trainer.model, done)
+
+    def score(self, model: Any, step: int) -> "SegReport":
+        """Evaluate ``model`` on the source val now and log the event at ``step``."""
+        report = self.evaluate(model)
+        self.run.log_event("source_val", step, **source_val_values(report))
+        self.last = step
+        return report
+
+
+def source_val_values(report: "SegReport") -> dict[str, float]:
+    """The numbers a ``source_val`` event and the report's ``source_val`` entry hold."""
+    return {"fiou": report.fiou, "miou": report.miou["pss"], "miou_present": report.miou["present"],
+            "num_images": report.num_images}

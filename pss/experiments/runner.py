@@ -75,7 +75,9 @@ class Runner:
         if user not in self.sizes:
             self.sizes[user] = len(read_user(config.data.personal_path(), user).records)
         k = effective_k(self.sizes[user], config.grouping.k) if config.model.context.mode != "none" else 0
-        return canonical(config_to_dict(replace(config, grouping=replace(config.grouping, k=k)))), k
+        key = config_to_dict(config)
+        key["grouping"]["k"] = k  # in the dict: 0 (no groups) is not a valid GroupingConfig.k
+        return canonical(key), k
 
     def run_user(self, user: str, seed: int) -> list[Cell]:
         cells: dict[str, Cell] = {}

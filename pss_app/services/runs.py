@@ -128,15 +128,20 @@ def loss_figure(train: list[dict[str, Any]]) -> go.Figure:
     return figure
 
 
-def eval_figure(evals: list[dict[str, Any]], total_steps: int = 0) -> go.Figure:
-    """FIoU and MIoU (PSS convention), in %, at each evaluation; the x axis spans the whole run."""
-    if not evals:
+def eval_figure(evals: list[dict[str, Any]], total_steps: int = 0,
+                source_evals: list[dict[str, Any]] | None = None) -> go.Figure:
+    """FIoU and MIoU (PSS convention), in %, at each evaluation of the user and (dashed) of the source's held-out
+    split (``source_val`` events); the x axis spans the whole run."""
+    source_evals = source_evals or []
+    if not evals and not source_evals:
         return _empty("Evaluation (%)", "no evaluation yet (at the end, or every train.eval_every steps)")
     figure = go.Figure()
-    for key, label in (("fiou", "FIoU"), ("miou", "MIoU")):
-        figure.add_trace(go.Scatter(x=[e["step"] for e in evals], y=[_pct(e.get(key)) for e in evals],
-                                    mode="lines+markers", name=label))
-    last = max([total_steps, *(e["step"] for e in evals)])
+    for series, prefix, dash in ((evals, "", None), (source_evals, "source val ", "dash")):
+        for key, label in (("fiou", "FIoU"), ("miou", "MIoU")):
+            if series:
+                figure.add_trace(go.Scatter(x=[e["step"] for e in series], y=[_pct(e.get(key)) for e in series],
+                                            mode="lines+markers", name=prefix + label, line=dict(dash=dash)))
+    last = max([total_steps, *(e["step"] for e in evals + source_evals)])
     figure.update_layout(title="Evaluation (%)", xaxis=dict(title="step", range=[0, last * 1.03]), **_LAYOUT)
     return figure
 
@@ -281,7 +286,8 @@ def run_view(ws: Workspace, run_id: str) -> RunView:
     return RunView(
         run_id=run_id, status=record.status, header=_header(record, meta, progress, job, running and not train,
                                                       queue_position(svc, job)),
-        progress=progress, losses=loss_figure(train), evaluation=eval_figure(evals, record.total_steps),
+        progress=progress, losses=loss_figure(train),
+        evaluation=eval_figure(evals, record.total_steps, latest_series(events, "source_val")),
         classes=class_iou_figure(report),
         metrics=_metrics(record, report), config_yaml=yaml.safe_dump(run.config, sort_keys=False),
         log=log, can_cancel=active and not ended, can_resume=svc.can_resume(run_id), can_delete=ended or not active,

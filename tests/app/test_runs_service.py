@@ -80,6 +80,12 @@ def test_loss_and_eval_curves_come_from_the_events() -> None:
     evals = [{"step": 2, "kind": "eval", "fiou": 0.5, "miou": 0.25}]
     figure = svc.eval_figure(evals)
     assert [(t.name, list(t.y)) for t in figure.data] == [("FIoU", [50.0]), ("MIoU", [25.0])]
+    source = [{"step": 1, "kind": "source_val", "fiou": 0.4, "miou": 0.5}, {"step": 2, "kind": "source_val",
+                                                                          "fiou": 0.6, "miou": 0.7}]
+    figure = svc.eval_figure(evals, 2, source)  # the source val curve, dashed, next to the user's evaluation
+    assert [(t.name, list(t.y)) for t in figure.data][2:] == [("source val FIoU", [40.0, 60.0]),
+                                                              ("source val MIoU", [50.0, 70.0])]
+    assert figure.data[2].line.dash == "dash" and len(svc.eval_figure([], 2, source).data) == 2
     assert svc.loss_figure([]).data == () and "waiting" in svc.loss_figure([]).layout.annotations[0].text
     report = {"class_names": ["background", "cat"], "per_class_iou": {"pss": [0.9, None]}}
     assert list(svc.class_iou_figure(report).data[0].y) == [90.0, None]
