@@ -13,7 +13,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from pss.errors import PssError
+from pss.errors import PssError, explain_os_error
 from pss.workspace import Workspace
 
 DEFAULT_WORKSPACE = "pss-workspace"
@@ -75,7 +75,10 @@ def cmd_group(args: argparse.Namespace) -> int:
         sizes = result.sizes()
         print(f"{user}: {len(result.names)} images in {result.k} groups (asked {result.k_requested}); "
               f"group sizes min {sizes.min()} / median {int(sorted(sizes)[len(sizes) // 2])} / max {sizes.max()}"
-              + (f"; {len(result.skipped)} skipped" if result.skipped else ""))
+              + (f"; {len(result.skipped)} skipped (no group):" if result.skipped else ""))
+        for name in result.skipped:
+            print(f"  skipped {name}: {result.skip_reasons.get(name, 'unreadable')}; fix or remove the file and "
+                  "group again")
     return 0
 
 
@@ -268,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except PssError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a read-only or full workspace: say what to do, not just "[Errno 1]"
+        print(f"error: {explain_os_error(exc)}", file=sys.stderr)
         return 2
 
 

@@ -22,6 +22,37 @@ PRESET_DIR = Path(__file__).parent / "configs"
 TargetSet = Literal["personal", "mix_all", "mix_sample"]
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The allowed range of one number of the config (checked by the config, so the CLI and the app's form say
+    the same thing; the form also shows it)."""
+
+    name: str
+    minimum: float
+    maximum: float
+    why: str = ""
+
+    def check(self, value: float) -> None:
+        """ConfigError naming the range unless ``minimum <= value <= maximum``."""
+        if not self.minimum <= value <= self.maximum:
+            why = f" ({self.why})" if self.why else ""
+            raise ConfigError(f"{self.name} must be between {show_number(self.minimum)} and "
+                              f"{show_number(self.maximum)}, got {show_number(value)}{why}")
+
+
+def show_number(value: float) -> str:
+    """Whole numbers in full (``4294967295``, not ``4.29e+09``), others as ``%g``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# Upper bounds far above any sensible run, below what breaks later (SQLite INTEGER, numpy's 32-bit seed).
+STEPS = Bounds("train.steps", 1, 1_000_000)
+BATCH_SIZE = Bounds("train.batch_size", 1, 1024, "images per batch")
+SEED = Bounds("train.seed", 0, 2 ** 32 - 1, "numpy seeds are 32-bit")
+LR = Bounds("train.lr", 1e-12, 10.0)
+K = Bounds("grouping.k", 1, 10_000, "k-means groups per user; capped at a quarter of the user's images")
+
+
 @dataclass
 class DataConfig:
     """Where the data is and how it is cut.
@@ -69,6 +100,9 @@ class GroupingConfig:
     seed: int = 0
     feature_model: str = "lite0"
 
+    def __post_init__(self) -> None:
+        K.check(self.k)
+
 
 @dataclass
 class TrainConfig:
@@ -104,10 +138,8 @@ class TrainConfig:
     compile: bool = False
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ConfigError("train.steps and train.batch_size must be >= 1")
-        if self.lr <= 0:
-            raise ConfigError("train.lr must be > 0")
+        for bounds, value in ((STEPS, self.steps), (BATCH_SIZE, self.batch_size), (SEED, self.seed), (LR, self.lr)):
+            bounds.check(value)
         if self.eval_every < 0 or self.source_val_every < 0:
             raise ConfigError("train.eval_every and train.source_val_every must be >= 0 (0 = only at the end)")
 

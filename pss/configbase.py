@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -68,13 +69,15 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        number = _number(value)
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a number (e.g. 0.005, 5e-4, 1_000), got {value!r}")
+        return float(number)
     if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
+        number = _number(value)
+        if number is None or not float(number).is_integer():
+            raise ConfigError(f"{where}: expected a whole number (e.g. 200, 1_000, 1e3), got {value!r}")
+        return int(number)
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{where}: expected true/false, got {value!r}")
@@ -84,6 +87,23 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     return value
+
+
+def _number(value: Any) -> int | float | None:
+    """``value`` as a number, or None. Text is parsed as Python does (``5e-4``, ``1e-05``, ``1_000``) because
+    YAML 1.1 reads an exponent without a dot (``5e-4``) as a string; booleans are not numbers here."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        text = value.strip()
+        for parse in (int, float):
+            try:
+                return parse(text)
+            except ValueError:
+                continue
+    return None
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:

@@ -81,10 +81,19 @@ def test_request_overrides_are_the_dotted_form_of_the_fields() -> None:
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(steps=0), "steps must be a whole number >= 1 (got 0"),
-    (dict(steps=2.5), "steps must be a whole number >= 1 (got 2.5"),
-    (dict(batch_size=1), "batch size must be a whole number >= 2 (got 1: batch norm needs two images"),
+    (dict(steps=0), "steps must be a whole number from 1 to 1000000 (got 0"),
+    (dict(steps=2.5), "steps must be a whole number from 1 to 1000000 (got 2.5"),
+    (dict(steps=2 ** 70), "steps must be a whole number from 1 to 1000000 (got 1180591620717411303424"),
+    (dict(batch_size=1), "batch size must be a whole number from 2 to 1024 (got 1: batch norm needs two images"),
+    (dict(batch_size=5000), "batch size must be a whole number from 2 to 1024 (got 5000"),
+    (dict(seed=2 ** 70), "seed must be a whole number from 0 to 4294967295 (got 1180591620717411303424: numpy"),
+    (dict(seed=-1), "seed must be a whole number from 0 to 4294967295"),
+    (dict(k=10 ** 6), "k must be a whole number from 1 to 10000"),
+    (dict(k="many"), "k must be a number, got 'many'"),
     (dict(lr=0.0), "learning rate must be > 0"),
+    (dict(lr="abc"), "lr must be a number, got 'abc'"),
+    (dict(lr=float("inf")), "lr must be a finite number"),
+    (dict(device=37), "device must be a name such as auto, cpu"),
     (dict(context="local"), "context mode 'local' is not one of none, global, group"),
     (dict(user="id7"), "unknown user 'id7'; users of this workspace: id1, id2"),
     (dict(user="../id1"), "unknown user '../id1'"),

@@ -17,6 +17,7 @@ subprocess, so the app process never initialises CUDA.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import subprocess
 import sys
@@ -31,7 +32,7 @@ from pss.runs import TERMINAL_STATUSES, JobQueue, RunStore, Worker
 from pss.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pss.config import ExperimentConfig
+    from pss.config import Bounds, ExperimentConfig
 
 DEFAULT_PRESET = "demo"
 AUTO_DEVICE = "auto"
@@ -71,14 +72,19 @@ class LaunchRequest:
                 raise ConfigError(f"context mode {self.context!r} is not one of {', '.join(CONTEXT_MODES)} "
                                   f"(or {METHOD_DEFAULT!r} for the method's own)")
             out.append(f"model.context.mode={self.context}")
-        for key, value, minimum in (("grouping.k", self.k, 1), ("train.steps", self.steps, 1),
-                                    ("train.batch_size", self.batch_size, 2), ("train.seed", self.seed, 0)):
+        from pss.config import BATCH_SIZE, K, LR, SEED, STEPS
+
+        # batch norm needs two images per batch: the form asks for 2 where the config allows 1
+        for bounds, value, minimum in ((K, self.k, None), (STEPS, self.steps, None), (BATCH_SIZE, self.batch_size, 2),
+                                       (SEED, self.seed, None)):
             if value is not None:
-                out.append(f"{key}={_whole(key, value, minimum)}")
+                out.append(f"{bounds.name}={_whole(bounds, value, minimum)}")
         if self.lr is not None:
-            if not float(self.lr) > 0:
+            lr = _form_number(LR.name, self.lr)
+            if not lr > 0:
                 raise ConfigError(f"learning rate must be > 0 (got {self.lr})")
-            out.append(f"train.lr={float(self.lr)!r}")
+            LR.check(lr)
+            out.append(f"train.lr={lr!r}")
         if self.init_from:
             out.append(f"train.init_from={self.init_from}")
         return out + list(self.extra)
@@ -94,12 +100,31 @@ class Launched:
     warnings: list[str] = field(default_factory=list)
 
 
-def _whole(name: str, value: float, minimum: int) -> int:
-    number = float(value)
-    if not number.is_integer() or number < minimum:
-        why = "batch norm needs two images per batch" if name == "train.batch_size" else "it is a count"
-        raise ConfigError(f"{name.split('.')[-1].replace('_', ' ')} must be a whole number >= {minimum} "
-                          f"(got {value}: {why})")
+def _form_number(name: str, value: Any) -> float:
+    """A form value as a finite float (numbers, or text such as ``5e-4``), else ConfigError naming the field."""
+    text = value.strip() if isinstance(value, str) else value
+    try:
+        if isinstance(text, bool):
+            raise TypeError
+        number = float(text)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name.split('.')[-1].replace('_', ' ')} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name.split('.')[-1].replace('_', ' ')} must be a finite number, got {value!r}")
+    return number
+
+
+def _whole(bounds: Bounds, value: Any, minimum: int | None = None) -> int:
+    """A form value as a whole number inside ``bounds`` (``minimum`` raises its lower end), else ConfigError."""
+    from pss.config import show_number
+
+    number = _form_number(bounds.name, value)
+    low = bounds.minimum if minimum is None else minimum
+    if not number.is_integer() or not low <= number <= bounds.maximum:
+        why = "batch norm needs two images per batch" if bounds.name == "train.batch_size" else \
+            (bounds.why or "it is a count")
+        raise ConfigError(f"{bounds.name.split('.')[-1].replace('_', ' ')} must be a whole number from "
+                          f"{show_number(low)} to {show_number(bounds.maximum)} (got {value}: {why})")
     return int(number)
 
 
@@ -131,6 +156,8 @@ def device_choices() -> list[str]:
 
 def pick_device(spec: str, queue: JobQueue) -> str:
     """A concrete device for ``spec``: ``auto`` = the GPU with the fewest queued/running jobs, else ``cpu``."""
+    if spec is not None and not isinstance(spec, str):
+        raise ConfigError(f"device must be a name such as {', '.join(device_choices())}; got {spec!r}")
     spec = (spec or AUTO_DEVICE).strip().lower()
     gpus = list(visible_gpus())
     if spec == AUTO_DEVICE:

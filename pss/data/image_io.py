@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from pss.data.labels import read_label_png
+from pss.data.labels import label_value_problem, read_label_png
 from pss.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -152,9 +152,10 @@ def image_size(path: str | Path) -> tuple[int, int]:
 def load_mask(path: str | Path, expected_hw: tuple[int, int]) -> np.ndarray:
     """Read a label PNG and check that it has the image's (displayed) size.
 
-    Raises ``DatasetError`` for unreadable masks and size mismatches; a mask whose size is the image's size
-    transposed is reported as an orientation mismatch (typically a phone photo with an EXIF rotation whose mask
-    was drawn on the unrotated pixels).
+    Raises ``DatasetError`` for unreadable masks, size mismatches and values outside the label space (a value
+    such as 37 would index past the 21 classes in the loss: a crash on the CPU, a device-side assert on CUDA);
+    a mask whose size is the image's size transposed is reported as an orientation mismatch (typically a phone
+    photo with an EXIF rotation whose mask was drawn on the unrotated pixels).
 
     Shape:
         returns (H, W) uint8 with (H, W) == expected_hw.
@@ -163,6 +164,9 @@ def load_mask(path: str | Path, expected_hw: tuple[int, int]) -> np.ndarray:
     mask = read_label_png(path)
     height, width = expected_hw
     if mask.shape == (height, width):
+        problem = label_value_problem(mask)
+        if problem is not None:
+            raise DatasetError(f"{path}: {problem}")
         return mask
     if mask.shape == (width, height):
         raise DatasetError(

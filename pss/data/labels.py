@@ -54,6 +54,20 @@ def is_valid_label_value(values: np.ndarray) -> np.ndarray:
     return (values < NUM_CLASSES) | (values == IGNORE_INDEX)
 
 
+def label_value_problem(mask: np.ndarray) -> str | None:
+    """What is wrong with a mask's values (and what to do), or None when every value is a class or 255.
+
+    One message for the loader (which skips the file) and the doctor (which lists it).
+    """
+    invalid = ~is_valid_label_value(mask)
+    if not invalid.any():
+        return None
+    values = np.unique(mask[invalid])
+    shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
+    return (f"{int(invalid.sum())} pixels hold values {shown} outside the label space (0..20 classes, 255 ignore); "
+            "remap them to a VOC class or 255")
+
+
 def colorize(label: np.ndarray) -> np.ndarray:
     """Map a (H, W) label map to a (H, W, 3) uint8 RGB image with the VOC palette."""
     return VOC_PALETTE[np.asarray(label, dtype=np.uint8)]

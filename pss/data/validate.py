@@ -14,10 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from pss.data.image_io import IMAGE_SUFFIXES, ensure_strict_pillow, load_mask, load_rgb_tensor
-from pss.data.labels import is_valid_label_value, read_label_png
+from pss.data.labels import label_value_problem, read_label_png
 from pss.errors import DatasetError
 
 Progress = Callable[[float, str], None]
@@ -100,13 +99,8 @@ def _check_mask(path: Path, image_hw: tuple[int, int]) -> Problem | None:
             load_mask(path, image_hw)  # decodes again, only for broken masks: its message says what to do
         except DatasetError as exc:
             return Problem(path, kind, _reason(exc, path))
-    invalid = ~is_valid_label_value(mask)
-    if invalid.any():
-        values = np.unique(mask[invalid])
-        shown = ", ".join(map(str, values[:10])) + (" ..." if len(values) > 10 else "")
-        return Problem(path, "bad_label_values", f"{int(invalid.sum())} pixels hold values {shown} outside the "
-                       "label space (0..20 classes, 255 ignore); remap them to a VOC class or 255")
-    return None
+    values = label_value_problem(mask)
+    return None if values is None else Problem(path, "bad_label_values", values)
 
 
 def check_voc(voc_root: Path, progress: Progress | None = None) -> list[Problem]:

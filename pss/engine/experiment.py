@@ -20,6 +20,7 @@ import torch
 from pss.config import ExperimentConfig, config_to_dict
 from pss.engine.checkpoint import load_model_weights
 from pss.engine.data import ExperimentData, load_experiment_data, make_stream
+from pss.engine.skipped import log_skipped
 from pss.engine.device import fast_path, resolve_device
 from pss.engine.evaluate import evaluate_records
 from pss.engine.hooks import ConsoleHook, Hook, RunStoreHook, SourceValHook, source_val_values
@@ -151,6 +152,8 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
                 raise CheckpointError(f"run {run.run_id} has no checkpoint to resume from; start it again")
             trainer.resume(checkpoint)
         result = trainer.run()
+        # bad files were skipped where training met them; name them all now that it ended (issue 15)
+        log_skipped(streams, run.log, {"source": data.source_groups, "target": data.target_groups})
         if result.status == "cancelled":
             run.set_status("cancelled", duration_s=time.time() - started)
             return RunOutcome(run.run_id, "cancelled", None, result, time.time() - started)

@@ -13,7 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pss.errors import DatasetError
+
 BatchPlan = Callable[[int], list[list[int]]]
+MIN_BATCH = 2  # BatchNorm's training statistics need two images
 
 
 def shuffled_batches(num_items: int, batch_size: int, seed: int) -> BatchPlan:
@@ -69,7 +72,11 @@ class BatchStream:
         return self
 
     def __next__(self) -> Any:
-        for _ in range(3):  # an epoch can be empty only if every file in it failed to load
+        # A batch shrinks when its files are skipped (unreadable, bad mask): one with fewer than MIN_BATCH images
+        # cannot train (BatchNorm), so it is passed over like an empty one. Only epochs that yield nothing usable
+        # count towards giving up, so a run of bad batches (a k-means group of unreadable files) is not fatal.
+        empty_epochs = 0  # epochs that ended during this call without a usable batch
+        while empty_epochs < 3:
             if self._iter is None:
                 self._start_epoch()
             try:
@@ -77,12 +84,13 @@ class BatchStream:
             except StopIteration:
                 self._iter = None
                 self.state = StreamState(self.state.epoch + 1, 0)
+                empty_epochs += 1
                 continue
             self.state.batch += 1
-            if batch is not None:
+            if batch is not None and len(batch["image"]) >= MIN_BATCH:
                 return batch
-        raise RuntimeError("the data stream produced no usable batch for 3 epochs: every image failed to load; "
-                           "run `pss doctor` on the data root")
+        raise DatasetError("the data stream produced no usable batch (two readable images) for 3 epochs: nearly "
+                           "every image failed to load; run `pss doctor` on the data root")
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.state.epoch, "batch": self.state.batch}
