@@ -152,7 +152,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from pss.experiments import ExperimentOptions, run_experiment
 
     opts = ExperimentOptions(table=args.table, users=args.users, methods=args.methods, steps=args.steps,
-                             source_steps=args.source_steps, seeds=args.seeds, preset=args.preset,
+                             source_steps=args.source_steps, seeds=args.seeds, one_start=args.one_start,
+                             bootstrap=args.bootstrap, start=args.start, preset=args.preset,
                              device=args.device, tag=args.tag, jobs=args.jobs)
     result = run_experiment(Workspace(Path(args.workspace)), opts)
     print(f"tables written to {result.out_dir}")
@@ -257,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="users trained in parallel processes, each with cpu_count/jobs "
                    "threads (default: 2 on a CPU, 1 on CUDA)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (mean ± std over seeds when > 1)")
+    p.add_argument("--one-start", dest="one_start", action="store_true",
+                   help="every seed starts from the first seed's No-DA model (seeds vary the adaptation runs and "
+                   "their controls, not the start; saves one No-DA training per extra seed)")
+    p.add_argument("--start", metavar="RUN", help="a finished context-free No-DA run to start every row and seed "
+                   "from, instead of training the shared No-DA model (implies --one-start)")
+    p.add_argument("--bootstrap", type=int, default=2000,
+                   help="paired-bootstrap resamples behind each gain's 95%% interval (default 2000)")
     p.add_argument("--preset", default="demo", help="config preset (demo, paper, tiny) or YAML file")
     p.add_argument("--tag", default="tables", help="label of this experiment's runs (reuse is per tag)")
     p.set_defaults(func=cmd_experiment)

@@ -94,11 +94,20 @@ class DataConfig:
 
 @dataclass
 class GroupingConfig:
-    """Per-user k-means groups of ImageNet features (paper §4.2: K = 80)."""
+    """Per-user k-means groups of ImageNet features (paper §4.2: K = 80).
+
+    k_rule: ``fixed`` = K is ``k``; ``silhouette`` = per user, the K of ``k_grid`` whose k-means groups have the
+        highest silhouette on the grouping features (label-free; Table 4 "auto", ``pss.grouping.auto_k``).
+    random: groups of the k-means sizes whose members are drawn at random (seeded by ``seed``): the control for
+        "the k-means groups carry information" (Table 3).
+    """
 
     k: int = 80
     seed: int = 0
     feature_model: str = "lite0"
+    k_rule: Literal["fixed", "silhouette"] = "fixed"
+    k_grid: tuple[int, ...] = (2, 3, 5, 8, 12, 20, 35, 80)
+    random: bool = False
 
     def __post_init__(self) -> None:
         K.check(self.k)

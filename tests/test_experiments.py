@@ -16,15 +16,17 @@ from pss.workspace import Workspace
 
 def test_select_rows_pulls_in_first_stages() -> None:
     shown, needed = select_rows("table1", None)
-    assert [r.label for r in shown] == ["No-DA", "AdaptSeg", "MaxSquare", "FDA", "ADVENT", "MRNet", "OURS-S1",
-                                        "OURS-S2"]
-    assert [r.key for r in needed] == ["source_only", "adaptseg", "maxsquare", "fda", "advent", "mrnet_s1", "mrnet",
-                                       "pss", "pss_s2"]
+    assert [r.label for r in shown] == ["No-DA", "No-DA continued", "No-DA continued (group context)", "AdaptSeg",
+                                        "MaxSquare", "FDA", "ADVENT", "MRNet", "OURS-S1", "OURS-S2"]
+    assert [r.key for r in needed] == ["source_only", "noda_cont", "noda_cont_group", "adaptseg", "maxsquare", "fda",
+                                       "advent", "mrnet_s1", "mrnet", "pss", "pss_s2"]
     shown, needed = select_rows("table1", ["pss_s2", "fda_ssl"])
     assert [r.key for r in shown] == ["fda_ssl", "pss_s2"]
-    assert [r.key for r in needed] == ["fda", "fda_ssl", "pss", "pss_s2"]
-    assert [r.label for r in select_rows("table4", None)[0]] == ["1", "10", "80", "200"]
-    with pytest.raises(ConfigError, match="its rows: none, global, group"):
+    # second stages pull in their first stage, every row its control
+    assert [r.key for r in needed] == ["noda_cont", "noda_cont_group", "fda", "fda_ssl", "pss", "pss_s2"]
+    assert [r.label for r in select_rows("table4", None)[0]] == ["No-DA", "No-DA continued (group context)", "1",
+                                                                 "10", "80", "200", "auto"]
+    with pytest.raises(ConfigError, match="its rows: source_only, noda_cont, .*none, global, group, random"):
         select_rows("table3", ["ours"])
     with pytest.raises(ConfigError, match="table1 = Tables 1 and 2"):
         select_rows("table2", None)
@@ -71,11 +73,20 @@ def test_table1_runs_reuses_and_writes_the_paper_layout(workspace: Workspace) ->
     no_da_id2 = workspace.store().open_run(cells[("source_only", "id2")].run_id)
     assert no_da_id2.latest_checkpoint() is not None and no_da_id2.read_report() is not None
     out = workspace.root / "experiments" / "table1"
-    assert {p.name for p in out.iterdir()} == {"fiou.csv", "miou.csv", "cells.csv", "table1.md"}
+    assert {p.name for p in out.iterdir()} == {"fiou.csv", "miou.csv", "cells.csv", "table1.md",
+                                               *(f"gains_{m}_vs_{a}.csv" for m in ("fiou", "miou")
+                                                 for a in ("control", "start"))}
     assert "| MRNet |" in (out / "table1.md").read_text()
     runs_before = {r.run_id for r in workspace.store().list_runs()}
-    # 1 shared No-DA + 1 evaluation-only + 2 users x (MRNet stage I, stage II)
-    assert len(runs_before) == 6
+    # 1 shared No-DA + 1 evaluation-only, MRNet's control (No-DA continued: 1 run + 1 evaluation-only), 2 users x
+    # (MRNet stage I, stage II)
+    assert len(runs_before) == 8
+    assert fiou.index.tolist() == ["No-DA", "MRNet"]  # the control is trained for the gains, not shown
+    gain = first.gains["FIoU vs control"]
+    assert gain.index.tolist() == ["MRNet"] and gain.notna().all().all() and "[" in gain.loc["MRNet", "Mean"]
+    control = cells[("noda_cont", "id1")]
+    assert workspace.store().open_run(control.run_id).config["train"]["init_from"] == cells[
+        ("source_only", "id1")].run_id and cells[("noda_cont", "id2")].action == "evaluated"
 
     again = run_experiment(workspace, _options("table1", ["source_only", "mrnet"]), said.append)
     assert {r.run_id for r in workspace.store().list_runs()} == runs_before
@@ -84,13 +95,18 @@ def test_table1_runs_reuses_and_writes_the_paper_layout(workspace: Workspace) ->
 
 
 def test_table4_rows_with_the_same_effective_k_share_a_run(workspace: Workspace) -> None:
-    result = run_experiment(workspace, _options("table4", ["k10", "k80"], users=["id1"]), lambda _: None)
-    k10, k80 = result.cells
+    result = run_experiment(workspace, _options("table4", ["k10", "k80", "auto"], users=["id1"]), lambda _: None)
+    cells = {c.row: c for c in result.cells}
+    k10, k80, auto = cells["k10"], cells["k80"], cells["auto"]
+    # auto: K from the grid capped to 12 // 4 = 3, so 2 or 3, picked by silhouette; K=3 is the k10 run again
+    chosen = [n for n in result.notes if n.startswith("auto: the silhouette rule chose K=")]
+    assert len(chosen) == 1 and "on id1 (silhouette per K: 2: " in chosen[0]
+    assert (auto.run_id == k10.run_id) == ("chose K=3 " in chosen[0]) and auto.status == "done"
     assert k10.action == "trained" and k80.action == "shared" and k80.run_id == k10.run_id
     # 12 images -> effective K = min(K, 12 // 4) = 3 for both
     assert "K=80 is capped to 3 groups on id1 (12 images; effective_k = min(K, images // 4))" in result.notes
     assert "K=80 and the row k10 give the same 3 groups on id1: one run serves both" in result.notes
-    assert result.tables["FIoU"].index.tolist() == ["10", "80"]
+    assert result.tables["FIoU"].index.tolist() == ["10", "80", "auto"]
     assert result.tables["FIoU"].loc["10", "id1"] == result.tables["FIoU"].loc["80", "id1"]
 
 

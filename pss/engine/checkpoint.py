@@ -43,11 +43,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return data
 
 
-def load_model_weights(model: torch.nn.Module, path: Path) -> dict[str, Any]:
-    """Load only the model weights of a checkpoint (``train.init_from``); returns the checkpoint's config."""
+def load_model_weights(model: torch.nn.Module, path: Path, new_prefixes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Load only the model weights of a checkpoint (``train.init_from``); returns the checkpoint's config.
+
+    ``new_prefixes``: parameters of ``model`` under these prefixes (e.g. ``"context."``) may be absent from the
+    checkpoint and keep their fresh initialisation (a context model started from a context-free No-DA model);
+    every other key must match exactly.
+    """
     data = load_checkpoint(path)
     try:
-        model.load_state_dict(data["model"])
+        missing, unexpected = model.load_state_dict(data["model"], strict=not new_prefixes)
+        stray = [k for k in missing if not k.startswith(new_prefixes)] + list(unexpected)
+        if stray:
+            raise RuntimeError(f"keys that do not match: {', '.join(stray[:5])}")
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: its weights do not fit this model ({exc}); the checkpoint was trained "
                               "with another backbone/context — use the same model settings") from exc

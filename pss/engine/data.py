@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from pss.config import ExperimentConfig
+from pss.config import ExperimentConfig, GroupingConfig
 from pss.data.datasets import SegDataset
 from pss.data.loaders import collate_skip_none
 from pss.data.pss_layout import list_users, read_user
@@ -17,7 +17,7 @@ from pss.data.records import ImageRecord
 from pss.data.voc_layout import read_voc
 from pss.engine.streams import BatchStream, group_batches, shuffled_batches
 from pss.errors import DatasetError
-from pss.grouping import effective_k, extract_features, kmeans_groups
+from pss.grouping import effective_k, extract_features, kmeans_groups, random_groups, silhouette_k
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +52,52 @@ def read_source_val(config: ExperimentConfig) -> list[ImageRecord]:
     return [r for r in read_voc(root, path) if r.mask_path is not None]
 
 
-def compute_groups(records: Sequence[ImageRecord], k: int, seed: int, feature_model: str, cache_dir: Path | None,
-                   device: torch.device) -> dict[str, int]:
-    """k-means groups of ImageNet features (paper §4.2), the same groups ``pss group`` and the app compute
-    for the same (images, K, seed); features come from the content-hash cache when present."""
+def _grouping_features(records: Sequence[ImageRecord], feature_model: str, cache_dir: Path | None,
+                       device: torch.device) -> tuple[list[ImageRecord], np.ndarray]:
+    """The readable records and their ImageNet feature rows (from the content-hash cache when present)."""
     features = extract_features([r.image_path for r in records], feature_model, device, cache_dir=cache_dir)
     by_path = {p: i for i, p in enumerate(features.paths)}
     kept = [r for r in records if r.image_path in by_path]
     if not kept:
         raise DatasetError("no readable image to group; run `pss doctor` on the data root")
-    rows = features.features[[by_path[r.image_path] for r in kept]]
+    return kept, features.features[[by_path[r.image_path] for r in kept]]
+
+
+def compute_groups(records: Sequence[ImageRecord], k: int, seed: int, feature_model: str, cache_dir: Path | None,
+                   device: torch.device) -> dict[str, int]:
+    """k-means groups of ImageNet features (paper §4.2), the same groups ``pss group`` and the app compute
+    for the same (images, K, seed); features come from the content-hash cache when present."""
+    kept, rows = _grouping_features(records, feature_model, cache_dir, device)
     labels = kmeans_groups(rows, effective_k(len(kept), k), seed=seed)
     return {r.name: int(g) for r, g in zip(kept, labels)}
+
+
+@dataclass(frozen=True)
+class UserGroups:
+    """A collection's groups under a ``GroupingConfig``: ``k`` = the K used (after the cap, or chosen by the
+    silhouette rule, whose ``scores`` per K are kept)."""
+
+    groups: dict[str, int]
+    k: int
+    scores: dict[int, float]
+
+
+def user_groups(records: Sequence[ImageRecord], grouping: GroupingConfig, cache_dir: Path | None,
+                device: torch.device) -> UserGroups:
+    """The groups a run uses for a user's collection: k-means with ``grouping.k`` (capped by ``effective_k``) or
+    with the K the silhouette rule picks (``k_rule``), then, with ``grouping.random``, the same sizes filled at
+    random (``pss.grouping.auto_k``)."""
+    kept, rows = _grouping_features(records, grouping.feature_model, cache_dir, device)
+    scores: dict[int, float] = {}
+    if grouping.k_rule == "silhouette":
+        choice = silhouette_k(rows, grouping.k_grid, seed=grouping.seed)
+        k, scores = choice.k, choice.scores
+    else:
+        k = effective_k(len(kept), grouping.k)
+    labels = kmeans_groups(rows, k, seed=grouping.seed)
+    if grouping.random:
+        labels = random_groups(labels, grouping.seed)
+    return UserGroups({r.name: int(g) for r, g in zip(kept, labels)}, k, scores)
 
 
 def _unique_names(records: list[ImageRecord]) -> list[ImageRecord]:
@@ -101,8 +135,9 @@ def load_experiment_data(config: ExperimentConfig, device: torch.device, cache_d
     g = config.grouping
     args = (g.seed, g.feature_model, cache_dir, device)
     source_groups = compute_groups(source, config.data.source_groups, *args) if config.data.source_groups else None
-    evaluation_groups = compute_groups(evaluation, g.k, *args)
-    target_groups = evaluation_groups if data.target == "personal" else compute_groups(target, g.k, *args)
+    evaluation_groups = user_groups(evaluation, g, cache_dir, device).groups
+    target_groups = (evaluation_groups if data.target == "personal"
+                     else user_groups(target, g, cache_dir, device).groups)
     return ExperimentData(source, target, evaluation, source_groups, target_groups, evaluation_groups, source_val)
 
 

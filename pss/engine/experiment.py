@@ -121,7 +121,10 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         # On resume the checkpoint replaces these weights, except that a second stage's pseudo labels are rebuilt
         # from the starting model first (so that a resumed run trains on the same pseudo labels).
         if config.train.init_from and (not resume or method.uses_pseudo):
-            load_model_weights(model, resolve_init(config.train.init_from, store))
+            # a context model may start from a context-free No-DA model: its context layers then start fresh
+            # (with model.context.gate, as the identity, so the start predicts exactly as the No-DA model)
+            load_model_weights(model, resolve_init(config.train.init_from, store),
+                               new_prefixes=("context.",) if config.model.context.mode != "none" else ())
         need_groups = config.model.context.mode != "none"
         data = load_experiment_data(config, device, workspace.cache, need_groups)
         seed = config.train.seed

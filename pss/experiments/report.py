@@ -44,6 +44,18 @@ def write_outputs(result: ExperimentResult, labels: dict[str, str], opts: Experi
                 if len(seeds) > 1 else "") + f", tag `{opts.tag}`, written {time.strftime('%Y-%m-%d %H:%M')}.", ""]
     for metric, table in result.tables.items():
         lines += [f"## {TITLES[result.table][metric]}", "", table_to_markdown(table), ""]
+    for name, table in result.gains.items():
+        table.index.name = ROW_HEADERS[result.table]
+        table.to_csv(out / f"gains_{name.lower().replace(' ', '_')}.csv")
+        lines += [f"## Gain in {name} (points, 95 % paired-bootstrap interval; * = interval excludes 0)", "",
+                  table_to_markdown(table), ""]
+    if result.gains:
+        lines += ["Controls (same start, steps, schedule, data and seed; they differ only in the adaptation "
+                  "term): " + "; ".join(f"{row} vs {control}" for row, control in result.controls.items()) + ". "
+                  "The start is the No-DA row. Intervals: resamples of each user's labelled images, shared by "
+                  "both runs of a pair and by every seed; Mean = mean over users (images resampled per user). "
+                  "The final checkpoint of every run is scored; no checkpoint is selected on the user's labels.",
+                  ""]
     notes = [MIOU_NOTE, *dict.fromkeys(result.notes)]
     if result.failed:
         notes.append("Not done (empty cells): " + "; ".join(result.failed))

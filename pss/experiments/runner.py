@@ -1,5 +1,6 @@
-"""Runs the cells of an experiment: the shared No-DA runs first, then each user's rows in dependency order (users in
-parallel worker processes with ``jobs > 1``). Every cell is reused, resumed or trained by ``pss.experiments.reuse``."""
+"""Runs the cells of an experiment: per seed, the shared No-DA run first, then the shared source-only rows (the
+"No-DA continued" controls, in parallel), then each user's rows in dependency order (users in parallel worker
+processes with ``jobs > 1``). Every cell is reused, resumed or trained by ``pss.experiments.reuse``."""
 from __future__ import annotations
 
 import logging
@@ -34,7 +35,12 @@ class Plan:
     adapt_steps: int
     source_steps: int
     first_user: str
-    sources: dict[tuple[str, int], RunRecord | None] = field(default_factory=dict)
+    sources: dict[int, RunRecord | None] = field(default_factory=dict)
+    shared: dict[tuple[str, int], RunRecord | None] = field(default_factory=dict)
+
+    def start_seed(self, seed: int, seeds: Sequence[int]) -> int:
+        """The seed of the No-DA model the cells of ``seed`` start from (``opts.one_start``: the first seed's)."""
+        return seeds[0] if self.opts.one_start or self.opts.start else seed
 
 
 class Runner:
@@ -42,6 +48,7 @@ class Runner:
 
     def __init__(self, ws: Workspace, plan: Plan, say: Say) -> None:
         self.ws, self.plan, self.opts, self.say = ws, plan, plan.opts, say
+        self.start_seed = 0  # the seed of the No-DA run the current user's cells start from (run_user)
         self.cells: list[Cell] = []
         self.notes: list[str] = []
         self.sizes: dict[str, int] = {}
@@ -52,22 +59,38 @@ class Runner:
                      f"tag={self.opts.tag}", f"train.steps={steps}"]
         return api.make_config(self.ws, self.opts.preset, overrides)
 
-    def mode(self, row: RowSpec, seed: int) -> str:
-        return self.config(row.method, row.overrides, self.plan.first_user, seed, 1).model.context.mode
-
-    def source_run(self, mode: str, seed: int) -> RunRecord | None:
-        """The shared No-DA run of a context mode: trained on the source only, so its user (the workspace's first,
-        evaluated at the end) does not matter to the model."""
-        if (mode, seed) not in self.plan.sources:
-            config = self.config("source_only", [f"model.context.mode={mode}"], self.plan.first_user, seed,
+    def source_run(self, seed: int) -> RunRecord | None:
+        """The shared No-DA run (context-free; every row starts from it, a context row with fresh context layers):
+        trained on the source only, so its user (the workspace's first, evaluated at the end) does not matter."""
+        if seed not in self.plan.sources and self.opts.start:
+            record_ = self.ws.store().open_run(self.opts.start).record
+            if record_.status != "done":
+                raise PssError(f"--start run {self.opts.start} is {record_.status}; give a finished No-DA run")
+            self.plan.sources[seed] = record_
+        if seed not in self.plan.sources:
+            config = self.config("source_only", ["model.context.mode=none"], self.plan.first_user, seed,
                                  self.plan.source_steps)
-            self.say(f"[{self.opts.table}] shared No-DA model: context {mode}, seed {seed}")
+            self.say(f"[{self.opts.table}] shared No-DA model, seed {seed}")
             outcome = guard(lambda: ensure_run(self.ws, config, self.opts.device, self.opts.console), self.say)
-            self.plan.sources[(mode, seed)] = outcome[0] if outcome and outcome[0].status == "done" else None
+            self.plan.sources[seed] = outcome[0] if outcome and outcome[0].status == "done" else None
             if outcome:
                 self.work += outcome[1] in ("trained", "resumed")
                 self.say(f"    -> {outcome[1]} run {outcome[0].run_id} ({outcome[0].status})")
-        return self.plan.sources[(mode, seed)]
+        return self.plan.sources[seed]
+
+    def shared_run(self, row: RowSpec, seed: int, start: RunRecord | None) -> RunRecord | None:
+        """The one run of a ``shared`` row for ``seed`` (trained on the first user's config), started from ``start``."""
+        if (row.key, seed) not in self.plan.shared:
+            self.plan.shared[(row.key, seed)] = None
+            if start is not None:
+                config = self.config(row.method, [*row.overrides, f"train.init_from={start.run_id}"],
+                                     self.plan.first_user, seed, self.plan.adapt_steps)
+                self.say(f"[{self.opts.table}] {row.label}, seed {seed} (source only: one run for every user)")
+                outcome = guard(lambda: ensure_run(self.ws, config, self.opts.device, self.opts.console), self.say)
+                if outcome:
+                    self.work += outcome[1] in ("trained", "resumed")
+                    self.plan.shared[(row.key, seed)] = outcome[0] if outcome[0].status == "done" else None
+        return self.plan.shared[(row.key, seed)]
 
     def effective(self, config: ExperimentConfig) -> tuple[str, int]:
         """The config with ``grouping.k`` replaced by the number of groups the user really gets (Table 4)."""
@@ -75,11 +98,31 @@ class Runner:
         if user not in self.sizes:
             self.sizes[user] = len(read_user(config.data.personal_path(), user).records)
         k = effective_k(self.sizes[user], config.grouping.k) if config.model.context.mode != "none" else 0
+        if k and config.grouping.k_rule == "silhouette":
+            k = self.chosen_k(config)
         key = config_to_dict(config)
-        key["grouping"]["k"] = k  # in the dict: 0 (no groups) is not a valid GroupingConfig.k
+        # in the dict: 0 (no groups) is not a valid GroupingConfig.k; a K chosen by the rule gives the same groups
+        # as that K fixed
+        key["grouping"].update(k=k, k_rule=None, k_grid=None)
         return canonical(key), k
 
-    def run_user(self, user: str, seed: int) -> list[Cell]:
+    def chosen_k(self, config: ExperimentConfig) -> int:
+        """The K the silhouette rule picks for the config's user (the run computes the same from the same cached
+        features); noted with its scores."""
+        from pss.engine.data import user_groups
+        from pss.engine.device import resolve_device
+
+        user = config.data.user
+        records = read_user(config.data.personal_path(), user).records
+        chosen = user_groups(records, config.grouping, self.ws.cache, resolve_device(self.opts.device))
+        scores = ", ".join(f"{k}: {v:.3f}" for k, v in chosen.scores.items())
+        self.notes.append(f"auto: the silhouette rule chose K={chosen.k} on {user} (silhouette per K: {scores})")
+        return chosen.k
+
+    def run_user(self, user: str, seed: int, start_seed: int | None = None) -> list[Cell]:
+        """Every row's cell of ``user`` and ``seed``; rows start from the No-DA run of ``start_seed`` (default
+        ``seed``)."""
+        self.start_seed = seed if start_seed is None else start_seed
         cells: dict[str, Cell] = {}
         seen: dict[str, Cell] = {}
         for index, row in enumerate(self.plan.rows):
@@ -93,14 +136,14 @@ class Runner:
         return list(cells.values())
 
     def run_cell(self, row: RowSpec, cell: Cell, cells: dict[str, Cell], seen: dict[str, Cell]) -> None:
-        config = self.config(row.method, row.overrides, cell.user, cell.seed, self.plan.adapt_steps)
-        source = self.source_run(config.model.context.mode, cell.seed) if row.init == "source" else None
-        if row.source_eval:
-            if source is not None:
-                record(cell, guard(lambda: evaluation_run(self.ws, source, cell.user, self.opts.tag,
+        source = self.source_run(self.start_seed) if row.init == "source" else None
+        if row.source_eval or row.shared:
+            model = source if row.source_eval else self.shared_run(row, cell.seed, source)
+            if model is not None:
+                record(cell, guard(lambda: evaluation_run(self.ws, model, cell.user, self.opts.tag,
                                                           self.opts.device), self.say))
             else:
-                cell.status, cell.note = "skipped", "the shared No-DA run did not finish"
+                cell.status, cell.note = "skipped", "its shared run did not finish"
             return
         parent = cells.get(row.init)
         start = source.run_id if source is not None else (parent.run_id if parent and parent.status == "done" else None)
@@ -110,14 +153,16 @@ class Runner:
         config = self.config(row.method, [*row.overrides, f"train.init_from={start}"], cell.user, cell.seed,
                              self.plan.adapt_steps)
         key, k = self.effective(config)
-        if k != config.grouping.k and any(o.startswith("grouping.k=") for o in row.overrides):
+        if config.grouping.k_rule == "fixed" and k != config.grouping.k and any(
+                o.startswith("grouping.k=") for o in row.overrides):
             self.notes.append(f"K={config.grouping.k} is capped to {k} groups on {cell.user} "
                               f"({self.sizes[cell.user]} images; effective_k = min(K, images // 4))")
         if key in seen:  # Table 4: this K gives as many groups as an earlier row's K on this user
             twin = seen[key]
             cell.run_id, cell.status, cell.action = twin.run_id, twin.status, "shared"
             cell.fiou, cell.miou, cell.seconds = twin.fiou, twin.miou, 0.0
-            self.notes.append(f"K={config.grouping.k} and the row {twin.row} give the same {k} groups on {cell.user}: "
+            name = f"K={config.grouping.k}" if config.grouping.k_rule == "fixed" else f"auto (K={k})"
+            self.notes.append(f"{name} and the row {twin.row} give the same {k} groups on {cell.user}: "
                               "one run serves both")
             return
         seen[key] = cell
@@ -149,29 +194,47 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _user_job(root: Path, plan: Plan, user: str, seed: int) -> tuple[list[Cell], list[str], int]:
+def _user_job(root: Path, plan: Plan, user: str, seed: int, start_seed: int) -> tuple[list[Cell], list[str], int]:
     """One user's cells in a worker process (its console output goes to the parent's stdout, line by line)."""
     runner = Runner(Workspace(root), plan, lambda text: print(text, flush=True))
-    return runner.run_user(user, seed), runner.notes, runner.work
+    return runner.run_user(user, seed, start_seed), runner.notes, runner.work
+
+
+def _shared_job(root: Path, plan: Plan, key: str, seed: int, start_seed: int) -> tuple[RunRecord | None, int]:
+    """One shared row's run in a worker process."""
+    runner = Runner(Workspace(root), plan, lambda text: print(text, flush=True))
+    row = next(r for r in plan.rows if r.key == key)
+    return runner.shared_run(row, seed, runner.source_run(start_seed)), runner.work
 
 
 def run_cells(ws: Workspace, plan: Plan, users: list[str], seeds: list[int], say: Say) -> Runner:
-    """All cells: per seed, the shared No-DA runs, then every user (in ``plan.opts.jobs`` processes)."""
+    """All cells: per seed, the shared No-DA run, the shared rows, then every user (in ``plan.opts.jobs``
+    processes)."""
     runner = Runner(ws, plan, say)
-    jobs = max(1, min(plan.opts.jobs or 1, len(users)))
+    shared = [row for row in plan.rows if row.shared]
+    jobs = max(1, min(plan.opts.jobs or 1, max(len(users), len(shared))))
     for seed in seeds:
-        for mode in dict.fromkeys(runner.mode(row, seed) for row in plan.rows):
-            runner.source_run(mode, seed)
+        start_seed = plan.start_seed(seed, seeds)
+        start = runner.source_run(start_seed)
         if jobs == 1:
+            for row in shared:
+                runner.shared_run(row, seed, start)
             for user in users:
-                runner.run_user(user, seed)
+                runner.run_user(user, seed, start_seed)
             continue
         # spawn, not fork: the parent has initialised torch's thread pools, which a forked child cannot reuse
         threads = max(1, (os.cpu_count() or 1) // jobs)
         quiet = replace(plan, opts=replace(plan.opts, console=False))
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                                  initargs=(threads,)) as pool:
-            futures = [pool.submit(_user_job, ws.root, quiet, user, seed) for user in users]
+            # the shared rows first (the users' cells evaluate them), each in a process of its own
+            for row, future in [(row, pool.submit(_shared_job, ws.root, quiet, row.key, seed, start_seed))
+                                for row in shared]:
+                record_, work = future.result()
+                plan.shared[(row.key, seed)] = record_
+                runner.work += work
+            quiet = replace(plan, opts=replace(plan.opts, console=False))
+            futures = [pool.submit(_user_job, ws.root, quiet, user, seed, start_seed) for user in users]
             for future in futures:
                 cells, notes, work = future.result()
                 runner.cells += cells

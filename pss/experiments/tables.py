@@ -30,15 +30,19 @@ from typing import Any, Callable, Sequence
 
 from pss.api import runs as api
 from pss.data.pss_layout import list_users
-from pss.errors import ConfigError
+from pss.errors import ConfigError, PssError
 from pss.workspace import Workspace
 
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row of a table. ``init``: ``"source"`` (the shared No-DA model of the row's context mode) or the key
-    of the row whose run (same user and seed) starts this one. ``default``: shown unless ``--methods`` says
-    otherwise (other rows are trained only when a shown row depends on them, or when asked for)."""
+    """One row of a table. ``init``: ``"source"`` (the shared No-DA model) or the key of the row whose run (same user
+    and seed) starts this one. ``default``: shown unless ``--methods`` says otherwise (other rows are trained only
+    when a shown row depends on them, or when asked for). ``source_eval``: the No-DA model itself, evaluated.
+    ``shared``: a row that trains on the source only (a "No-DA continued" control): one run per seed, trained on the
+    workspace's first user and evaluated on the others. ``control``: the key of the row this row's gain is measured
+    against (it differs from this row only in the adaptation term); every gain is also reported against the start
+    (the No-DA row)."""
 
     key: str
     label: str
@@ -47,31 +51,62 @@ class RowSpec:
     init: str = "source"
     default: bool = True
     source_eval: bool = False
+    shared: bool = False
+    control: str | None = None
 
+
+NO_DA = RowSpec("source_only", "No-DA", "source_only", source_eval=True)
+# "No-DA continued": source_only from the No-DA model, for the adaptation runs' steps, schedule, data and seed.
+# With a context the context layers start fresh from the context-free No-DA model (demo: gated, so as the identity).
+CONTINUED = RowSpec("noda_cont", "No-DA continued", "source_only", shared=True)
+CONTINUED_GROUP = RowSpec("noda_cont_group", "No-DA continued (group context)", "source_only",
+                          ("model.context.mode=group",), shared=True)
+CONTINUED_GLOBAL = RowSpec("noda_cont_global", "No-DA continued (global context)", "source_only",
+                           ("model.context.mode=global",), shared=True)
+CONTINUED_GROUP_UNGATED = RowSpec(
+    "noda_cont_group_nogate", "No-DA continued (group context, no gate: the paper's X_hat = psi([X, c]))",
+    "source_only", ("model.context.mode=group", "model.context.gate=false"), shared=True, default=False)
+K_GRID_ROWS = [RowSpec(f"k{k}", str(k), "pss", (f"grouping.k={k}",), control="noda_cont_group")
+               for k in (1, 10, 80, 200)]
 
 TABLES: dict[str, list[RowSpec]] = {
     "table1": [  # Tables 1 (FIoU) and 2 (MIoU)
-        RowSpec("source_only", "No-DA", "source_only", source_eval=True),
-        RowSpec("adaptseg", "AdaptSeg", "adaptseg"),
-        RowSpec("maxsquare", "MaxSquare", "maxsquare"),
-        RowSpec("fda", "FDA", "fda"),
-        RowSpec("fda_ssl", "FDA-SSL", "fda_ssl", init="fda", default=False),
-        RowSpec("advent", "ADVENT", "advent"),
-        RowSpec("mrnet_s1", "MRNet-S1", "mrnet", default=False),
-        RowSpec("mrnet", "MRNet", "mrnet_s2", init="mrnet_s1"),  # the paper's MRNet = stage II + VOC supervision
-        RowSpec("pss", "OURS-S1", "pss"),
-        RowSpec("pss_s2", "OURS-S2", "pss_s2", init="pss"),
+        NO_DA,
+        CONTINUED,
+        CONTINUED_GROUP,
+        RowSpec("adaptseg", "AdaptSeg", "adaptseg", control="noda_cont"),
+        RowSpec("maxsquare", "MaxSquare", "maxsquare", control="noda_cont"),
+        RowSpec("fda", "FDA", "fda", control="noda_cont"),
+        RowSpec("fda_ssl", "FDA-SSL", "fda_ssl", init="fda", default=False, control="noda_cont"),
+        RowSpec("advent", "ADVENT", "advent", control="noda_cont"),
+        RowSpec("mrnet_s1", "MRNet-S1", "mrnet", default=False, control="noda_cont"),
+        # the paper's MRNet = stage II + VOC supervision
+        RowSpec("mrnet", "MRNet", "mrnet_s2", init="mrnet_s1", control="noda_cont"),
+        RowSpec("pss", "OURS-S1", "pss", control="noda_cont_group"),
+        RowSpec("pss_s2", "OURS-S2", "pss_s2", init="pss", control="noda_cont_group"),
     ],
     "table3": [
-        RowSpec("none", "None", "advent"),  # PSS without context is ADVENT (the paper's None row = its ADVENT row)
-        RowSpec("global", "Global", "pss", ("model.context.mode=global",)),
-        RowSpec("group", "OURS", "pss", ("model.context.mode=group",)),
+        NO_DA,
+        CONTINUED,
+        CONTINUED_GLOBAL,
+        CONTINUED_GROUP,
+        CONTINUED_GROUP_UNGATED,
+        # PSS without context is ADVENT (the paper's None row = its ADVENT row)
+        RowSpec("none", "None", "advent", control="noda_cont"),
+        RowSpec("global", "Global", "pss", ("model.context.mode=global",), control="noda_cont_global"),
+        RowSpec("group", "OURS", "pss", ("model.context.mode=group",), control="noda_cont_group"),
+        # the control for "the k-means groups carry information": groups of the k-means sizes, members at random
+        RowSpec("random", "OURS, random groups", "pss", ("model.context.mode=group", "grouping.random=true"),
+                control="noda_cont_group"),
     ],
-    "table4": [RowSpec(f"k{k}", str(k), "pss", (f"grouping.k={k}",)) for k in (1, 10, 80, 200)],
+    "table4": [NO_DA, CONTINUED_GROUP, *K_GRID_ROWS,
+               RowSpec("auto", "auto", "pss", ("grouping.k_rule=silhouette",), control="noda_cont_group")],
     "table5": [
-        RowSpec("mix_sample", "MixSample", "pss", ("data.target=mix_sample",)),
-        RowSpec("mix_all", "MixAll", "pss", ("data.target=mix_all",)),
-        RowSpec("personal", "Personal", "pss", ("data.target=personal",)),
+        NO_DA,
+        CONTINUED_GROUP,
+        RowSpec("mix_sample", "MixSample", "pss", ("data.target=mix_sample",), control="noda_cont_group"),
+        RowSpec("mix_all", "MixAll", "pss", ("data.target=mix_all",), control="noda_cont_group"),
+        RowSpec("personal", "Personal", "pss", ("data.target=personal",), control="noda_cont_group"),
     ],
 }
 
@@ -84,7 +119,12 @@ class ExperimentOptions:
     seeds, from the preset's ``train.seed`` up. ``jobs``: users trained in parallel processes, each with
     ``cpu_count // jobs`` threads; None = 2 on a CPU with at least 2 cores, 1 on CUDA (one GPU). One thread per
     process suits the demo's small convolutions: on a busy 2-core machine a No-DA step took 2.4 s with one thread
-    and 13.6 s with two (OpenMP threads waiting for each other)."""
+    and 13.6 s with two (OpenMP threads waiting for each other). ``one_start``: every seed starts from the No-DA
+    model of the first seed (seeds then vary the adaptation runs and their controls, not the start; the No-DA row
+    has no spread), which saves one No-DA training per extra seed. ``start``: the id of a finished context-free
+    No-DA run to start every seed from instead of training one (implies ``one_start``; e.g. the run whose
+    source-val curve chose the preset's No-DA length). ``bootstrap``: resamples of the paired
+    bootstrap behind each gain's 95 % interval (``pss.experiments.stats``)."""
 
     table: str
     users: list[str] | None = None
@@ -92,6 +132,9 @@ class ExperimentOptions:
     steps: int | None = None
     source_steps: int | None = None
     seeds: int = 1
+    one_start: bool = False
+    start: str | None = None
+    bootstrap: int = 2000
     preset: str = "demo"
     device: str = "auto"
     tag: str = "tables"
@@ -123,6 +166,8 @@ class ExperimentResult:
     seconds: float
     trained: int = 0
     failed: list[str] = field(default_factory=list)
+    gains: dict[str, Any] = field(default_factory=dict)  # "<metric> vs control|start" -> DataFrame (gains.py)
+    controls: dict[str, str] = field(default_factory=dict)  # row label -> its control's label
 
 
 def select_rows(table: str, methods: Sequence[str] | None) -> tuple[list[RowSpec], list[RowSpec]]:
@@ -136,6 +181,8 @@ def select_rows(table: str, methods: Sequence[str] | None) -> tuple[list[RowSpec
     shown = [r for r in TABLES[table] if (r.key in methods if methods else r.default)]
     needed = {r.key for r in shown}
     for row in shown:
+        if row.control:  # a gain needs its control's runs
+            needed.add(row.control)
         while row.init != "source":
             row = specs[row.init]
             needed.add(row.key)
@@ -155,6 +202,7 @@ def default_jobs(device: str) -> int:
 
 def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], None] = print) -> ExperimentResult:
     """Train (or reuse) every run of ``opts.table``, then write and return its tables (module docstring)."""
+    from pss.experiments.gains import gain_tables
     from pss.experiments.report import write_outputs
     from pss.experiments.runner import Plan, run_cells
 
@@ -182,9 +230,16 @@ def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], 
     shown_keys = {r.key for r in shown}
     values = [dict(row=labels[c.row], user=c.user, seed=c.seed, FIoU=c.fiou, MIoU=c.miou)
               for c in runner.cells if c.row in shown_keys and c.status == "done"]
+    gains: dict[str, Any] = {}
+    try:
+        gains = gain_tables(ws, runner.cells, shown, users, {s: plan.start_seed(s, seeds) for s in seeds},
+                            opts.bootstrap)
+    except PssError as exc:  # e.g. a run without saved predictions: the tables stand, the intervals are missing
+        runner.notes.append(f"gains not computed: {exc}")
     result = ExperimentResult(
         opts.table, api.seed_tables(values, [r.label for r in shown], users), runner.cells, runner.notes,
         ws.root / "experiments" / opts.table, time.time() - started, runner.work,
-        [f"{labels[c.row]} / {c.user} / seed {c.seed}: {c.status}" for c in runner.cells if c.status != "done"])
+        [f"{labels[c.row]} / {c.user} / seed {c.seed}: {c.status}" for c in runner.cells if c.status != "done"],
+        gains, {r.label: labels[r.control] for r in shown if r.control})
     say(write_outputs(result, labels, opts, plan.adapt_steps, plan.source_steps))
     return result

@@ -43,6 +43,10 @@ class ContextConfig:
     key_channels: int = 256
     group_temperature: float = 8.0  # multiplies the group attention logits (released code: 8)
     dropout: float = 0.05
+    # gate: X_hat = X + gamma * psi([X, c]) with a learned scalar gamma = 0 at the start (not the paper's X_hat =
+    # psi([X, c]), eq. 7), so that a context model starts exactly as the context-free model whose weights it
+    # loads (train.init_from a context-free No-DA): the new layers cannot scramble the features it was trained on.
+    gate: bool = False
 
 
 @dataclass
@@ -93,10 +97,16 @@ def _two_layers(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(*conv_bn_relu(in_channels, out_channels), *conv_bn_relu(out_channels, out_channels))
 
 
+def gated(feats: torch.Tensor, fused: torch.Tensor, gamma: torch.Tensor | None) -> torch.Tensor:
+    """``psi([X, c])`` (paper eq. 7) without a gate; ``X + gamma * psi([X, c])`` with one (``ContextConfig.gate``)."""
+    return fused if gamma is None else feats + gamma.to(fused.dtype) * fused
+
+
 class GroupRegionContext(nn.Module):
     """PSS group region context (+ per-image OCR context); see the module docstring for the equations."""
 
-    def __init__(self, in_channels: int, key_channels: int, temperature: float, dropout: float) -> None:
+    def __init__(self, in_channels: int, key_channels: int, temperature: float, dropout: float,
+                 gate: bool = False) -> None:
         super().__init__()
         self.key_channels = key_channels
         self.temperature = temperature
@@ -104,6 +114,7 @@ class GroupRegionContext(nn.Module):
         self.region_key = _two_layers(in_channels, key_channels)   # f_object: key of the per-image attention only
         self.region_value = conv_bn_relu(in_channels, key_channels)  # sigma = varphi (HRNet f_down)
         self.fuse = nn.Sequential(*conv_bn_relu(2 * key_channels + in_channels, in_channels), nn.Dropout2d(dropout))
+        self.gamma = nn.Parameter(torch.zeros(1)) if gate else None
 
     @staticmethod
     def soft_regions(feats: torch.Tensor, aux_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +149,7 @@ class GroupRegionContext(nn.Module):
             w_group = torch.softmax(logits, dim=-1)
             context = torch.cat([w_image @ v, w_group @ v_all], dim=-1)  # (N, hw, 2K)
         context = context.transpose(1, 2).reshape(n, 2 * self.key_channels, h, w).to(feats.dtype)
-        out = self.fuse(torch.cat([context, feats], dim=1))
+        out = gated(feats, self.fuse(torch.cat([context, feats], dim=1)), self.gamma)
         attention = None
         if return_attention:
             attention = GroupAttention(
@@ -156,10 +167,11 @@ class GlobalGroupContext(nn.Module):
     BN over the batch would normalise it to zero.
     """
 
-    def __init__(self, in_channels: int, key_channels: int, dropout: float) -> None:
+    def __init__(self, in_channels: int, key_channels: int, dropout: float, gate: bool = False) -> None:
         super().__init__()
         self.project = nn.Sequential(nn.Conv2d(in_channels, key_channels, 1), nn.ReLU(inplace=True))
         self.fuse = nn.Sequential(*conv_bn_relu(key_channels + in_channels, in_channels), nn.Dropout2d(dropout))
+        self.gamma = nn.Parameter(torch.zeros(1)) if gate else None
 
     def forward(self, feats: torch.Tensor, group_ids: torch.Tensor | None = None) -> ContextOutput:
         """Shape: feats (N, ch, h, w), group_ids (N,) or None -> features (N, ch, h, w)."""
@@ -170,7 +182,7 @@ class GlobalGroupContext(nn.Module):
             group_means = (same @ image_means) / same.sum(dim=1, keepdim=True)  # mean over the image's group
         g = self.project(group_means[:, :, None, None].to(feats.dtype))
         g = g.expand(-1, -1, *feats.shape[-2:]).to(feats.dtype)
-        return ContextOutput(self.fuse(torch.cat([g, feats], dim=1)))
+        return ContextOutput(gated(feats, self.fuse(torch.cat([g, feats], dim=1)), self.gamma))
 
 
 class ContextModule(nn.Module):
@@ -182,9 +194,10 @@ class ContextModule(nn.Module):
         self.num_classes = num_classes
         self.block: nn.Module | None = None
         if config.mode == "group":
-            self.block = GroupRegionContext(in_channels, config.key_channels, config.group_temperature, config.dropout)
+            self.block = GroupRegionContext(in_channels, config.key_channels, config.group_temperature, config.dropout,
+                                            config.gate)
         elif config.mode == "global":
-            self.block = GlobalGroupContext(in_channels, config.key_channels, config.dropout)
+            self.block = GlobalGroupContext(in_channels, config.key_channels, config.dropout, config.gate)
         elif config.mode != "none":
             raise ModelError(f"unknown context mode {config.mode!r}: choose one of {list(CONTEXT_MODES)}.")
 

@@ -1,0 +1,46 @@
+"""The source-val curve of a finished run from its checkpoints: each saved step's model scored on the source's
+held-out split, as ``source_val`` events (the same events ``train.source_val_every`` writes during training).
+
+For runs trained before source validation existed, or with ``source_val_every`` 0 but ``checkpoint_every`` > 0:
+``pss.experiments.source_curve.score_checkpoints(ws, run_id)``. Steps that already have an event are skipped.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pss.workspace import Workspace
+
+_STEP = re.compile(r"step_(\d+)\.pt$")
+
+
+def score_checkpoints(ws: Workspace, run_id: str, device: str = "cpu") -> list[dict[str, Any]]:
+    """Score every checkpoint of ``run_id`` on the source val, log the new points, return the whole curve."""
+    from pss.config import resolve_config
+    from pss.engine.checkpoint import load_model_weights
+    from pss.engine.data import read_source_val
+    from pss.engine.device import fast_path, resolve_device
+    from pss.engine.evaluate import evaluate_records
+    from pss.engine.hooks import source_val_values
+    from pss.errors import DatasetError
+    from pss.models.segmenter import build_segmenter
+
+    run = ws.store().open_run(run_id)
+    config = resolve_config(run.config)
+    records = read_source_val(config)
+    if not records:
+        raise DatasetError(f"no source val split under {config.data.voc_path()} (data.voc_val_list)")
+    torch_device = resolve_device(device)
+    fast = fast_path(torch_device, config.train.amp, config.train.channels_last)
+    scored = {int(e["step"]) for e in run.events("source_val")}
+    checkpoints = sorted((int(m.group(1)), p) for p in run.checkpoints_dir.glob("step_*.pt")
+                         if (m := _STEP.search(p.name)))
+    for step, path in checkpoints:
+        if step in scored:
+            continue
+        model = build_segmenter(config.model)
+        load_model_weights(model, path)
+        report = evaluate_records(model.to(torch_device), records, None, torch_device, config.data.eval_short_side,
+                                  config.eval.batch_size, fast)[0]
+        run.log_event("source_val", step, **source_val_values(report))
+    return sorted(run.events("source_val"), key=lambda e: e["step"])
