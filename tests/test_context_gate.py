@@ -39,3 +39,28 @@ def test_gated_context_model_starts_as_the_context_free_model(mode: str, tmp_pat
     gated(x).logits.square().mean().backward()
     gamma = gated.context.block.gamma
     assert gamma is not None and gamma.grad is not None and float(gamma.grad.abs()) > 0
+
+
+def test_attention_probe_on_a_tiny_group_model(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from pss.data.labels import write_label_png
+    from pss.data.records import ImageRecord
+    from pss.experiments.context_probe import probe_attention
+
+    records = []
+    for i in range(4):
+        Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)).save(tmp_path / f"{i}.jpg")
+        label = np.zeros((64, 64), np.uint8)
+        label[:32] = 1 + i % 2
+        write_label_png(tmp_path / f"{i}.png", label)
+        records.append(ImageRecord(f"im{i}", tmp_path / f"{i}.jpg", tmp_path / f"{i}.png"))
+    torch.manual_seed(0)
+    model = build_segmenter(ModelConfig(backbone="tiny", pretrained=False,
+                                        context=ContextConfig(mode="group", key_channels=16, gate=True)))
+    probe = probe_attention(model, records, {r.name: i // 2 for i, r in enumerate(records)}, torch.device("cpu"), 64)
+    # two groups of two images: uniform attention would put 1/2 on the own image; masses are fractions
+    assert probe.mean_group_size == 2 and probe.own_image_uniform == pytest.approx(0.5)
+    assert 0 <= probe.own_class_other_images <= probe.own_class <= 1 and 0 <= probe.own_image <= 1
+    assert 0 < probe.entropy <= 1 and probe.gamma == 0.0 and probe.pixels > 0
