@@ -121,7 +121,8 @@ class TrainConfig:
 
     init_from: a run id (in the same workspace) or a checkpoint path whose model weights start this run
         (e.g. one shared No-DA model for every adaptation run, as MaxSquare's recipe pretrains on source).
-    amp: ``auto`` = bf16 autocast on CUDA, fp32 on CPU.
+    amp: ``auto`` = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 / AMX), else fp32; ``off``;
+        ``bf16``. channels_last: ``auto`` = on (CUDA and CPU alike: measured faster on both, README "Performance").
     eval_every: score the user's labelled images every this many steps (0: only at the end). Only a curve to
         look at: the final checkpoint is the one scored and kept, never the best of this curve (that would
         select on the user's labels).

@@ -1,0 +1,82 @@
+"""Depthwise convolution with a backward pass that is fast on CPU, kept in fp32 under CPU bf16 autocast.
+
+oneDNN's (PyTorch's CPU) depthwise convolution backward is slow on the small maps of a dilated segmentation encoder:
+measured on this project's 2-core machine (1 thread, batch 8, 1152 channels, 5x5 kernel, dilation 2, an 8x8 output;
+EfficientNet-Lite0's last stage at output stride 16) the forward takes 1.5 ms but the input gradient 26 ms and the
+weight gradient 14 ms. Both gradients are themselves depthwise convolutions, and PyTorch's *forward* kernels compute
+them quickly (``bench/train_step.py``, ``tests/test_ops.py``):
+
+* input gradient = the forward convolution of the zero-padded output gradient with the flipped kernel (the adjoint
+  of a stride-1 correlation): ``dx = conv(pad(g, (k-1)d), flip(w), dilation=d)``; 5.7 ms on the shape above;
+* weight gradient: ``dw[c, i, j] = sum_{n,y,x} g[n,c,y,x] · x[n,c,y+i·d,x+j·d]`` is a correlation of each image's
+  input plane with its output-gradient plane taken at stride ``d``: one grouped convolution over the ``N·C`` planes,
+  summed over the batch; 3-7 ms.
+
+The values are those of ``F.conv2d``'s own backward up to floating-point summation order. The forward is plain
+``F.conv2d``; strided convolutions keep PyTorch's own backward (fast enough in fp32: the early stages' stride-2
+convolutions take 0.1-2 ms). Under CPU bf16 autocast the convolution runs in fp32: oneDNN's bf16 depthwise kernels
+are slower than its fp32 ones on CPU (the 35x35 stride-2 layer's backward: 10 ms in bf16 against 0.4 ms). On CUDA
+cuDNN's kernels are used unchanged (the function is only chosen for CPU tensors).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+
+_enabled = True
+
+
+@contextlib.contextmanager
+def stock_kernels() -> Iterator[None]:
+    """Use PyTorch's own depthwise backward inside this block (the baseline of ``bench/train_step.py``)."""
+    global _enabled
+    previous, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = previous
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.dilation = stride, dilation
+        return F.conv2d(x, weight, None, stride, 0, dilation, weight.shape[0])
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+        x, weight = ctx.saved_tensors
+        s, d, channels = ctx.stride, ctx.dilation, weight.shape[0]
+        if s != 1:
+            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [s, s], [0, 0], [d, d], False, [0, 0], channels,
+                [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+            return grad_x, grad_w, None, None
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            p = (weight.shape[-1] - 1) * d, (weight.shape[-2] - 1) * d
+            grad_x = F.conv2d(F.pad(grad, [p[0], p[0], p[1], p[1]]), weight.flip(-2, -1), None, 1, 0, d, channels)
+        if ctx.needs_input_grad[1]:
+            n, c, h, w = x.shape
+            planes = x.contiguous().reshape(1, n * c, h, w)
+            kernels = grad.contiguous().reshape(n * c, 1, *grad.shape[-2:])
+            per_image = F.conv2d(planes, kernels, None, d, 0, 1, n * c)  # (1, N*C, kh, kw)
+            grad_w = per_image.view(n, c, *per_image.shape[-2:]).sum(0).unsqueeze(1).to(weight.dtype)
+        return grad_x, grad_w, None, None
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, dilation: int = 1) -> torch.Tensor:
+    """Depthwise convolution (one filter per channel), no padding, no bias; on CPU with the faster backward above.
+
+    Shape:
+        x: (N, C, H, W); weight: (C, 1, kh, kw) -> (N, C, floor((H - (kh-1)·d - 1) / s) + 1, same for W).
+    """
+    if x.device.type != "cpu" or not _enabled:
+        return F.conv2d(x, weight, None, stride, 0, dilation, weight.shape[0])
+    return _DepthwiseConv.apply(x, weight, stride, dilation)

@@ -1,0 +1,114 @@
+"""The CPU speed path: the depthwise convolution's own backward and the fast-path decision (issue "training speed")."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pss.engine import device as device_mod
+from pss.engine.device import fast_path
+from pss.models.efficientnet_lite import EfficientNetLite0
+from pss.ops.depthwise import depthwise_conv2d, stock_kernels
+
+
+def test_depthwise_backward_by_hand() -> None:
+    """One channel, a 3x3 input, a 2x2 kernel: y = x ⋆ w (valid correlation), L = sum(y · g).
+
+    dL/dw[i, j] = sum_{y,x} g[y,x] · x[y+i, x+j] and dL/dx = the full convolution of g with w, written out here.
+    """
+    x = torch.arange(1.0, 10.0).view(1, 1, 3, 3).requires_grad_()
+    w = torch.tensor([[1.0, 2.0], [3.0, 4.0]]).view(1, 1, 2, 2).requires_grad_()
+    g = torch.tensor([[1.0, 0.0], [0.0, 2.0]]).view(1, 1, 2, 2)
+    y = depthwise_conv2d(x, w)
+    # y[0,0] = 1+4+12+20 = 37, y[0,1] = 2+6+15+24 = 47, y[1,0] = 4+10+21+32 = 67, y[1,1] = 5+12+24+36 = 77
+    assert y.detach().view(-1).tolist() == [37.0, 47.0, 67.0, 77.0]
+    (y * g).sum().backward()
+    # dL/dw[i,j] = g[0,0]·x[i,j] + g[1,1]·x[i+1,j+1] = x[i,j] + 2·x[i+1,j+1]
+    assert w.grad.view(-1).tolist() == [1 + 2 * 5, 2 + 2 * 6, 4 + 2 * 8, 5 + 2 * 9]
+    # dL/dx[a,b] = sum over output positions (p,q) with a-p, b-q in {0,1} of g[p,q] · w[a-p, b-q]
+    expected = torch.zeros(3, 3)
+    for p in range(2):
+        for q in range(2):
+            expected[p:p + 2, q:q + 2] += g[0, 0, p, q] * w.detach()[0, 0]
+    assert torch.equal(x.grad[0, 0], expected)
+
+
+@pytest.mark.parametrize("stride,dilation,kernel,side", [(1, 1, 3, 10), (1, 2, 5, 16), (1, 2, 3, 12), (2, 1, 5, 35),
+                                                         (2, 1, 3, 17)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_depthwise_matches_pytorch(stride: int, dilation: int, kernel: int, side: int, channels_last: bool) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(3, 6, side, side)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w = torch.randn(6, 1, kernel, kernel)
+    xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
+    xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
+    ys = depthwise_conv2d(xs, ws, stride, dilation)
+    yr = F.conv2d(xr, wr, None, stride, 0, dilation, 6)
+    torch.testing.assert_close(ys, yr)
+    g = torch.randn_like(yr)
+    (ys * g).sum().backward()
+    (yr * g).sum().backward()
+    torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ws.grad, wr.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_only_weight_grad_and_fp32_under_autocast() -> None:
+    x = torch.randn(2, 4, 9, 9)
+    w = torch.randn(4, 1, 3, 3, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = depthwise_conv2d(x, w, 1, 2)
+        dense = F.conv2d(torch.randn(2, 4, 9, 9), torch.randn(4, 4, 3, 3))
+    assert y.dtype == torch.float32 and dense.dtype == torch.bfloat16  # depthwise kept fp32, the rest bf16
+    y.sum().backward()
+    assert w.grad is not None and w.grad.shape == w.shape
+
+
+def test_encoder_gradients_equal_with_and_without_the_fast_backward() -> None:
+    """The dilated Lite0 encoder (output stride 16, as the demo) gives the same gradients both ways."""
+    torch.manual_seed(0)
+    model = EfficientNetLite0(dilate_from_stage=5)
+    x = torch.randn(2, 3, 64, 64)
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        model.forward_stages(x)[-1].pow(2).mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    fast = grads()
+    with stock_kernels():
+        stock = grads()
+    assert fast.keys() == stock.keys()
+    for name in stock:
+        if name.endswith("_bn2.bias"):  # mathematically 0 (a BN follows through a linear map): rounding noise only
+            continue
+        torch.testing.assert_close(fast[name], stock[name], rtol=1e-3, atol=1e-5, msg=name)
+
+
+def test_fast_path_auto(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: True)
+    assert fast_path(cpu, "auto", "auto") == device_mod.FastPath(torch.bfloat16, True)
+    assert fast_path(cpu, "off", "off") == device_mod.FastPath(None, False)
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: False)
+    device_mod._log_cpu_fallback.cache_clear()
+    with caplog.at_level("INFO", logger="pss.engine.device"):
+        assert fast_path(cpu, "auto", "auto") == device_mod.FastPath(None, True)
+    assert "no native bf16" in caplog.text
+    with caplog.at_level("INFO", logger="pss.engine.device"):
+        assert fast_path(cpu, "bf16", "off").autocast_dtype == torch.bfloat16  # asked for explicitly: honoured
+    assert "slower than fp32" in caplog.text
+
+
+def test_native_bf16_probe_falls_back_to_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    cpuinfo = tmp_path / "cpuinfo"
+    real_path = device_mod.Path
+    monkeypatch.setattr(device_mod, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    for flags, expected in (("fpu avx512f avx512_bf16 sse", True), ("fpu avx2 sse", False)):
+        cpuinfo.write_text(f"flags\t\t: {flags}\n")
+        device_mod.cpu_has_native_bf16.cache_clear()
+        assert device_mod.cpu_has_native_bf16() is expected
+    device_mod.cpu_has_native_bf16.cache_clear()
