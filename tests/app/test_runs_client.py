@@ -108,7 +108,7 @@ def test_the_runs_tab_names_every_data_event(client, ws: Workspace) -> None:
 def test_bad_settings_are_explained_and_start_nothing(client, ws: Workspace) -> None:
     before = len(history(client))
     _, message = client.predict(*form(steps=0), api_name="/launch_run")
-    assert message == "⚠ steps must be a whole number >= 1 (got 0: it is a count)"
+    assert message == "⚠ steps must be a whole number from 1 to 1000000 (got 0: it is a count)"
     _, message = client.predict("tiny", "id1", "source_only", "default", 4, 2, 0.01, 4, 1, "cuda:7", "",
                                 api_name="/launch_run")
     assert message == "⚠ device 'cuda:7' is not available here; choose one of auto, cpu"

@@ -146,7 +146,7 @@ def test_history_table_columns_filters_and_search(ws: Workspace) -> None:
 def test_launch_from_form_refuses_bad_settings_with_the_reason(ws: Workspace) -> None:
     with pytest.raises(ConfigError, match=re.escape("unknown user 'id5'; users of this workspace: id1, id2")):
         svc.launch_from_form(ws, "tiny", "id5", "source_only", "default", 4, 3, 0.01, 4, 1, "cpu", "")
-    with pytest.raises(ConfigError, match="steps must be a whole number >= 1"):
+    with pytest.raises(ConfigError, match="steps must be a whole number from 1 to 1000000"):
         svc.launch_from_form(ws, "tiny", "id1", "source_only", "default", 4, -2, 0.01, 4, 1, "cpu", "")
     assert svc.history_table(ws).empty
 
