@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         print(f"pss-app: warning: serving on {args.host} without --auth: anyone who can reach this machine "
               f"can see the photos", file=sys.stderr)
-    demo = build_app(ws, default_k=args.k)
+    demo = build_app(ws, default_k=args.k, private=auth is not None)  # nothing of the workspace before login
     print(f"Serving workspace {ws.root}", flush=True)
     demo.launch(**launch_kwargs(ws, args.host, args.port, auth))
     return 0

@@ -2,8 +2,9 @@
 
 Serving rules (DESIGN.md App, app_anchors §4.4-4.6):
 - bind 127.0.0.1 unless told otherwise; optional ``auth``; ``run_history=False`` (private photos);
-- files are served only from the workspace: ``allowed_paths=[WS]``, and Gradio's own upload/cache folders
-  are moved under ``WS/cache`` too (``GRADIO_TEMP_DIR``), so nothing outside the workspace is reachable;
+- files are served only from what pages show: ``allowed_paths`` are the workspace cache folders of rendered
+  images (``served_paths``), ``WS/runs`` and ``WS/data`` are blocked, and Gradio's own upload/cache folders are
+  moved under ``WS/cache`` too (``GRADIO_TEMP_DIR``), so nothing outside the workspace is reachable;
   Gradio resolves symlinks before its allowed-path check, so a link pointing outside is refused;
 - plotly.js is copied from the installed ``plotly`` package into ``WS/cache/static`` (no CDN).
 """
@@ -53,13 +54,19 @@ def install_plotly_js(ws: Workspace) -> Path:
     return target
 
 
-def build_app(ws: Workspace, default_k: int = DEFAULT_K) -> gr.Blocks:
-    """The whole app for workspace ``ws`` (not launched)."""
+def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False) -> gr.Blocks:
+    """The whole app for workspace ``ws`` (not launched).
+
+    ``private`` (with ``--auth``): no workspace data in the components' initial values. Gradio writes the API
+    description, with every dropdown's choices and value, into the page it serves before login; the choices are
+    filled by the page-load events instead, once the person has logged in.
+    """
     serve_from_workspace(ws)
     plotly_js = install_plotly_js(ws)
-    users = list_users(ws)
+    users = [] if private else list_users(ws)
     with gr.Blocks(title="pss workbench", analytics_enabled=False) as demo:
-        gr.Markdown(f"## pss · personalized semantic segmentation workbench\nWorkspace `{ws.root}`")
+        gr.Markdown("## pss · personalized semantic segmentation workbench"
+                    + ("" if private else f"\nWorkspace `{ws.root}`"))
         with gr.Row():
             user = gr.Dropdown(users, value=users[0] if users else None, label="User", elem_id="user",
                                allow_custom_value=True)  # users come and go; the services check the name
@@ -71,10 +78,10 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K) -> gr.Blocks:
             with gr.Tab("Groups", id="groups", elem_id="tab-groups"):
                 groups_tab.build(ws, plotly_js, user, k, status, images, tabs, demo.load)
             with gr.Tab("Statistics", id="statistics", elem_id="tab-statistics") as stats:
-                scope = statistics_tab.build(ws, stats, status)
+                scope = statistics_tab.build(ws, stats, status, private=private)
             with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
                 # also starts this workspace's job worker (reaping jobs left by a previous app first)
-                runs_tab.build(ws, demo.load)
+                runs_tab.build(ws, demo.load, private=private)
             # Inspect / Compare list the user's finished runs when opened (runs finish while the app runs), so a
             # page load does not run a model for a tab nobody looks at.
             with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as inspect_page:
@@ -93,11 +100,31 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K) -> gr.Blocks:
             return gr.Dropdown(choices=names, value=names[0]), gr.Dropdown(choices=scope_choices(ws))
 
         demo.load(refresh_users, user, [user, scope], api_name="users")
+        # one status line serves every tab: a warning belongs to the tab it came from, so opening another clears
+        # it (queue=False: before that tab's own handlers, which may write a new one)
+        tabs.select(lambda: "", None, status, queue=False, show_progress="hidden", api_visibility="private")
     return demo
 
 
 def launch_kwargs(ws: Workspace, host: str = "127.0.0.1", port: int | None = None,
                   auth: tuple[str, str] | None = None, quiet: bool = False) -> dict:
     """Keyword arguments of ``Blocks.launch`` implementing the serving rules above."""
-    return dict(server_name=host, server_port=port, auth=auth, allowed_paths=[str(ws.root)], run_history=False,
-                css=CSS, quiet=quiet, show_error=False, max_file_size="20mb", inbrowser=False)
+    return dict(server_name=host, server_port=port, auth=auth, allowed_paths=served_paths(ws),
+                blocked_paths=[str(ws.runs), str(ws.data)], run_history=False, css=CSS, quiet=quiet,
+                show_error=False, max_file_size="20mb", inbrowser=False)
+
+
+# The folders whose files pages show: thumbnails, rendered views, maps and comparisons, CSV exports, plotly.js.
+# Everything else (run directories with checkpoints and the SQLite index, the data, feature caches) is never
+# served directly; what a handler returns is copied into Gradio's cache (WS/cache/gradio), served from there.
+SERVED_CACHE_DIRS = ("thumbs", "views", "inference", "compare", "exports", "static")
+
+
+def served_paths(ws: Workspace) -> list[str]:
+    """``allowed_paths``: the cache folders of ``SERVED_CACHE_DIRS`` (created, so Gradio can resolve them)."""
+    paths = []
+    for name in SERVED_CACHE_DIRS:
+        folder = ws.cache / name
+        folder.mkdir(parents=True, exist_ok=True)
+        paths.append(str(folder))
+    return paths

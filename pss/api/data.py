@@ -19,7 +19,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -197,22 +197,35 @@ class DatasetStatistics:
     cooccurrence: pd.DataFrame
     object_size: pd.DataFrame
     instances: pd.DataFrame
+    broken_users: dict[str, str] = field(default_factory=dict)  # user -> why it could not be read
 
 
 def dataset_statistics(ws: Workspace, users: Sequence[str] | None = None) -> DatasetStatistics:
     """Class proportion per user, class co-occurrence, mean object size and instances per class.
 
-    ``users`` defaults to every user. Only labelled images contribute pixel statistics.
+    ``users`` defaults to every user. Only labelled images contribute pixel statistics. A user folder that
+    cannot be read (no ``JPEGImages/``, unreadable list) is left out and named in ``broken_users``, so one broken
+    user never hides the others; DatasetError only when no chosen user can be read.
     """
     from pss import stats
 
     chosen = list(users) if users else list_users(ws)
-    collections = {user: read_user(ws, user).records for user in chosen}
-    records = [record for user in chosen for record in collections[user]]
+    collections: dict[str, list] = {}
+    broken: dict[str, str] = {}
+    for user in chosen:
+        try:
+            collections[user] = read_user(ws, user).records
+        except (DatasetError, OSError) as exc:
+            broken[user] = str(exc)
+    if chosen and not collections:
+        raise DatasetError("no user could be read: " + "; ".join(f"{u}: {why}" for u, why in broken.items()))
+    readable = [user for user in chosen if user in collections]
+    records = [record for user in readable for record in collections[user]]
     return DatasetStatistics(
-        users=chosen,
+        users=readable,
         class_proportion=stats.class_proportion_per_user(collections),
         cooccurrence=stats.class_cooccurrence(records),
         object_size=stats.mean_object_size(records),
         instances=stats.instances_per_class(records),
+        broken_users=broken,
     )

@@ -293,7 +293,7 @@ class JobService:
             job_id = self.queue.enqueue(run.run_id, train_command(self.ws, run.run_id, device,
                                                                   run.dir / "config.yaml"), device)
         except BaseException:
-            self.store.delete_run(run.run_id)
+            self.store.discard_run(run.run_id)  # launch fully happens or leaves nothing behind
             raise
         warnings = []
         if method_class(config.method_name).uses_pseudo and not config.train.init_from:

@@ -180,6 +180,12 @@ class Index:
             return RunStoreError(
                 f"the run index {self.path} is corrupt ({exc}); delete it (and its -wal/-shm files): "
                 "RunStore rebuilds it from the run directories")
+        if isinstance(exc, sqlite3.OperationalError) and any(
+                word in str(exc) for word in ("readonly", "read-only", "disk I/O", "unable to open", "full")):
+            return RunStoreError(
+                f"cannot write the run index {self.path} ({exc}): the index, its -wal/-shm files or the runs folder "
+                "is read-only (permissions, chattr +i, a read-only mount) or the disk is full; make them writable "
+                "(or free space) and retry — nothing was started")
         return None
 
     @contextlib.contextmanager

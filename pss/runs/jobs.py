@@ -39,6 +39,7 @@ from pss.runs.store import RunStore
 log = logging.getLogger(__name__)
 
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
+ORPHAN_AFTER_S = 60.0  # a run with no job at all this long after its creation was never queued
 ENDED_STATUSES = ("done", "failed", "cancelled")
 
 
@@ -248,7 +249,55 @@ class JobQueue:
             status, error = self.outcome(job, f"process {job.pid} is gone (killed or crashed) before the "
                                                "run finished; see the run's log")
             ended.append(self.mark_ended(job.job_id, status, error))
+        self.reconcile_runs()
         return ended
+
+    def reconcile_runs(self, orphan_after_s: float = ORPHAN_AFTER_S) -> list[str]:
+        """End runs that say ``queued``/``running`` while no job of theirs is queued or running; returns their ids.
+
+        This happens when a write failed half-way (a read-only or full index: the job ended but its run was never
+        told) or when a launch died between creating the run and queueing its job. Such a run would show
+        "running · starting" forever with nothing to cancel. A run whose latest job ended takes that job's
+        outcome; a run without any job is failed once it is ``orphan_after_s`` old (a launch in progress has
+        none for a moment), unless it waits for another run (``waiting.json``, ``pss.api.waiting``). An index row
+        whose run directory is gone (a failed launch removed the directory but could not drop the row) is dropped.
+        """
+        with self.store.index.connect() as conn:
+            rows = conn.execute(
+                "SELECT run_id, created FROM runs WHERE status IN ('queued', 'running') AND NOT EXISTS "
+                "(SELECT 1 FROM jobs WHERE jobs.run_id = runs.run_id AND jobs.status IN ('queued', 'running'))"
+            ).fetchall()
+        fixed, now = [], time.time()
+        for row in rows:
+            run_id = row["run_id"]
+            if not self.store.run_dir(run_id).exists():  # a launch removed it but could not remove its row
+                try:
+                    self.store.index.delete_run(run_id)
+                except (RunStoreError, OSError) as exc:
+                    log.warning("run %s: stale index row stays for now: %s", run_id, exc)
+                continue
+            job = self.latest_job(run_id)
+            if job is None:
+                if now - (iso_to_epoch(row["created"]) or now) < orphan_after_s or \
+                        (self.store.run_dir(run_id) / "waiting.json").exists():
+                    continue
+                status, error = "failed", "its job was never queued (the launch did not finish); launch it again"
+            else:
+                status = job.status if job.status != "done" else "failed"
+                error = job.error or f"its job {job.job_id} ended ({job.status}) without the run finishing; " \
+                                     "resume or launch it again"
+            try:
+                run = self.store.open_run(run_id)
+                if run.meta["status"] == "done":  # the run finished; only the index was stale
+                    self.store.index.upsert_run(self.store.record_from_dir(run.dir))
+                    continue
+                run.set_status(status, error=error)
+            except (RunStoreError, OSError) as exc:  # still unwritable: try again on the next pass
+                log.warning("run %s: could not end it after its job ended: %s", run_id, exc)
+                continue
+            log.warning("run %s was active with no job; marked %s: %s", run_id, status, error)
+            fixed.append(run_id)
+        return fixed
 
     # ---- helpers ----------------------------------------------------------------------------
 

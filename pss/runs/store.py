@@ -27,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -135,7 +136,13 @@ class RunStore:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        self.index.upsert_run(self.record_from_dir(final))
+        try:
+            self.index.upsert_run(self.record_from_dir(final))
+        except BaseException:
+            # not in the index = not a run the app can see or cancel: leave nothing behind (a later reindex
+            # would list it as queued forever)
+            shutil.rmtree(final, ignore_errors=True)
+            raise
         return Run(self, final)
 
     def open_run(self, run_id: str) -> Run:
@@ -175,6 +182,15 @@ class RunStore:
             shutil.rmtree(trash, ignore_errors=True)
         else:
             self.index.delete_run(run_id)
+
+    def discard_run(self, run_id: str) -> None:
+        """Undo ``create_run`` for a launch that failed after it: remove the directory, then the index rows if
+        the index can still be written (if not, ``JobQueue.reconcile_runs`` drops the row once it can)."""
+        shutil.rmtree(self.run_dir(run_id), ignore_errors=True)
+        try:
+            self.index.delete_run(run_id)
+        except (RunStoreError, sqlite3.Error, OSError) as exc:
+            log.warning("run %s: directory removed but its index row stays for now: %s", run_id, exc)
 
     def reindex(self) -> ReindexResult:
         """Rebuild the index from the run directories: rows for every readable run, rows of deleted

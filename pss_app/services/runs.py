@@ -20,6 +20,7 @@ import yaml
 
 from pss.api import Workspace
 from pss.api.jobs import ACTIVE_JOB_STATUSES, JobService, job_service
+from pss.errors import RunStoreError
 from pss.runs import RunRecord
 
 ALL = "all"
@@ -193,6 +194,14 @@ def compact_log(lines: list[str]) -> list[str]:
         else:
             out.append(line)
     return out
+
+
+def selected_run(run_id: str | None) -> str:
+    """The run id the Cancel/Resume/Delete buttons act on, or RunStoreError saying how to pick one."""
+    run_id = (run_id or "").strip()
+    if not run_id:
+        raise RunStoreError("no run selected: pick a run in the history below (or type its id in the Run field)")
+    return run_id
 
 
 def view_signature(ws: Workspace, run_id: str) -> str:

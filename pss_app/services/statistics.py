@@ -94,10 +94,11 @@ def statistics_figures(ws: Workspace, scope: str | None = ALL_USERS) -> Statisti
     """All four charts for ``scope`` (``"all users"`` or one user name)."""
     users = _users_for(ws, scope)
     stats = dataset_statistics(ws, users)
-    problems: list[str] = []
+    # a broken user is named first: its charts are missing, the others' are shown
+    problems: list[str] = [f"user {user} left out: {why}" for user, why in stats.broken_users.items()]
     for frame in (stats.class_proportion, stats.cooccurrence, stats.object_size, stats.instances):
         for problem in frame.attrs.get("problems", []):
             if problem not in problems:
                 problems.append(problem)
     return StatisticsFigures(proportion_figure(stats), cooccurrence_figure(stats), object_size_figure(stats),
-                             instances_figure(stats), users=users, problems=problems)
+                             instances_figure(stats), users=stats.users, problems=problems)

@@ -104,16 +104,23 @@ def _wire_viewer(ws: Workspace, w: _Widgets, user: gr.Dropdown, status: gr.Markd
 
     @guarded(len(outputs))
     def show_image(user_name: str, image_name: str, opacity: float):
-        if not image_name or not has_image(ws, user_name, image_name):
-            return None, "", "", ""  # nothing open, or the open image belonged to the previous user
-        result = image_view(ws, user_name, image_name, opacity)
+        if not image_name:
+            return None, "", "", ""  # nothing open
+        result = image_view(ws, user_name, image_name, opacity)  # an unknown name: DatasetError naming it
         if result.message:
             problem(result.message)
         return str(result.path), result.tags_markdown(), result.legend_html(), result.message
 
-    # user.change can fire twice for one pick (select, then blur): every handler here is idempotent
-    gr.on([w.name.change, w.opacity.release, user.change], show_image, [user, w.name, w.opacity], outputs,
+    @guarded(len(outputs))
+    def follow_user(user_name: str, image_name: str, opacity: float):
+        if image_name and not has_image(ws, user_name, image_name):
+            return None, "", "", ""  # the open image belonged to the previous user: close it, no warning
+        return show_image(user_name, image_name, opacity)
+
+    gr.on([w.name.change, w.opacity.release], show_image, [user, w.name, w.opacity], outputs,
           api_name="image_view", trigger_mode="multiple")
+    # user.change can fire twice for one pick (select, then blur): every handler here is idempotent
+    user.change(follow_user, [user, w.name, w.opacity], outputs, trigger_mode="multiple", api_visibility="private")
 
 
 def build(ws: Workspace, user: gr.Dropdown, k: gr.Slider, status: gr.Markdown, load_trigger) -> ImagesTab:

@@ -9,7 +9,7 @@ import gradio as gr
 
 from pss.api import Workspace, list_users
 from pss.api.jobs import device_choices
-from pss_app.feedback import guarded
+from pss_app.feedback import guarded, refused
 from pss_app.services import runs as svc
 
 POLL_S = 1.0
@@ -27,10 +27,13 @@ def _view(view: svc.RunView | None, message: str = "") -> tuple:
             gr.Button(interactive=view.can_resume), gr.Button(interactive=view.can_delete), view.signature, message)
 
 
-def build(ws: Workspace, load_trigger) -> None:
-    """Lay out the tab inside the current ``gr.Tab`` and wire its events; starts the workspace's job worker."""
+def build(ws: Workspace, load_trigger, private: bool = False) -> None:
+    """Lay out the tab inside the current ``gr.Tab`` and wire its events; starts the workspace's job worker.
+
+    ``private``: no user names, run ids or history rows in the initial values (``build_app``); the page-load
+    event and the poll fill them after login."""
     svc.service(ws)  # worker thread + reaping of jobs whose process is gone
-    users = list_users(ws)
+    users = [] if private else list_users(ws)
     methods = svc.method_choices()
     defaults = svc.form_defaults("demo")
     with gr.Row(equal_height=False):
@@ -52,7 +55,7 @@ def build(ws: Workspace, load_trigger) -> None:
                 seed = gr.Number(defaults["seed"], label="Seed", precision=0, elem_id="runs-seed")
                 device = gr.Dropdown(device_choices(), value="auto", label="Device", elem_id="runs-device",
                                      allow_custom_value=True)  # checked by the launch (names the choices)
-            init_from = gr.Dropdown(svc.init_choices(ws), value="", label="Start from (init-from run)",
+            init_from = gr.Dropdown(svc.init_choices(ws)[:1] if private else svc.init_choices(ws), value="", label="Start from (init-from run)",
                                     elem_id="runs-init", allow_custom_value=True)  # runs finish after page load
             launch = gr.Button("Launch", variant="primary", elem_id="runs-launch")
             form_status = gr.Markdown(elem_id="runs-form-status")
@@ -89,7 +92,7 @@ def build(ws: Workspace, load_trigger) -> None:
         method_filter = gr.Dropdown([svc.ALL, *methods], value=svc.ALL, label="Method", elem_id="runs-filter-method")
         user_filter = gr.Dropdown([svc.ALL, *users], value=svc.ALL, label="User", elem_id="runs-filter-user",
                                   allow_custom_value=True)
-    table = gr.Dataframe(svc.history_table(ws), interactive=False, wrap=True, max_height=420,
+    table = gr.Dataframe(svc.history_table(ws).head(0) if private else svc.history_table(ws), interactive=False, wrap=True, max_height=420,
                          column_widths=["5%", "8%", "21%", "7%", "6%", "6%", "6%", "7%", "5%", "11%", "18%"],
                          elem_id="runs-history")
     view_sig, table_sig = gr.State(""), gr.State("")
@@ -135,14 +138,14 @@ def build(ws: Workspace, load_trigger) -> None:
 
     @guarded(1)
     def cancel_run(run_id: str):
-        status = svc.service(ws).cancel(run_id.strip())
+        status = svc.service(ws).cancel(svc.selected_run(run_id))
         return f"cancel requested: job {status}" if status == "running" else f"job {status}"
 
     cancel.click(cancel_run, selected, action_status, api_name="cancel_run")
 
     @guarded(1)
     def resume_run(run_id: str):
-        launched = svc.service(ws).resume(run_id.strip())
+        launched = svc.service(ws).resume(svc.selected_run(run_id))
         return f"resuming `{launched.run_id}` on `{launched.device}` (job {launched.job_id})"
 
     resume.click(resume_run, selected, action_status, api_name="resume_run")
@@ -154,12 +157,13 @@ def build(ws: Workspace, load_trigger) -> None:
 
     @guarded(3, status_index=2)
     def delete_run(run_id: str):
-        svc.service(ws).delete(run_id.strip())
-        return "", gr.Row(visible=False), f"deleted run `{run_id.strip()}`"
+        run_id = svc.selected_run(run_id)
+        svc.service(ws).delete(run_id)
+        return "", gr.Row(visible=False), f"deleted run `{run_id}`"
 
     confirm.click(delete_run, selected, [selected, confirm_row, action_status], api_name="delete_run")
 
-    @guarded(1)
+    @refused  # its only output is the table: a message goes to an error toast, not into the table
     def history(search_text: str, status_value: str, method_value: str, user_value: str):
         return svc.history_table(ws, search_text, status_value, method_value, user_value)
 
@@ -178,8 +182,11 @@ def build(ws: Workspace, load_trigger) -> None:
         return (*(values[key] for key in ("k", "steps", "lr", "batch_size", "seed")), "")
 
     preset.change(preset_values, preset, [k, steps, lr, batch, seed, form_status], api_name="runs_preset_defaults")
-    method.change(lambda name: gr.Dropdown(choices=svc.context_choices(name), value="default"), method, context,
-                  api_name="runs_context_choices")
+    @refused
+    def context_for(name: str):
+        return gr.Dropdown(choices=svc.context_choices(name), value="default")
+
+    method.change(context_for, method, context, api_name="runs_context_choices")
 
     def choices(current_user: str | None):
         names = list_users(ws)

@@ -8,10 +8,11 @@ from pss_app.feedback import guarded
 from pss_app.services.statistics import ALL_USERS, scope_choices, statistics_figures
 
 
-def build(ws: Workspace, tab: gr.Tab, status: gr.Markdown) -> gr.Dropdown:
-    """Lay out the tab inside ``tab`` and wire its events; returns the scope dropdown (refreshed on load)."""
+def build(ws: Workspace, tab: gr.Tab, status: gr.Markdown, private: bool = False) -> gr.Dropdown:
+    """Lay out the tab inside ``tab`` and wire its events; returns the scope dropdown (refreshed on load).
+    ``private``: no user names in the initial choices (``build_app``)."""
     with gr.Row():
-        scope = gr.Dropdown(scope_choices(ws), value=ALL_USERS, label="Users", elem_id="stats-scope",
+        scope = gr.Dropdown([ALL_USERS] if private else scope_choices(ws), value=ALL_USERS, label="Users", elem_id="stats-scope",
                             allow_custom_value=True)  # checked by the service, refreshed on page load
         refresh = gr.Button("Refresh", size="sm", elem_id="stats-refresh")
     summary = gr.Markdown(elem_id="stats-summary")
