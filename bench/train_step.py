@@ -8,9 +8,11 @@ and labels (the cost does not depend on the data); backbones without pretrained 
 
 Settings (``--settings``, default: all that apply to the device), each its own trainer in this process:
 
-* ``stock``    — plain fp32 NCHW eager with PyTorch's own kernels throughout (TF32 convolutions on CUDA): the
-  baseline every ratio is against, i.e. the step as it ran before the CPU speed work;
-* ``fp32``     — the same with the project's depthwise-convolution backward (``pss.ops.depthwise``; CPU only);
+* ``stock``    — plain fp32 NCHW eager with PyTorch's stock operations throughout (``pss.ops.kernels.stock_kernels``;
+  TF32 convolutions on CUDA): the baseline every ratio is against, i.e. the step as it ran before the CPU speed work;
+* ``fp32``     — fp32 NCHW with the project's own CPU kernels (same values): the depthwise-convolution backward
+  (``pss.ops.depthwise``), bilinear resizing as matrix products (``pss.ops.resize``), the fused entropy map
+  (``pss.losses.entropy_map_from_logits``); CPU only;
 * ``cl``       — that plus channels_last;
 * ``bf16``     — bf16 autocast only (CPU: only where it has native bf16 — avx512_bf16 or AMX);
 * ``bf16+cl``  — bf16 and channels_last: what ``train.amp=auto`` / ``train.channels_last=auto`` give on CUDA and on
@@ -44,7 +46,7 @@ from pss.engine.device import cpu_has_native_bf16, resolve_device
 from pss.engine.trainer import Trainer
 from pss.methods import build_method
 from pss.models.segmenter import build_segmenter
-from pss.ops.depthwise import stock_kernels
+from pss.ops.kernels import stock_kernels
 
 SETTINGS: dict[str, list[str]] = {
     "stock": ["train.amp=off", "train.channels_last=off"],
@@ -184,7 +186,7 @@ def main() -> None:
     for s in settings:
         spread = f"{min(s.times_ms):.0f}-{max(s.times_ms):.0f}"
         print(f"{s.label:8s} {s.ms:8.1f} ms/step (rounds {spread})  {images * 1000 / s.ms:7.1f} img/s  "
-              f"peak {s.peak_gib:.2f} GiB  first step {s.first_step_s:.1f} s  x{base_ms / s.ms:.2f} vs fp32",
+              f"peak {s.peak_gib:.2f} GiB  first step {s.first_step_s:.1f} s  x{base_ms / s.ms:.2f} vs stock",
               flush=True)
 
 

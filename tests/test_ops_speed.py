@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from pss.engine import device as device_mod
 from pss.engine.device import fast_path
 from pss.models.efficientnet_lite import EfficientNetLite0
-from pss.ops.depthwise import depthwise_conv2d, stock_kernels
+from pss.ops.depthwise import depthwise_conv2d
+from pss.ops.kernels import stock_kernels
 
 
 def test_depthwise_backward_by_hand() -> None:
@@ -112,3 +113,49 @@ def test_native_bf16_probe_falls_back_to_cpuinfo(monkeypatch: pytest.MonkeyPatch
         device_mod.cpu_has_native_bf16.cache_clear()
         assert device_mod.cpu_has_native_bf16() is expected
     device_mod.cpu_has_native_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("shape,size", [((2, 21, 8, 8), (128, 128)), ((1, 3, 7, 9), (50, 61)), ((2, 4, 20, 30), (10, 15)),
+                                        ((1, 2, 1, 5), (4, 9))])
+def test_bilinear_resize_equals_interpolate(shape: tuple[int, ...], size: tuple[int, int]) -> None:
+    from pss.ops.resize import bilinear_resize
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape, requires_grad=True)
+    y = bilinear_resize(x, size)
+    ref = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(ref)
+    (grad,) = torch.autograd.grad((y * g).sum(), x)
+    (grad_ref,) = torch.autograd.grad((ref * g).sum(), x)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_bilinear_resize_by_hand() -> None:
+    """1x2 -> 1x4: source coordinates (o + 0.5)/2 - 0.5 = -0.25 (clamped to 0), 0.25, 0.75, 1.25 (neighbour capped)."""
+    from pss.ops.resize import bilinear_resize
+
+    x = torch.tensor([[[[0.0, 4.0]]]])
+    assert bilinear_resize(x, (1, 4)).view(-1).tolist() == [0.0, 1.0, 3.0, 4.0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert bilinear_resize(x.bfloat16(), (1, 4)).dtype == torch.float32
+
+
+def test_entropy_map_from_logits_matches_advent_formula() -> None:
+    from pss.losses import entropy_map, entropy_map_from_logits
+
+    torch.manual_seed(0)
+    logits = (4 * torch.randn(2, 5, 6, 7)).requires_grad_()
+    logits.data[0, 0, 0, 0] = 200.0  # the other classes' softmax underflows to 0 there: no NaN, zero gradient
+    fast = entropy_map_from_logits(logits)
+    ref = entropy_map(torch.softmax(logits, dim=1))
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-6)
+    g = torch.randn_like(ref)
+    (grad,) = torch.autograd.grad((fast * g).sum(), logits)
+    (grad_ref,) = torch.autograd.grad((ref * g).sum(), logits)
+    assert torch.isfinite(grad).all()
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-4, atol=1e-5)
+    # by hand: two classes with p = (0.5, 0.5): I = 0.5·ln 2 / ln 2 = 0.5 each
+    assert entropy_map_from_logits(torch.zeros(1, 2, 1, 1)).view(-1).tolist() == pytest.approx([0.5, 0.5])
+    with stock_kernels():
+        torch.testing.assert_close(entropy_map_from_logits(logits), ref)

@@ -39,5 +39,5 @@ class AdaptSeg(OutputSpaceAdversarial):
     name = "adaptseg"
     Config = AdaptSegConfig
 
-    def discriminator_input(self, probs: torch.Tensor) -> torch.Tensor:
-        return probs
+    def discriminator_input(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(logits, dim=1)

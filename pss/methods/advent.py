@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pss.losses import entropy_loss, entropy_map
+from pss.losses import entropy_loss, entropy_map_from_logits
 from pss.methods.adversarial import AdversarialConfig, OutputSpaceAdversarial
 from pss.methods.base import StepBatch, resize_logits
 from pss.models.segmenter import SegOutput
@@ -33,8 +33,8 @@ class Advent(OutputSpaceAdversarial):
     def uses_discriminators(self) -> bool:
         return not self.config.minent
 
-    def discriminator_input(self, probs: torch.Tensor) -> torch.Tensor:
-        return entropy_map(probs)
+    def discriminator_input(self, logits: torch.Tensor) -> torch.Tensor:
+        return entropy_map_from_logits(logits)
 
     def extra_target_losses(self, tgt_out: SegOutput, batch: StepBatch) -> dict[str, torch.Tensor]:
         cfg: AdventConfig = self.config

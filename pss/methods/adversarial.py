@@ -48,13 +48,14 @@ class OutputSpaceAdversarial(Method):
         """False for variants that replace the adversarial term (ADVENT's MinEnt)."""
         return True
 
-    def discriminator_input(self, probs: torch.Tensor) -> torch.Tensor:
-        """The map a discriminator sees, from softmax probabilities. Shape: (N, C, H, W) -> (N, C, H, W)."""
+    def discriminator_input(self, logits: torch.Tensor) -> torch.Tensor:
+        """The map a discriminator sees, from the upsampled float32 logits (softmax probabilities for AdaptSegNet,
+        their entropy map for ADVENT). Shape: (N, C, H, W) -> (N, C, H, W)."""
         raise NotImplementedError
 
     def output_maps(self, out: SegOutput, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """The discriminators' inputs for the main and aux outputs, upsampled to ``size``, in float32."""
-        return tuple(self.discriminator_input(torch.softmax(resize_logits(logits, size).float(), dim=1))
+        return tuple(self.discriminator_input(resize_logits(logits, size))
                      for logits in (out.logits, out.aux_logits))  # type: ignore[return-value]
 
     def extra_target_losses(self, tgt_out: SegOutput, batch: StepBatch) -> dict[str, torch.Tensor]:

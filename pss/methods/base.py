@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pss.losses import seg_ce
-from pss.models.segmenter import SegOutput, Segmenter
+from pss.models.segmenter import SegOutput, Segmenter, upsample
 
 
 @dataclass
@@ -82,10 +82,11 @@ class Method(nn.Module):
 
 
 def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of stride-8 logits to the label size before losses (as ADVENT/PSS do)."""
-    if logits.shape[-2:] == size:
-        return logits
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    """Bilinear upsampling of stride-8 logits to the label size before losses (as ADVENT/PSS do); float32 out
+    (:func:`pss.models.segmenter.upsample`)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits.float()
+    return upsample(logits, size)
 
 
 def supervised_losses(out: SegOutput, label: torch.Tensor, weights: SegLossWeights, prefix: str) -> dict[str, torch.Tensor]:
