@@ -10,9 +10,9 @@ Settings (``--settings``, default: all that apply to the device), each its own t
 
 * ``stock``    — plain fp32 NCHW eager with PyTorch's stock operations throughout (``pss.ops.kernels.stock_kernels``;
   TF32 convolutions on CUDA): the baseline every ratio is against, i.e. the step as it ran before the CPU speed work;
-* ``fp32``     — fp32 NCHW with the project's own CPU kernels (same values): the depthwise-convolution backward
-  (``pss.ops.depthwise``), bilinear resizing as matrix products (``pss.ops.resize``), the fused entropy map
-  (``pss.losses.entropy_map_from_logits``); CPU only;
+* ``fp32``     — fp32 NCHW with the project's own CPU kernels (same values; listed in ``pss.ops.kernels``): the
+  depthwise convolution, bilinear resizing as matrix products, the fused entropy map and cross-entropy, one
+  discriminator pass for both domains; CPU only;
 * ``cl``       — that plus channels_last;
 * ``bf16``     — bf16 autocast only (CPU: only where it has native bf16 — avx512_bf16 or AMX);
 * ``bf16+cl``  — bf16 and channels_last: what ``train.amp=auto`` / ``train.channels_last=auto`` give on CUDA and on

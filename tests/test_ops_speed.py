@@ -1,6 +1,7 @@
 """The CPU speed path: the depthwise convolution's own backward and the fast-path decision (issue "training speed")."""
 from __future__ import annotations
 
+import math
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,10 +35,12 @@ def test_depthwise_backward_by_hand() -> None:
     assert torch.equal(x.grad[0, 0], expected)
 
 
-@pytest.mark.parametrize("stride,dilation,kernel,side", [(1, 1, 3, 10), (1, 2, 5, 16), (1, 2, 3, 12), (2, 1, 5, 35),
-                                                         (2, 1, 3, 17)])
+@pytest.mark.parametrize("stride,dilation,kernel,side,padding", [
+    (1, 1, 3, 10, 0), (1, 2, 5, 16, 0), (1, 2, 3, 12, 0), (2, 1, 5, 35, 0), (2, 1, 3, 17, 0),
+    (1, 1, 3, 10, 1), (1, 2, 5, 8, 4), (1, 2, 5, 9, 2), (1, 2, 3, 12, 2), (2, 1, 3, 17, 1)])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_depthwise_matches_pytorch(stride: int, dilation: int, kernel: int, side: int, channels_last: bool) -> None:
+def test_depthwise_matches_pytorch(stride: int, dilation: int, kernel: int, side: int, padding: int,
+                                   channels_last: bool) -> None:
     torch.manual_seed(0)
     x = torch.randn(3, 6, side, side)
     if channels_last:
@@ -45,14 +48,19 @@ def test_depthwise_matches_pytorch(stride: int, dilation: int, kernel: int, side
     w = torch.randn(6, 1, kernel, kernel)
     xs, ws = x.clone().requires_grad_(), w.clone().requires_grad_()
     xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()
-    ys = depthwise_conv2d(xs, ws, stride, dilation)
-    yr = F.conv2d(xr, wr, None, stride, 0, dilation, 6)
+    ys = depthwise_conv2d(xs, ws, stride, dilation, padding)
+    yr = F.conv2d(xr, wr, None, stride, padding, dilation, 6)
     torch.testing.assert_close(ys, yr)
     g = torch.randn_like(yr)
     (ys * g).sum().backward()
     (yr * g).sum().backward()
     torch.testing.assert_close(xs.grad, xr.grad, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ws.grad, wr.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_depthwise_refuses_padding_beyond_the_kernel_reach() -> None:
+    with pytest.raises(ValueError, match="exceeds"):
+        depthwise_conv2d(torch.randn(1, 2, 8, 8), torch.randn(2, 1, 3, 3), 1, 2, 5)
 
 
 def test_depthwise_only_weight_grad_and_fp32_under_autocast() -> None:
@@ -159,3 +167,35 @@ def test_entropy_map_from_logits_matches_advent_formula() -> None:
     assert entropy_map_from_logits(torch.zeros(1, 2, 1, 1)).view(-1).tolist() == pytest.approx([0.5, 0.5])
     with stock_kernels():
         torch.testing.assert_close(entropy_map_from_logits(logits), ref)
+
+
+@pytest.mark.parametrize("ignored", [0.0, 0.3, 1.0])
+def test_seg_ce_fused_matches_pytorch_cross_entropy(ignored: float) -> None:
+    """The fused CPU cross-entropy: the same loss and logit gradient as F.cross_entropy, ignored pixels included."""
+    from pss.losses import seg_ce
+    from pss.ops.kernels import stock_kernels
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 6, 7) * 4
+    target = torch.randint(0, 5, (2, 6, 7))
+    target[torch.rand(2, 6, 7) < ignored] = 255
+    fast, stock = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    loss_fast = seg_ce(fast, target)
+    with stock_kernels():
+        loss_stock = seg_ce(stock, target)
+    (3 * loss_fast).backward()
+    (3 * loss_stock).backward()
+    torch.testing.assert_close(loss_fast, loss_stock)
+    torch.testing.assert_close(fast.grad, stock.grad)
+    assert (fast.grad.abs().sum(1)[target == 255] == 0).all()  # ignored pixels get no gradient
+
+
+def test_seg_ce_by_hand() -> None:
+    """One pixel, two classes, logits (0, ln 3): loss = ln(1 + 3) - 0 for class 0, gradient (p0 - 1, p1) = (-3/4, 3/4)."""
+    from pss.losses import seg_ce
+
+    logits = torch.tensor([0.0, math.log(3.0)]).view(1, 2, 1, 1).requires_grad_()
+    loss = seg_ce(logits, torch.zeros(1, 1, 1, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == pytest.approx(math.log(4.0))
+    torch.testing.assert_close(logits.grad.view(2), torch.tensor([-0.75, 0.75]))

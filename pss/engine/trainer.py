@@ -52,7 +52,7 @@ class Trainer:
         self.fast = fast_path(device, self.train_cfg.amp, self.train_cfg.channels_last)
         memory_format = torch.channels_last if self.fast.channels_last else torch.preserve_format
         self.model = model.to(device, memory_format=memory_format)
-        self.method = method.to(device)
+        self.method = method.to(device, memory_format=memory_format)  # its discriminators, as the model
         self.streams, self.hooks, self.evaluator = streams, hooks or [], evaluator
         self.checkpoint_path = checkpoint_path
         self.total_steps = self.train_cfg.steps

@@ -17,6 +17,7 @@ from pss.losses import bce_domain
 from pss.methods.base import Method, SegLossWeights, StepBatch, StepLosses, resize_logits, supervised_losses
 from pss.models.discriminator import build_discriminator
 from pss.models.segmenter import SegOutput, Segmenter
+from pss.ops.kernels import fast_kernels
 
 SOURCE_DOMAIN, TARGET_DOMAIN = 0, 1
 
@@ -88,9 +89,20 @@ class OutputSpaceAdversarial(Method):
     def auxiliary_losses(self, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not cache:
             return {}
-        losses = {"d_main": 0.5 * (bce_domain(self.d_main(cache["source_main"]), SOURCE_DOMAIN)
-                                   + bce_domain(self.d_main(cache["target_main"]), TARGET_DOMAIN))}
+        losses = {"d_main": _domain_loss(self.d_main, cache["source_main"], cache["target_main"])}
         if self.d_aux is not None:
-            losses["d_aux"] = 0.5 * (bce_domain(self.d_aux(cache["source_aux"]), SOURCE_DOMAIN)
-                                     + bce_domain(self.d_aux(cache["target_aux"]), TARGET_DOMAIN))
+            losses["d_aux"] = _domain_loss(self.d_aux, cache["source_aux"], cache["target_aux"])
         return losses
+
+
+def _domain_loss(discriminator: torch.nn.Module, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``(BCE(D(source), 0) + BCE(D(target), 1)) / 2``, with one discriminator pass over both batches.
+
+    The discriminator has no normalisation layer, so each image's logits do not depend on the rest of the batch: one
+    pass over the concatenation gives the same values as two, with fewer, larger convolutions (on CPU the demo's
+    discriminator step took 2 x 75 ms one batch at a time, 128 ms at once).
+    """
+    if source.shape[1:] != target.shape[1:] or not fast_kernels():  # different crop sizes (or the bench baseline)
+        return 0.5 * (bce_domain(discriminator(source), SOURCE_DOMAIN) + bce_domain(discriminator(target), TARGET_DOMAIN))
+    logits = discriminator(torch.cat([source, target]))
+    return 0.5 * (bce_domain(logits[:len(source)], SOURCE_DOMAIN) + bce_domain(logits[len(source):], TARGET_DOMAIN))

@@ -21,6 +21,7 @@ from torch import nn
 
 from pss.errors import ModelError
 from pss.ops.depthwise import depthwise_conv2d
+from pss.ops.kernels import fast_kernels
 
 MEAN_LITE = (127.0 / 255.0,) * 3  # for images scaled to [0, 1]: (x - 127/255) / (128/255)
 STD_LITE = (128.0 / 255.0,) * 3
@@ -61,6 +62,9 @@ class SameConv2d(nn.Conv2d):
         for size, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads = [total // 2, total - total // 2] + pads  # F.pad order: last dim first
+        if self._fast_depthwise and len(set(pads)) == 1 and fast_kernels():
+            # symmetric (every stride-1 layer): padded inside the convolution, whose backward then skips the border
+            return depthwise_conv2d(x, self.weight, self.stride[0], self.dilation[0], pads[0])
         if any(pads):
             x = F.pad(x, pads)
         if self._fast_depthwise:

@@ -31,42 +31,49 @@ from pss.ops.kernels import fast_kernels
 class _DepthwiseConv(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int,
+                padding: int) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.stride, ctx.dilation = stride, dilation
-        return F.conv2d(x, weight, None, stride, 0, dilation, weight.shape[0])
+        ctx.stride, ctx.dilation, ctx.padding = stride, dilation, padding
+        return F.conv2d(x, weight, None, stride, padding, dilation, weight.shape[0])
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None]:
         x, weight = ctx.saved_tensors
-        s, d, channels = ctx.stride, ctx.dilation, weight.shape[0]
+        s, d, p, channels = ctx.stride, ctx.dilation, ctx.padding, weight.shape[0]
         if s != 1:
             grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
-                grad, x, weight, None, [s, s], [0, 0], [d, d], False, [0, 0], channels,
+                grad, x, weight, None, [s, s], [p, p], [d, d], False, [0, 0], channels,
                 [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
-            return grad_x, grad_w, None, None
+            return grad_x, grad_w, None, None, None
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
             # the convolution's own zero padding: a padded copy of the gradient would be a fresh allocation each
-            # step (page faults dominated its cost in the step profile)
-            padding = ((weight.shape[-2] - 1) * d, (weight.shape[-1] - 1) * d)
+            # step (page faults dominated its cost in the step profile). Only the unpadded input's gradient is
+            # computed: with the padding inside the convolution, the kernel does not produce the border that a
+            # separate F.pad's backward would crop away (3/4 of the map on the 8x8 last stage)
+            padding = ((weight.shape[-2] - 1) * d - p, (weight.shape[-1] - 1) * d - p)
             grad_x = F.conv2d(grad, weight.flip(-2, -1), None, 1, padding, d, channels)
         if ctx.needs_input_grad[1]:
             n, c, h, w = x.shape
             planes = x.contiguous().reshape(1, n * c, h, w)
             kernels = grad.contiguous().reshape(n * c, 1, *grad.shape[-2:])
-            per_image = F.conv2d(planes, kernels, None, d, 0, 1, n * c)  # (1, N*C, kh, kw)
+            per_image = F.conv2d(planes, kernels, None, d, p, 1, n * c)  # (1, N*C, kh, kw)
             grad_w = per_image.view(n, c, *per_image.shape[-2:]).sum(0).unsqueeze(1).to(weight.dtype)
-        return grad_x, grad_w, None, None
+        return grad_x, grad_w, None, None, None
 
 
-def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, dilation: int = 1) -> torch.Tensor:
-    """Depthwise convolution (one filter per channel), no padding, no bias; on CPU with the faster backward above.
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, dilation: int = 1,
+                     padding: int = 0) -> torch.Tensor:
+    """Depthwise convolution (one filter per channel), symmetric zero ``padding`` (at most ``(k-1)·d``), no bias; on
+    CPU with the faster backward above.
 
     Shape:
-        x: (N, C, H, W); weight: (C, 1, kh, kw) -> (N, C, floor((H - (kh-1)·d - 1) / s) + 1, same for W).
+        x: (N, C, H, W); weight: (C, 1, kh, kw) -> (N, C, floor((H + 2p - (kh-1)·d - 1) / s) + 1, same for W).
     """
+    if padding > (min(weight.shape[-2:]) - 1) * dilation:  # the input gradient's padding (k-1)·d - p must be >= 0
+        raise ValueError(f"depthwise padding {padding} exceeds (k-1)·dilation = {(min(weight.shape[-2:]) - 1) * dilation}")
     if x.device.type != "cpu" or not fast_kernels():
-        return F.conv2d(x, weight, None, stride, 0, dilation, weight.shape[0])
-    return _DepthwiseConv.apply(x, weight, stride, dilation)
+        return F.conv2d(x, weight, None, stride, padding, dilation, weight.shape[0])
+    return _DepthwiseConv.apply(x, weight, stride, dilation, padding)
