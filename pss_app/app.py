@@ -10,6 +10,7 @@ Serving rules (DESIGN.md App, app_anchors §4.4-4.6):
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,8 +24,11 @@ from pss_app.tabs import compare as compare_tab
 from pss_app.tabs import groups as groups_tab
 from pss_app.tabs import images as images_tab
 from pss_app.tabs import inspect as inspect_tab
+from pss_app.tabs import quickstart as quickstart_tab
 from pss_app.tabs import runs as runs_tab
 from pss_app.tabs import statistics as statistics_tab
+
+log = logging.getLogger(__name__)
 
 DEFAULT_K = 8
 MAX_K = 80
@@ -72,6 +76,8 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False) 
                                allow_custom_value=True)  # users come and go; the services check the name
             k = gr.Slider(2, MAX_K, value=default_k, step=1, label="Groups K (k-means)", elem_id="k")
         status = gr.Markdown(elem_id="status")
+        # the one action for a newcomer: train the demo comparison of the user through the job queue
+        banner = quickstart_tab.build(ws, user, status, demo.load)
         with gr.Tabs(selected="images") as tabs:
             with gr.Tab("Images", id="images", elem_id="tab-images"):
                 images = images_tab.build(ws, user, k, status, demo.load)
@@ -87,7 +93,8 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False) 
             with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as inspect_page:
                 inspect_tab.build(ws, user, status, [inspect_page.select])
             with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_page:
-                compare_tab.build(ws, user, status, [compare_page.select])
+                compare_tab.build(ws, user, status, [compare_page.select, banner.open_compare.click])
+        quickstart_tab.show_compare(banner, tabs)
 
         def refresh_users(current: str | None):
             """Users may be added or removed while the app runs: refresh the choices on every page load.
@@ -103,7 +110,28 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False) 
         # one status line serves every tab: a warning belongs to the tab it came from, so opening another clears
         # it (queue=False: before that tab's own handlers, which may write a new one)
         tabs.select(lambda: "", None, status, queue=False, show_progress="hidden", api_visibility="private")
+    quiet_when_idle(demo)
     return demo
+
+
+# Gradio's event queue polls for new events every 1 ms and for progress to send every 10 ms, with or without a
+# browser: ~1,100 wake-ups a second that cost an idle app 6-7 % of a core (bench/idle_cost.py). Gradio itself polls
+# every 50 ms / 100 ms on Windows; so do we: an event starts at most 50 ms later, invisible next to our handlers.
+QUEUE_IDLE_POLL_S, QUEUE_PROGRESS_POLL_S = 0.05, 0.1
+
+
+def quiet_when_idle(demo: gr.Blocks) -> None:
+    """Slow the polling of ``demo``'s event queue to :data:`QUEUE_IDLE_POLL_S` / :data:`QUEUE_PROGRESS_POLL_S`.
+
+    These are attributes of Gradio's ``queueing.Queue`` (read on every loop turn), not a public option; if a Gradio
+    release renames them this does nothing and says so in the log rather than failing the app.
+    """
+    queue = getattr(demo, "_queue", None)
+    if queue is None or not hasattr(queue, "sleep_when_free") or not hasattr(queue, "progress_update_sleep_when_free"):
+        log.warning("gradio's queue has no polling intervals to slow down; the idle app will use more CPU")
+        return
+    queue.sleep_when_free = max(queue.sleep_when_free, QUEUE_IDLE_POLL_S)
+    queue.progress_update_sleep_when_free = max(queue.progress_update_sleep_when_free, QUEUE_PROGRESS_POLL_S)
 
 
 def launch_kwargs(ws: Workspace, host: str = "127.0.0.1", port: int | None = None,

@@ -132,8 +132,10 @@ def test_validation_resolves_the_method_context_and_checks_init_from(ws: Workspa
     inside.write_bytes(b"weights")
     assert validate_launch(ws, request(init_from=str(inside))).train.init_from == str(inside)
     shutil.rmtree(ws.runs / "r")
-    with pytest.raises(ConfigError, match=r"other model settings \(context: \[\{.*'mode': 'none'"):
-        validate_launch(ws, request(init_from=start.run_id, context="group"), store)
+    # a context model may start from a context-free run (its context layers start fresh, as in `pss experiment`)
+    assert validate_launch(ws, request(init_from=start.run_id, context="group"), store).model.context.mode == "group"
+    with pytest.raises(ConfigError, match=r"other model settings \(output_stride: \[8\] there, \[16\] here\)"):
+        validate_launch(ws, request(init_from=start.run_id, extra=("model.output_stride=16",)), store)
 
 
 def test_devices_auto_picks_the_least_busy_gpu_else_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

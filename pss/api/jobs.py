@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pss.api.waiting import ReleasingWorker, cancel_waiting, defer, waiting_for
 from pss.errors import ConfigError, RunStoreError
 from pss.runs import TERMINAL_STATUSES, JobQueue, RunStore, Worker
 from pss.workspace import Workspace
@@ -193,8 +194,12 @@ def preset_defaults(preset: str = DEFAULT_PRESET) -> dict[str, Any]:
             "lr": config.train.lr, "batch_size": config.train.batch_size, "seed": config.train.seed}
 
 
-def validate_launch(ws: Workspace, request: LaunchRequest, store: RunStore | None = None) -> ExperimentConfig:
-    """The resolved config of ``request``, or ``ConfigError`` saying what to change (nothing is written)."""
+def validate_launch(ws: Workspace, request: LaunchRequest, store: RunStore | None = None,
+                    after: str | None = None) -> ExperimentConfig:
+    """The resolved config of ``request``, or ``ConfigError`` saying what to change (nothing is written).
+
+    ``after``: the run this launch will wait for (``JobService.launch``); an init-from run that is ``after`` may
+    still lack its checkpoint (it is checked for model settings only)."""
     from pss.config import build_config, config_to_dict
     from pss.data.pss_layout import list_users
 
@@ -216,10 +221,13 @@ def validate_launch(ws: Workspace, request: LaunchRequest, store: RunStore | Non
                 source = store.open_run(init)
             except RunStoreError as exc:
                 raise ConfigError(f"init-from: {exc}") from exc
-            if source.latest_checkpoint() is None:
+            if source.latest_checkpoint() is None and init != after:
                 raise ConfigError(f"init-from run {init} has no checkpoint yet; wait until it is done")
             mine, theirs = config_to_dict(config)["model"], source.config.get("model", {})
             diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            if (theirs.get("context") or {}).get("mode") == "none":
+                # a context model starts from a context-free one with fresh context layers (the engine's init)
+                diff = [k for k in diff if k != "context"]
             if diff:
                 raise ConfigError(f"init-from run {init} has other model settings ({', '.join(diff)}: "
                                   f"{[theirs.get(k) for k in diff]} there, {[mine.get(k) for k in diff]} here); "
@@ -257,7 +265,7 @@ class JobService:
             if self.worker is not None and self.worker.is_alive():
                 return self
             self.queue.reap()
-            self.worker = Worker(self.store, ["cpu"], poll_s=self.poll_s, queue=self.queue, warm=self.warm)
+            self.worker = ReleasingWorker(self.store, ["cpu"], poll_s=self.poll_s, queue=self.queue, warm=self.warm)
             self.worker.start()
         threading.Thread(target=self._add_gpus, name="pss-gpu-probe", daemon=True).start()
         return self
@@ -280,18 +288,31 @@ class JobService:
         if worker is not None and worker.is_alive():
             worker.run_once()
 
-    def launch(self, request: LaunchRequest) -> Launched:
-        """Validate, create the run, queue its job; returns ids (ConfigError before anything is written)."""
+    def launch(self, request: LaunchRequest, after: str | None = None) -> Launched:
+        """Validate, create the run, queue its job; returns ids (ConfigError before anything is written).
+
+        ``after``: a run id; the job is queued only once that run is done (``pss.api.waiting``; ``job_id`` is
+        ``""`` until then), and the run is cancelled if that run fails, is cancelled or deleted. Typically the
+        run's ``init_from``, which may then still be queued or running."""
         from pss.config import config_to_dict
         from pss.methods import method_class
 
-        config = validate_launch(self.ws, request, self.store)
+        if after:
+            parent = self.store.index.get_run(after)
+            if parent is None or parent.status in RESUMABLE_STATUSES:
+                state = parent.status if parent else "not in this workspace"
+                raise ConfigError(f"run {after} to start after is {state}; resume or relaunch it first")
+        config = validate_launch(self.ws, request, self.store, after=after)
         device = pick_device(request.device, self.queue)
         run = self.store.create_run(config.data.user, config.method_name, config_to_dict(config), device,
                                     config.train.steps)
         try:
-            job_id = self.queue.enqueue(run.run_id, train_command(self.ws, run.run_id, device,
-                                                                  run.dir / "config.yaml"), device)
+            command = train_command(self.ws, run.run_id, device, run.dir / "config.yaml")
+            if after:
+                defer(self.store, run.run_id, after, command, device)
+                job_id = ""
+            else:
+                job_id = self.queue.enqueue(run.run_id, command, device)
         except BaseException:
             self.store.discard_run(run.run_id)  # launch fully happens or leaves nothing behind
             raise
@@ -305,6 +326,8 @@ class JobService:
     def cancel(self, run_id: str) -> str:
         """Cancel the run's queued or running job; returns the job status (``running`` while it stops)."""
         job = self.queue.latest_job(run_id)
+        if job is None and cancel_waiting(self.store, run_id):
+            return "cancelled"
         if job is None or job.status not in ACTIVE_JOB_STATUSES:
             raise RunStoreError(f"run {run_id} has no queued or running job to cancel")
         status = self.queue.cancel(job.job_id)
@@ -324,6 +347,10 @@ class JobService:
         if job.status == "running" and job.pid and process_alive(job.pid, job.proc_start) \
                 and not self.store.open_run(run_id).events("train"):
             signal_group(job.pid, signal.SIGKILL)
+
+    def waiting_for(self, run_id: str) -> str | None:
+        """The run that ``run_id`` waits for before its job is queued (``launch(after=)``), or None."""
+        return waiting_for(self.store, run_id)
 
     def can_resume(self, run_id: str) -> bool:
         """A failed or cancelled run with a checkpoint and no active job."""

@@ -11,19 +11,24 @@ from pss.api.inspect import done_runs
 from pss_app.feedback import guarded
 from pss_app.services.compare import FILTERS, MAX_RUNS, compare_view, error_legend_html, export, image_table, tables
 from pss_app.services.inspect import image_choices
+from pss_app.services.quickstart import compare_selection, empty_state
 
 
 def _default_runs(ws: Workspace, user: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """All finished runs of the user; preselected: the newest run of each method (at most 4)."""
+    """All finished runs of the user; preselected: the demo comparison's runs (No-DA, ADVENT, OURS-S1, OURS-S2)
+    when it has finished ones, else the newest run of each method (at most 4)."""
     runs = done_runs(ws, user) if user else []
     newest: dict[str, str] = {}
     for run in runs:  # newest first
         newest.setdefault(run.method, run.run_id)
-    return [(run.label, run.run_id) for run in runs], list(newest.values())[:4]
+    listed = {run.run_id for run in runs}
+    chosen = [r for r in compare_selection(ws, user) if r in listed]
+    return [(run.label, run.run_id) for run in runs], chosen if len(chosen) >= 2 else list(newest.values())[:4]
 
 
 def build(ws: Workspace, user: gr.Dropdown, status: gr.Markdown, refresh_triggers: Sequence) -> None:
     """Lay out the tab inside the current ``gr.Tab``; ``refresh_triggers`` (page load, tab select) re-list runs."""
+    empty = gr.Markdown(elem_id="compare-empty")
     runs = gr.CheckboxGroup([], label=f"Runs to compare (finished runs of the user, up to {MAX_RUNS})",
                             elem_id="compare-runs")
     with gr.Row():
@@ -63,6 +68,13 @@ def build(ws: Workspace, user: gr.Dropdown, status: gr.Markdown, refresh_trigger
         return gr.CheckboxGroup(choices=run_list, value=chosen), gr.Dropdown(choices=images, value=value), ""
 
     gr.on(list(refresh_triggers), choices, [user, image], [runs, image, status], api_name="compare_choices")
+
+    @guarded(2)
+    def explain(user_name: str):
+        """While the user has fewer than two finished runs: what this tab needs and the action that trains them."""
+        return empty_state(ws, user_name, "compare", len(done_runs(ws, user_name)) if user_name else 0), ""
+
+    gr.on([*refresh_triggers, user.change], explain, user, [empty, status], api_name="compare_empty_state")
 
     @guarded(3)
     def other_user(user_name: str):

@@ -10,6 +10,7 @@ import gradio as gr
 from pss.api import Workspace
 from pss.api.maps import DisplaySize
 from pss_app.feedback import guarded
+from pss_app.services.quickstart import empty_state
 from pss_app.services.inspect import (ATTENTION_COLUMNS, image_choices, inspect_view, pixel_view, run_choices,
                                       to_image_pixel)
 
@@ -21,6 +22,7 @@ def _dropdown(choices: list[tuple[str, str]], current: str | None) -> gr.Dropdow
 
 def build(ws: Workspace, user: gr.Dropdown, status: gr.Markdown, refresh_triggers: Sequence) -> None:
     """Lay out the tab inside the current ``gr.Tab``; ``refresh_triggers`` (page load, tab select) re-list runs."""
+    empty = gr.Markdown(elem_id="inspect-empty")
     with gr.Row():
         run = gr.Dropdown([], label="Run (finished runs of the user)", scale=3, elem_id="inspect-run",
                           allow_custom_value=True)  # runs come and go; the services check the id
@@ -62,6 +64,13 @@ def build(ws: Workspace, user: gr.Dropdown, status: gr.Markdown, refresh_trigger
                 "")
 
     gr.on(list(refresh_triggers), choices, [user, run, image], [run, image, status], api_name="inspect_choices")
+
+    @guarded(2)
+    def explain(user_name: str):
+        """While the user has no finished run: what this tab needs and the action that trains it."""
+        return empty_state(ws, user_name, "inspect", len(run_choices(ws, user_name)) if user_name else 0), ""
+
+    gr.on([*refresh_triggers, user.change], explain, user, [empty, status], api_name="inspect_empty_state")
 
     @guarded(3)
     def other_user(user_name: str):

@@ -94,6 +94,17 @@ def test_binds_localhost_and_disables_run_history(app) -> None:
     assert config["run_history"] is False
 
 
+def test_the_running_queue_polls_slowly_when_idle(app, client) -> None:
+    """Gradio's 1 ms / 10 ms polling cost an idle app 6-7 % of a core; the launched app's queue is slowed (and the
+    queue still answers: a call made after the change returns)."""
+    from pss_app.app import QUEUE_IDLE_POLL_S, QUEUE_PROGRESS_POLL_S
+
+    queue = app.demo._queue
+    assert queue.sleep_when_free == QUEUE_IDLE_POLL_S == 0.05
+    assert queue.progress_update_sleep_when_free == QUEUE_PROGRESS_POLL_S == 0.1
+    assert client.predict(None, api_name="/users")
+
+
 def test_auth_is_required_when_set(workspace: Workspace, port: int, tmp_path_factory) -> None:
     from gradio_client import Client
 
