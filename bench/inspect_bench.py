@@ -13,8 +13,12 @@ the group region context; a 2-step run is enough for timing: the cost does not d
 Baseline, measured in the same run: the bare forward pass ``infer_image`` of the same image and group chunk.
 Targets: cold < 1 s, cached < 100 ms.
 
-Usage: ``python bench/inspect_bench.py [--workspace WS --run RUN_ID] [--images 5] [--threads N]``. Without
-``--workspace`` a small demo workspace is generated in a temporary folder and a 2-step ``pss`` run trained.
+``--large 6000x4000``: instead, one of the user's photos is replaced by an upscaled copy of that size (a phone
+photo) and its cold inspect is timed with the maps at the bounded size (``pss.inference.MAX_MAP_SIDE``) against the
+maps at the photo's full size (how it ran before; baseline in the same run). Only with the generated workspace.
+
+Usage: ``python bench/inspect_bench.py [--workspace WS --run RUN_ID] [--images 5] [--threads N] [--large WxH]``.
+Without ``--workspace`` a small demo workspace is generated in a temporary folder and a 2-step ``pss`` run trained.
 """
 from __future__ import annotations
 
@@ -70,12 +74,38 @@ def bare_forward(ws: Workspace, run_id: str, name: str) -> float:
     return time.perf_counter() - start
 
 
+def large_photo(ws: Workspace, run_id: str, size: str) -> None:
+    """Cold inspect of a ``size`` (``WxH``) photo: bounded maps vs full-size maps, each from empty caches."""
+    from PIL import Image
+
+    import pss.inference as inference
+
+    width, height = (int(v) for v in size.lower().split("x"))
+    ctx = run_context(ws, run_id)
+    record = user_records(ws, ctx.user)[0]
+    with Image.open(record.image_path) as im:
+        im.convert("RGB").resize((width, height), Image.BILINEAR).save(record.image_path, quality=90)
+    bounded = inference.MAX_MAP_SIDE
+    times: dict[str, list[float]] = {"full": [], "bounded": []}
+    for _ in range(2):
+        for kind, side in (("full", 10 ** 6), ("bounded", bounded)):
+            inference.MAX_MAP_SIDE = side
+            clear_caches(memory_only=False, ws=ws)
+            clear_caches(keep_models=True)
+            times[kind].append(inspect_once(ws, run_id, record.name, kind))
+    inference.MAX_MAP_SIDE = bounded
+    full, fast = min(times["full"]), min(times["bounded"])
+    print(f"{width}x{height} photo, cold inspect (best of 2): maps at full size {full:.2f} s (baseline), "
+          f"maps at long side {bounded} {fast:.2f} s: {full / fast:.1f}x faster")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workspace", type=Path)
     parser.add_argument("--run")
     parser.add_argument("--images", type=int, default=5)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--large", help="WxH: time the cold inspect of a photo of this size (generated workspace)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,6 +114,11 @@ def main() -> None:
             ws, run_id = Workspace(args.workspace), args.run
         else:
             ws, run_id = prepare(Path(tmp) / "ws")
+        if args.large:
+            if args.workspace:
+                parser.error("--large replaces a photo: only with the generated workspace")
+            large_photo(ws, run_id, args.large)
+            return
         ctx = run_context(ws, run_id)
         names = [r.name for r in user_records(ws, ctx.user)][:args.images + 1]
         print(f"run {run_id} · backbone {ctx.config.model.backbone} · context {ctx.config.model.context.mode} · "

@@ -3,7 +3,11 @@
 ``infer_image`` runs the model on the image together with the other images of its k-means group (the
 group context needs them) and returns an ``ImageInference`` that the app caches per (run, image):
 
-* class probabilities and the argmax label at the image's own size,
+* class probabilities and the argmax label at the image's own size, or — for photos whose long side is over
+  :data:`MAX_MAP_SIDE` — at that long side (a 6000x4000 photo's 21 full-size probability planes are 2 GB and
+  took most of a ~49 s first Inspect; the app draws at most 1024 px and the model sees the image at its
+  evaluation short side, so nothing shown is lost); ``size`` keeps the image's own size and every method
+  takes image pixel coordinates,
 * the normalised pixel entropy map (ADVENT eq. 2 / log C) and its mean (the step-2 ranking score),
 * the pseudo label step 2 would use (uncertain pixels = 255) — whether the image is selected depends on
   its rank among the user's images, which the caller knows,
@@ -27,6 +31,8 @@ from pss.engine.pseudo import mask_uncertain_pixels
 from pss.losses import pixel_entropy
 from pss.models.segmenter import Segmenter
 
+MAX_MAP_SIDE = 1024  # long side of the maps of large photos (= pss.api.maps.MAX_VIEW_SIDE, the app's largest view)
+
 
 @dataclass
 class RegionWeight:
@@ -46,7 +52,8 @@ class ImageInference:
     """The model's view of one image (see the module docstring).
 
     Shape:
-        prob: (C, H, W) float32 at the image's size; label: (H, W) uint8; entropy: (H, W) float32 in [0, 1].
+        size: (H, W) of the image. prob: (C, h, w) float32 with (h, w) = :func:`map_size` of ``size``; label:
+            (h, w) uint8; entropy: (h, w) float32 in [0, 1].
         attention: (h*w, G*C) float32 or None — the image's feature-grid pixels (row-major, h x w = ``grid``)
             over the G*C regions of its group (image-major: region index = g*C + c); rows sum to 1.
         region_masks: (G, C, h, w) float32 or None — soft region weights (each map sums to 1).
@@ -60,6 +67,24 @@ class ImageInference:
     grid: tuple[int, int]
     attention: np.ndarray | None = None
     region_masks: np.ndarray | None = None
+    size: tuple[int, int] | None = None  # None: the maps' own size (they are at the image's size)
+
+    def __post_init__(self) -> None:
+        if self.size is None:
+            self.size = tuple(self.label.shape)
+
+    def map_pixel(self, x: int, y: int) -> tuple[int, int]:
+        """The maps' pixel (column, row) under image pixel (x, y)."""
+        (height, width), (h, w) = self.size, self.label.shape
+        return min(w - 1, int(x * w / width)), min(h - 1, int(y * h / height))
+
+    def label_at_image_size(self) -> np.ndarray:
+        """The argmax label at the image's own size (nearest neighbour from the maps; the label itself if equal)."""
+        if tuple(self.label.shape) == tuple(self.size):
+            return self.label
+        rows = (np.arange(self.size[0]) * self.label.shape[0] // self.size[0])
+        cols = (np.arange(self.size[1]) * self.label.shape[1] // self.size[1])
+        return self.label[rows[:, None], cols[None, :]]
 
     @property
     def mean_entropy(self) -> float:
@@ -71,15 +96,17 @@ class ImageInference:
 
     def grid_cell(self, x: int, y: int) -> tuple[int, int]:
         """Feature-grid cell (row, col) of image pixel (x, y)."""
-        height, width = self.label.shape
+        height, width = self.size
         h, w = self.grid
         return min(h - 1, int(y * h / height)), min(w - 1, int(x * w / width))
 
     def pixel_info(self, x: int, y: int) -> dict[str, object]:
         """Class probabilities (descending) and entropy at image pixel (x, y)."""
-        probs = self.prob[:, y, x]
+        col, row = self.map_pixel(x, y)
+        probs = self.prob[:, row, col]
         order = np.argsort(-probs)
-        return {"x": x, "y": y, "label": CLASS_NAMES[int(self.label[y, x])], "entropy": float(self.entropy[y, x]),
+        return {"x": x, "y": y, "label": CLASS_NAMES[int(self.label[row, col])],
+                "entropy": float(self.entropy[row, col]),
                 "probabilities": [(CLASS_NAMES[i], float(probs[i])) for i in order]}
 
     def attention_at(self, x: int, y: int, top: int = 10) -> list[RegionWeight]:
@@ -119,7 +146,8 @@ def infer_image(model: Segmenter, record: ImageRecord, group: Sequence[ImageReco
             continue
     batch = chunk_batch([im for _, im in images], short_side, device)
     out = model(batch, return_attention=True)
-    full = F.interpolate(out.logits[:1].float(), size=images[0][1].shape[:2], mode="bilinear", align_corners=False)
+    size = images[0][1].shape[:2]
+    full = F.interpolate(out.logits[:1].float(), size=map_size(size), mode="bilinear", align_corners=False)
     prob = torch.softmax(full, dim=1)
     grid = tuple(out.logits.shape[-2:])
     attention = region_masks = None
@@ -129,4 +157,11 @@ def infer_image(model: Segmenter, record: ImageRecord, group: Sequence[ImageReco
     return ImageInference(
         name=record.name, prob=prob[0].cpu().numpy(), label=prob.argmax(1)[0].to(torch.uint8).cpu().numpy(),
         entropy=pixel_entropy(prob)[0].cpu().numpy(), group_images=[r.name for r, _ in images], grid=grid,
-        attention=attention, region_masks=region_masks)
+        attention=attention, region_masks=region_masks, size=(int(size[0]), int(size[1])))
+
+
+def map_size(size: tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of the maps of an image of ``size`` = (H, W): the same, or long side :data:`MAX_MAP_SIDE`."""
+    height, width = size
+    scale = min(1.0, MAX_MAP_SIDE / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))

@@ -55,3 +55,35 @@ def test_models_without_group_context_have_no_attention(group: list[ImageRecord]
     model = build_segmenter(build_config("tiny", ["model.context.mode=none"]).model).eval()
     inf = infer_image(model, group[0], group, torch.device("cpu"), short_side=48)
     assert inf.attention is None and inf.attention_at(1, 1) == [] and inf.region_mask("im0", 0) is None
+
+
+def test_a_large_photo_gets_maps_of_the_bounded_size_and_answers_in_image_pixels(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A photo larger than MAX_MAP_SIDE (patched to 40 to keep the test small: a 120x90 photo) gets 40x30 maps;
+    clicks, grid cells and the full-size label stay in the image's pixels."""
+    import pss.inference as inference
+    from pss.api.maps import MAX_VIEW_SIDE
+
+    assert inference.MAX_MAP_SIDE >= MAX_VIEW_SIDE  # the app never draws a map larger than the maps
+    monkeypatch.setattr(inference, "MAX_MAP_SIDE", 40)
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(tmp_path / "big.jpg")
+    record = ImageRecord("big", tmp_path / "big.jpg", None)
+    model = build_segmenter(build_config("tiny", ["model.context.mode=none"]).model).eval()
+    inf = infer_image(model, record, [record], torch.device("cpu"), short_side=48)
+    assert inf.size == (90, 120) and inf.prob.shape == (21, 30, 40) and inf.entropy.shape == (30, 40)
+    assert inf.map_pixel(119, 89) == (39, 29) and inf.map_pixel(3, 2) == (1, 0)  # x * 40 / 120, y * 30 / 90
+    col, row = inf.map_pixel(60, 45)
+    info = inf.pixel_info(60, 45)
+    assert info["x"] == 60 and info["entropy"] == pytest.approx(float(inf.entropy[row, col]))
+    assert inf.grid_cell(119, 89) == (inf.grid[0] - 1, inf.grid[1] - 1)
+    full = inf.label_at_image_size()
+    assert full.shape == (90, 120) and full[89, 119] == inf.label[29, 39] and full[0, 2] == inf.label[0, 0]
+    assert full[0, 3] == inf.label[0, 1]  # image column 3 lies in map column 1 (3 * 40 // 120)
+
+
+def test_map_size_keeps_small_images_and_bounds_the_long_side() -> None:
+    from pss.inference import MAX_MAP_SIDE, map_size
+
+    assert map_size((480, 640)) == (480, 640)
+    assert map_size((4000, 6000)) == (round(4000 * MAX_MAP_SIDE / 6000), MAX_MAP_SIDE)  # 683 x 1024
+    assert map_size((6000, 10)) == (MAX_MAP_SIDE, 2)

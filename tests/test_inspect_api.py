@@ -91,7 +91,7 @@ def test_inference_cache_file_round_trip(tmp_path: Path, with_attention: bool) -
     np.testing.assert_allclose(cached.prob, fresh.prob, atol=5e-4)  # float16 on disk
     np.testing.assert_array_equal(cached.label, fresh.label)
     np.testing.assert_array_equal(cached.entropy, fresh.entropy)
-    assert cached.group_images == fresh.group_images and cached.grid == fresh.grid
+    assert cached.group_images == fresh.group_images and cached.grid == fresh.grid and cached.size == (6, 8)
     if with_attention:
         np.testing.assert_array_equal(cached.attention, fresh.attention)
         np.testing.assert_array_equal(cached.region_masks, fresh.region_masks)
@@ -100,6 +100,17 @@ def test_inference_cache_file_round_trip(tmp_path: Path, with_attention: bool) -
     assert load_inference(path, {**meta, "checkpoint_mtime": 6}) is None  # a newer checkpoint: recompute
     path.write_bytes(b"not a zip")
     assert load_inference(path, meta) is None
+
+
+def test_inference_cache_keeps_the_image_size_of_bounded_maps(tmp_path: Path) -> None:
+    """Maps of a large photo are smaller than the image (pss.inference.MAX_MAP_SIDE): the cache keeps its size."""
+    fresh = _inference(False)
+    fresh.size = (60, 80)
+    meta = {"version": 1, "run_id": "r", "checkpoint": "step_00000002.pt", "checkpoint_mtime": 5, "image": "k"}
+    save_inference(tmp_path / "im0.npz", fresh, meta)
+    cached = load_inference(tmp_path / "im0.npz", meta)
+    assert cached.size == (60, 80) and cached.label.shape == (6, 8)
+    assert cached.map_pixel(79, 59) == (7, 5) and cached.label_at_image_size().shape == (60, 80)
 
 
 def _context(report: dict, method: dict | None = None) -> RunContext:

@@ -221,7 +221,7 @@ def save_inference(path: Path, inference: ImageInference, meta: dict[str, Any]) 
     """Write ``inference`` as a compressed npz (probabilities as float16) atomically."""
     arrays = {"prob": inference.prob.astype(np.float16), "label": inference.label, "entropy": inference.entropy,
               "meta": np.array(json.dumps({**meta, "name": inference.name, "group_images": inference.group_images,
-                                           "grid": list(inference.grid)}))}
+                                           "grid": list(inference.grid), "size": list(inference.size)}))}
     if inference.attention is not None:
         arrays["attention"] = inference.attention
         arrays["region_masks"] = inference.region_masks
@@ -247,7 +247,8 @@ def load_inference(path: Path, meta: dict[str, Any]) -> ImageInference | None:
                 name=stored["name"], prob=data["prob"].astype(np.float32), label=data["label"],
                 entropy=data["entropy"], group_images=list(stored["group_images"]), grid=tuple(stored["grid"]),
                 attention=data["attention"] if "attention" in data else None,
-                region_masks=data["region_masks"] if "region_masks" in data else None)
+                region_masks=data["region_masks"] if "region_masks" in data else None,
+                size=tuple(stored["size"]) if "size" in stored else None)  # older caches: maps at the image's size
     except (OSError, ValueError, KeyError):  # missing, truncated or foreign file: recompute
         return None
 

@@ -109,7 +109,7 @@ def inspect_maps(ws: Any, run_id: str, name: str, opacity: float = 0.6, stretch:
 def _maps(ws: Any, ctx: RunContext, name: str, opacity: float, stretch: bool, device: str) -> InspectMaps:
     inference = image_inference(ws, ctx.run_id, name, device, ctx)
     record = find_record(user_records(ws, ctx.user), name, ctx.user)
-    height, width = inference.label.shape
+    height, width = inference.size  # the image's; the maps may be smaller (pss.inference.MAX_MAP_SIDE)
     size = maps.display_size(width, height)
     opacity = float(np.clip(opacity if opacity is not None else 0.6, 0.0, 1.0))
     status = pseudo_status(ctx, name, inference.mean_entropy)
@@ -173,7 +173,7 @@ def inspect_pixel(ws: Any, run_id: str, name: str, x: int, y: int, top: int = 8,
     ws = engine_workspace(ws)
     ctx = run_context(ws, run_id)
     inference = image_inference(ws, run_id, name, device, ctx)
-    height, width = inference.label.shape
+    height, width = inference.size  # the image's; the maps may be smaller (pss.inference.MAX_MAP_SIDE)
     x, y = min(width - 1, max(0, int(x))), min(height - 1, max(0, int(y)))
     info = inference.pixel_info(x, y)
     cell = inference.grid_cell(x, y)
