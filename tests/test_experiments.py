@@ -77,6 +77,13 @@ def test_table1_runs_reuses_and_writes_the_paper_layout(workspace: Workspace) ->
                                                *(f"gains_{m}_vs_{a}.csv" for m in ("fiou", "miou")
                                                  for a in ("control", "start"))}
     assert "| MRNet |" in (out / "table1.md").read_text()
+    assert "1 steps per adaptation run, 1 steps per shared No-DA run" in (out / "table1.md").read_text()
+    from dataclasses import replace
+
+    from pss.experiments.tables import _start_text
+    start = cells[("source_only", "id1")].run_id  # with --start the header names that run and its own length
+    assert _start_text(workspace, replace(_options("table1", []), start=start), 99) == \
+        f"every seed starts from the No-DA run `{start}` (1 steps)"
     runs_before = {r.run_id for r in workspace.store().list_runs()}
     # 1 shared No-DA + 1 evaluation-only, MRNet's control (No-DA continued: 1 run + 1 evaluation-only), 2 users x
     # (MRNet stage I, stage II)

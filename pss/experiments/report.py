@@ -20,7 +20,7 @@ MIOU_NOTE = "MIoU uses the paper's convention: the mean over all 21 classes, a c
 
 
 def write_outputs(result: ExperimentResult, labels: dict[str, str], opts: ExperimentOptions, steps: int,
-                  source_steps: int) -> str:
+                  start: str) -> str:
     """Write ``fiou.csv``, ``miou.csv``, ``cells.csv`` and ``<table>.md`` to ``result.out_dir``; return the Markdown."""
     import pandas as pd
 
@@ -38,7 +38,7 @@ def write_outputs(result: ExperimentResult, labels: dict[str, str], opts: Experi
     seeds = sorted({c.seed for c in result.cells})
     lines = [f"# {result.table}: {', '.join(TITLES[result.table])}",
              "",
-             f"Preset `{opts.preset}`, {steps} steps per adaptation run, {source_steps} per shared No-DA run, "
+             f"Preset `{opts.preset}`, {steps} steps per adaptation run, {start}, "
              f"seeds {seeds}"
              + (" (cells are mean ± sample std over seeds; Mean = mean over users per seed, then over seeds)"
                 if len(seeds) > 1 else "") + f", tag `{opts.tag}`, written {time.strftime('%Y-%m-%d %H:%M')}.", ""]

@@ -241,5 +241,14 @@ def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], 
         ws.root / "experiments" / opts.table, time.time() - started, runner.work,
         [f"{labels[c.row]} / {c.user} / seed {c.seed}: {c.status}" for c in runner.cells if c.status != "done"],
         gains, {r.label: labels[r.control] for r in shown if r.control})
-    say(write_outputs(result, labels, opts, plan.adapt_steps, plan.source_steps))
+    say(write_outputs(result, labels, opts, plan.adapt_steps, _start_text(ws, opts, plan.source_steps)))
     return result
+
+
+def _start_text(ws: Workspace, opts: ExperimentOptions, source_steps: int) -> str:
+    """How the tables' No-DA start was made, for the report's header (``--start``: that run's own length)."""
+    if not opts.start:
+        return f"{source_steps} steps per shared No-DA run"
+    record = ws.store().index.get_run(opts.start)
+    length = f"{record.total_steps} steps" if record is not None and record.total_steps else "length unknown"
+    return f"every seed starts from the No-DA run `{opts.start}` ({length})"
