@@ -54,13 +54,15 @@ HISTORY_RUNS = 5  # the newest finished runs per (method, context) that a rate i
 JOB_START_S = 5.7
 
 #: (seconds per training step, fixed seconds per run) on the CPU of a two-core machine, per preset and
-#: (method, context mode): the fallback when this workspace has no finished run to measure. Demo:
-#: ``bench/quickstart_bench.py`` on a fresh demo workspace (2026-12-02, the 200-step No-DA preset then; the two
-#: cores shared with other work, 1-min load average 6.5 on average: on an idle machine expect less). Tiny: the
-#: browser test's chain (a few steps; the fixed part dominates).
+#: (method, context mode): the fallback when this workspace has no finished run to measure. Demo, No-DA: measured
+#: 2026-12-03 on the idle two-core machine (seeded 300-step runs, results/speed: 100.2 s of loop, ~10 s besides).
+#: ADVENT: x3.27, its step's ratio to No-DA's in ``bench/train_step.py`` the same day (665.4 / 203.3 ms). OURS-S1
+#: (x1.27 of ADVENT) and OURS-S2 (x0.59 of No-DA): the ratios of ``bench/quickstart_bench.py`` of 2026-12-02 (a
+#: loaded machine, before the speed work; fixed parts as measured then). Re-run that bench to refresh them.
+#: Tiny: the browser test's chain (a few steps; the fixed part dominates).
 MEASURED: dict[str, dict[tuple[str, str], tuple[float, float]]] = {
-    "demo": {("source_only", "none"): (3.54, 39.5), ("advent", "none"): (3.75, 10.7), ("pss", "group"): (4.75, 177.1),
-             ("pss_s2", "group"): (2.09, 42.2)},
+    "demo": {("source_only", "none"): (0.334, 10.0), ("advent", "none"): (1.09, 10.7),
+             ("pss", "group"): (1.38, 177.1), ("pss_s2", "group"): (0.197, 42.2)},
     "tiny": {("source_only", "none"): (0.05, 4.0), ("advent", "none"): (0.05, 4.0), ("pss", "group"): (0.05, 5.0),
              ("pss_s2", "group"): (0.05, 5.0)},
 }
