@@ -78,14 +78,6 @@ class ImageInference:
         (height, width), (h, w) = self.size, self.label.shape
         return min(w - 1, int(x * w / width)), min(h - 1, int(y * h / height))
 
-    def label_at_image_size(self) -> np.ndarray:
-        """The argmax label at the image's own size (nearest neighbour from the maps; the label itself if equal)."""
-        if tuple(self.label.shape) == tuple(self.size):
-            return self.label
-        rows = (np.arange(self.size[0]) * self.label.shape[0] // self.size[0])
-        cols = (np.arange(self.size[1]) * self.label.shape[1] // self.size[1])
-        return self.label[rows[:, None], cols[None, :]]
-
     @property
     def mean_entropy(self) -> float:
         return float(self.entropy.mean())

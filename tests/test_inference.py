@@ -60,7 +60,7 @@ def test_models_without_group_context_have_no_attention(group: list[ImageRecord]
 def test_a_large_photo_gets_maps_of_the_bounded_size_and_answers_in_image_pixels(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A photo larger than MAX_MAP_SIDE (patched to 40 to keep the test small: a 120x90 photo) gets 40x30 maps;
-    clicks, grid cells and the full-size label stay in the image's pixels."""
+    clicks and grid cells stay in the image's pixels, and the label resized to the image maps them back."""
     import pss.inference as inference
     from pss.api.maps import MAX_VIEW_SIDE
 
@@ -76,7 +76,9 @@ def test_a_large_photo_gets_maps_of_the_bounded_size_and_answers_in_image_pixels
     info = inf.pixel_info(60, 45)
     assert info["x"] == 60 and info["entropy"] == pytest.approx(float(inf.entropy[row, col]))
     assert inf.grid_cell(119, 89) == (inf.grid[0] - 1, inf.grid[1] - 1)
-    full = inf.label_at_image_size()
+    from pss.api.maps import resize_label
+
+    full = resize_label(inf.label, (120, 90))  # what Compare scores against the ground truth (pss.api.compare)
     assert full.shape == (90, 120) and full[89, 119] == inf.label[29, 39] and full[0, 2] == inf.label[0, 0]
     assert full[0, 3] == inf.label[0, 1]  # image column 3 lies in map column 1 (3 * 40 // 120)
 

@@ -110,7 +110,7 @@ def test_inference_cache_keeps_the_image_size_of_bounded_maps(tmp_path: Path) ->
     save_inference(tmp_path / "im0.npz", fresh, meta)
     cached = load_inference(tmp_path / "im0.npz", meta)
     assert cached.size == (60, 80) and cached.label.shape == (6, 8)
-    assert cached.map_pixel(79, 59) == (7, 5) and cached.label_at_image_size().shape == (60, 80)
+    assert cached.map_pixel(79, 59) == (7, 5) and maps.resize_label(cached.label, (80, 60)).shape == (60, 80)
 
 
 def _context(report: dict, method: dict | None = None) -> RunContext:

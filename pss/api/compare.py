@@ -76,7 +76,9 @@ def run_prediction(ws: Any, run_id: str, name: str, device: str = "auto") -> np.
     path = engine_workspace(ws).store().open_run(run_id).predictions_dir / f"{name}.png"
     if path.is_file():
         return read_label_png(path)
-    return image_inference(ws, run_id, name, device).label_at_image_size()
+    inference = image_inference(ws, run_id, name, device)
+    height, width = inference.size  # the label may be at the bounded map size (pss.inference.MAX_MAP_SIDE)
+    return maps.resize_label(inference.label, (width, height))
 
 
 def score_image(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:

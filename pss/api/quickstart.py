@@ -33,9 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from pss.api import runs as api_runs
-from pss.api.jobs import ACTIVE_JOB_STATUSES, AUTO_DEVICE, JobService, LaunchRequest, job_service, visible_gpus
+from pss.api.jobs import (ACTIVE_JOB_STATUSES, AUTO_DEVICE, JobService, LaunchRequest, job_service, validate_launch,
+                          visible_gpus)
 from pss.errors import ConfigError, PssError, RunStoreError
 from pss.runs.files import now_iso, read_json, write_json_atomic
+from pss.runs.meta import flatten
 from pss.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -240,6 +242,9 @@ def _find(service: JobService, config) -> tuple[str | None, str]:
 
 
 def _resolve(ws: Workspace, user: str, preset: str, launch: bool, device: str = AUTO_DEVICE) -> Quickstart:
+    from pss.config import config_to_dict
+    from pss.experiments.reuse import canonical
+
     service = job_service(ws)
     chain = _chain(ws, user, preset)
     ids: dict[str, str | None] = {}
@@ -260,10 +265,6 @@ def _resolve(ws: Workspace, user: str, preset: str, launch: bool, device: str = 
             parent = service.store.index.get_run(start) if start else None
             after = start if parent is not None and parent.status != "done" else None
             request = _request(chain, step, user, start, preset, device)
-            from pss.api.jobs import validate_launch
-            from pss.config import config_to_dict
-            from pss.experiments.reuse import canonical
-
             launched_config = validate_launch(ws, request, service.store, after=after)
             if canonical(config_to_dict(launched_config)) != canonical(config_to_dict(config)):
                 raise PssError(f"quickstart: the launch of {step.label} would not train the `pss experiment` "
@@ -346,12 +347,6 @@ class Estimate:
     device: str
 
 
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    from pss.runs.meta import flatten
-
-    return flatten(config)
-
-
 def _history_rate(ws: Workspace, method: str, shape: dict[str, Any], device_kind: str) -> Rate | None:
     """Seconds per step and fixed seconds measured on the newest finished runs alike in method and shape."""
     store = ws.store()
@@ -359,7 +354,7 @@ def _history_rate(ws: Workspace, method: str, shape: dict[str, Any], device_kind
     for record in store.list_runs(method=method, status="done"):
         if (record.device or "cpu").split(":")[0] != device_kind or record.duration_s is None:
             continue
-        flat = _flat(record.config)
+        flat = flatten(record.config)
         if any(flat.get(k) != v for k, v in shape.items()):
             continue
         try:
@@ -393,7 +388,7 @@ def rate_for(ws: Workspace, preset: str, method: str, context: str, device_kind:
 def estimate(ws: Workspace, state: Quickstart, device: str = AUTO_DEVICE) -> Estimate:
     """Seconds the chain still needs, run after run on one device (jobs on a device run one at a time)."""
     device_kind = "cuda" if device.startswith("cuda") or (device == AUTO_DEVICE and visible_gpus()) else "cpu"
-    base = _flat(_preset_dict(ws, state.preset))
+    base = flatten(_preset_dict(ws, state.preset))
     shape = {k: base.get(k) for k in SHAPE_KEYS}
     per_run: dict[str, float | None] = {}
     bases: list[str] = []

@@ -32,10 +32,6 @@ class QuickstartView:
     state: dict = field(default_factory=dict)  # plain numbers for API clients
 
 
-def _minutes(seconds: float | None) -> str:
-    return qs.format_minutes(seconds)
-
-
 def _run_line(run: qs.RunState) -> str:
     steps = f" · step {run.step}/{run.steps}" if run.status in ("running", "failed", "cancelled") else ""
     role = "" if run.shown else " (a start run)"
@@ -71,7 +67,7 @@ def banner(ws: Workspace, user: str | None) -> QuickstartView:
     estimate = qs.estimate(ws, state)
     where = f"on `{estimate.device}`, one run after another"
     basis = f" (from {', '.join(estimate.bases)})" if estimate.bases else ""
-    left = _minutes(estimate.total_s)
+    left = qs.format_minutes(estimate.total_s)
     data = _state_json(state, estimate)
     if state.done:
         text = (f"✓ **The demo comparison of {user} is ready**: {SHOWN} are trained (preset `{state.preset}`). "
