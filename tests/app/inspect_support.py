@@ -48,11 +48,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(ws: Workspace):
+def launch(ws: Workspace, default_k: int | None = None):
     """(demo, url) of the whole app served on a free port with the app's launch rules."""
-    from pss_app.app import build_app, launch_kwargs
+    from pss_app.app import DEFAULT_K, build_app, launch_kwargs
 
-    demo = build_app(ws)
+    demo = build_app(ws, default_k=default_k or DEFAULT_K)
     for attempt in range(3):
         try:
             _, url, _ = demo.launch(prevent_thread_lock=True,

@@ -6,38 +6,23 @@ it with apt-get); Playwright's own browser download is not used.
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from browser_support import SCREENSHOTS, open_page
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "assets" / "screenshots"
 LONG = 240_000  # ms: computing groups pays UMAP's first-call compile (~10-30 s on two busy cores)
 
 
 @pytest.fixture(scope="module")
 def page(app) -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        tab.on("pageerror", lambda exc: errors.append(str(exc)))
-        tab.set_default_timeout(60_000)
-        tab.goto(app.url, wait_until="load")
-        tab.errors = errors
+    with open_page(app.url) as tab:
         yield tab
         tab.screenshot(path=str(Path(app.ws.root).parent / "last-page.png"), full_page=True)  # for debugging
-        browser.close()
 
 
 def _text(page, selector: str) -> str:

@@ -7,32 +7,27 @@ of id1>`` the test runs on that workspace instead of the tiny one and writes the
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from browser_support import SCREENSHOTS, open_page, require_chromium
 from inspect_support import launch, trained_workspace
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-ASSETS = Path(__file__).resolve().parents[2] / "assets" / "screenshots"
 LONG = 180_000  # ms: the first inference loads the model (seconds on two busy cores)
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Iterator[tuple[str, Path]]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
+    require_chromium()
     given = os.environ.get("PSS_SCREENSHOT_WORKSPACE")
     if given:
         from pss.workspace import Workspace
 
-        ws, shots = Workspace(Path(given)), ASSETS
+        ws, shots = Workspace(Path(given)), SCREENSHOTS
     else:
         ws, shots = trained_workspace(tmp_path_factory).ws, tmp_path_factory.mktemp("screenshots")
     demo, url = launch(ws)
@@ -42,20 +37,10 @@ def served(tmp_path_factory) -> Iterator[tuple[str, Path]]:
 
 @pytest.fixture(scope="module")
 def page(served) -> Iterator:
-    from playwright.sync_api import sync_playwright
-
     url, shots = served
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        tab = browser.new_page(viewport={"width": 1500, "height": 1000})
-        errors: list[str] = []
-        tab.on("pageerror", lambda exc: errors.append(str(exc)))
-        tab.set_default_timeout(LONG)
-        tab.goto(url, wait_until="load")
-        tab.errors = errors
+    with open_page(url, width=1500, timeout_ms=LONG) as tab:
         tab.shots = shots
         yield tab
-        browser.close()
 
 
 def _wait_text(page, selector: str, text: str) -> None:

@@ -10,28 +10,21 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from browser_support import SCREENSHOTS, open_page, require_chromium, stop_jobs
+from inspect_support import launch
 from pss.api import Workspace
 from pss.api.jobs import job_service, stop_job_service
 from pss.data.demo import DemoConfig
-from pss.runs.procs import process_alive
 from pss_app.__main__ import prepare_workspace
-from pss_app.app import build_app, launch_kwargs
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "assets" / "screenshots"
 TINY = DemoConfig(num_source=16, num_users=2, images_per_user=12)
 CHAIN = 600_000  # ms: four job processes one after another on two busy cores
 SHOTS = os.environ.get("PSS_SCREENSHOT_WORKSPACE")
@@ -49,34 +42,18 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     yield workspace
     for key, value in saved.items():
         os.environ.pop(key, None) if value is None else os.environ.update({key: value})
-    if not SHOTS:
-        for job in job_service(workspace, start=False).queue.list_jobs(status="running"):
-            if job.pid and process_alive(job.pid, job.proc_start):
-                os.killpg(job.pid, signal.SIGKILL)
-    stop_job_service(workspace)
+    if SHOTS:
+        stop_job_service(workspace)  # an existing workspace: its jobs are the user's
+    else:
+        stop_jobs(workspace)
 
 
 @pytest.fixture(scope="module")
 def page(ws: Workspace) -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    demo = build_app(ws, default_k=4)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(ws, "127.0.0.1", port, None, quiet=True))
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-        errors: list[str] = []
-        tab.on("pageerror", lambda exc: errors.append(str(exc)))
-        tab.set_default_timeout(60_000)
-        tab.goto(url, wait_until="load")
-        tab.errors = errors
+    require_chromium()
+    demo, url = launch(ws, default_k=4)
+    with open_page(url) as tab:
         yield tab
-        browser.close()
     demo.close()
 
 
