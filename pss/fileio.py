@@ -1,0 +1,54 @@
+"""Atomic file writes: the one implementation every writer of the engine and the app uses.
+
+A file is written to a temporary sibling ``.<name>.<random>.tmp`` and renamed over the target with ``os.replace``
+(atomic on POSIX within one file system), so a reader sees either the old file or the complete new one, and a
+killed process leaves at most a stray temporary file (dot-prefixed, ``.tmp``-suffixed: listings ignore it).
+Concurrent writers of the same path each get their own temporary file; the last rename wins.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; when the block ends without an error it replaces ``path``.
+
+    For writers that want a path (``PIL.Image.save``, ``torch.save``, ``shutil.copyfile``). On any error
+    (including Ctrl-C) the temporary file is removed and ``path`` is left as it was. ``fsync``: flush the data to
+    disk before the rename (for files whose loss after a power cut matters, e.g. the run store's records).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        if fsync:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after a successful replace; removed after a failure
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`); returns ``path``."""
+    with atomic_path(path, fsync=fsync) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: Path, text: str, *, fsync: bool = False) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    return write_bytes_atomic(path, text.encode("utf-8"), fsync=fsync)
+
+
+__all__ = ["TMP_SUFFIX", "atomic_path", "write_bytes_atomic", "write_text_atomic"]
