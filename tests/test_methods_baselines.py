@@ -83,7 +83,7 @@ def test_adaptseg_discriminators_see_softmax_maps() -> None:
     assert main_map.shape == (2, C, 32, 32)
     assert main_map[0, 1, 5, 7].item() == pytest.approx(e2 / (e2 + 20), rel=1e-5)
     assert out.cache["source_aux"][1, 2, 0, 0].item() == pytest.approx(e1 / (e1 + 20), rel=1e-5)
-    aux = method.auxiliary_losses(out.cache)
+    aux = method.critic_losses(out.cache)
     assert aux["d_main"].item() == pytest.approx(LN2, rel=1e-5) and aux["d_aux"].item() == pytest.approx(LN2, rel=1e-5)
 
 

@@ -343,10 +343,10 @@ def pseudo_status(ctx: RunContext, name: str, mean_entropy: float) -> PseudoStat
     """Rank ``name`` among the mean entropies of the run's report (its own value from ``mean_entropy`` when the
     report has none) and apply the step-2 selection of the run's (or the default) pseudo-label settings."""
     from pss.losses import select_easy_images
-    from pss.methods.pss import PseudoLabelConfig
+    from pss.methods.pss import EntropyRankedPseudoConfig
 
     params = ctx.config.method.get("pseudo") or {}
-    config = PseudoLabelConfig(**{k: v for k, v in params.items() if k in ("select_rate", "pixel_keep_rate")})
+    config = EntropyRankedPseudoConfig(**{k: v for k, v in params.items() if k in ("select_rate", "pixel_keep_rate")})
     scores = dict(ctx.report.get("mean_entropy") or {})
     scores.setdefault(name, mean_entropy)
     names = list(scores)

@@ -34,7 +34,7 @@ from pss.errors import ConfigError, DatasetError
 from pss.losses import pixel_entropy, select_easy_images
 from pss.methods.fda import ClassThresholdPseudoConfig
 from pss.methods.mrnet import FusedArgmaxPseudoConfig
-from pss.methods.pss import PseudoLabelConfig
+from pss.methods.pss import EntropyRankedPseudoConfig
 from pss.models.segmenter import SegOutput, Segmenter
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def mask_uncertain_pixels(prediction: Prediction, keep_rate: float) -> np.ndarra
     return label
 
 
-def build_pseudo_labels(predictions: Sequence[Prediction], records: Sequence[ImageRecord], config: PseudoLabelConfig,
+def build_pseudo_labels(predictions: Sequence[Prediction], records: Sequence[ImageRecord], config: EntropyRankedPseudoConfig,
                         out_dir: Path) -> PseudoLabels:
     """Select the easy images among ``predictions`` and write their pseudo labels to ``out_dir/<name>.png``."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def _write(record: ImageRecord, label: np.ndarray, out_dir: Path) -> ImageRecord
     return replace(record, mask_path=path)
 
 
-def _entropy_ranked(model: Segmenter, config: PseudoLabelConfig, ctx: PseudoContext) -> PseudoLabels:
+def _entropy_ranked(model: Segmenter, config: EntropyRankedPseudoConfig, ctx: PseudoContext) -> PseudoLabels:
     predictions = list(predict_records(model, ctx.records, ctx.groups, ctx.device, ctx.short_side, ctx.batch_size,
                                        ctx.fast))
     return build_pseudo_labels(predictions, ctx.records, config, ctx.out_dir)
@@ -228,7 +228,7 @@ def _fused_argmax(model: Segmenter, config: FusedArgmaxPseudoConfig, ctx: Pseudo
 
 # Pseudo-label policy per method config type (a literal registry, no if/elif over methods).
 PSEUDO_POLICIES: dict[type, Callable[[Segmenter, Any, PseudoContext], PseudoLabels]] = {
-    PseudoLabelConfig: _entropy_ranked,             # PSS step 2: entropy-ranked easy images
+    EntropyRankedPseudoConfig: _entropy_ranked,             # PSS step 2: entropy-ranked easy images
     ClassThresholdPseudoConfig: _class_thresholded,  # FDA SSL: class-wise 66th percentile, capped 0.9
     FusedArgmaxPseudoConfig: _fused_argmax,         # MRNet stage II: argmax of main + 0.5 aux, no threshold
 }

@@ -62,16 +62,16 @@ class Trainer:
         self.optimizer = torch.optim.SGD(
             param_groups(self.model, self.train_cfg.lr, self.train_cfg.head_lr_mult),
             lr=self.train_cfg.lr, momentum=self.train_cfg.momentum, weight_decay=self.train_cfg.weight_decay)
-        self.aux_optimizer: torch.optim.Optimizer | None = None
-        if self.method.has_auxiliary():
+        self.critic_optimizer: torch.optim.Optimizer | None = None
+        if self.method.has_critics():
             lr_d = getattr(self.method.config, "lr_d", 1e-4)
-            self.aux_optimizer = torch.optim.Adam(self.method.parameters(), lr=lr_d, betas=(0.9, 0.99))
+            self.critic_optimizer = torch.optim.Adam(self.method.parameters(), lr=lr_d, betas=(0.9, 0.99))
         for opt in self._optimizers():
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
 
     def _optimizers(self) -> list[torch.optim.Optimizer]:
-        return [o for o in (self.optimizer, self.aux_optimizer) if o is not None]
+        return [o for o in (self.optimizer, self.critic_optimizer) if o is not None]
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -80,7 +80,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "aux_optimizer": self.aux_optimizer.state_dict() if self.aux_optimizer else None,
+            "aux_optimizer": self.critic_optimizer.state_dict() if self.critic_optimizer else None,
             "streams": {k: s.state_dict() for k, s in self.streams.items()},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
@@ -101,8 +101,8 @@ class Trainer:
         self.model.load_state_dict(data["model"])
         self.method.load_state_dict(data["method"])
         self.optimizer.load_state_dict(data["optimizer"])
-        if self.aux_optimizer is not None and data.get("aux_optimizer"):
-            self.aux_optimizer.load_state_dict(data["aux_optimizer"])
+        if self.critic_optimizer is not None and data.get("aux_optimizer"):
+            self.critic_optimizer.load_state_dict(data["aux_optimizer"])
         for key, state in data["streams"].items():
             if key in self.streams:
                 self.streams[key].load_state_dict(state)
@@ -132,15 +132,15 @@ class Trainer:
         batch = self._next_batch()
         self.model.train()
         self.method.train()
-        self.method.set_auxiliary_trainable(False)
+        self.method.set_critics_trainable(False)
         with self.fast.autocast(self.device):
             out = self.method.segmenter_losses(self.forward_model, batch)
         losses = dict(out.losses)
         sum(losses.values()).backward()
-        if self.aux_optimizer is not None and out.cache:
-            self.method.set_auxiliary_trainable(True)
+        if self.critic_optimizer is not None and out.cache:
+            self.method.set_critics_trainable(True)
             with self.fast.autocast(self.device):
-                aux = self.method.auxiliary_losses(out.cache)
+                aux = self.method.critic_losses(out.cache)
             if aux:
                 sum(aux.values()).backward()
                 losses.update(aux)

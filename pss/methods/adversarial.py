@@ -86,7 +86,7 @@ class OutputSpaceAdversarial(Method):
         losses.update(self.extra_target_losses(tgt_out, batch))
         return StepLosses(losses, cache)
 
-    def auxiliary_losses(self, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def critic_losses(self, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not cache:
             return {}
         losses = {"d_main": _domain_loss(self.d_main, cache["source_main"], cache["target_main"])}

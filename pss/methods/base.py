@@ -1,9 +1,9 @@
 """The method interface: a method turns a step's batches into named, already-weighted losses.
 
 The one training loop (``pss.engine.trainer``) owns backward, optimizers, AMP, devices and logging
-(code_examples.md P1). Auxiliary networks (discriminators) belong to the method, which is an
+(code_examples.md P1). The method's own networks (critics: discriminators) belong to the method, which is an
 ``nn.Module`` so they are saved in checkpoints; the loop freezes them during the segmenter step and
-runs ``auxiliary_losses`` on detached outputs afterwards (P2).
+runs ``critic_losses`` on detached outputs afterwards (P2).
 """
 from __future__ import annotations
 
@@ -68,14 +68,14 @@ class Method(nn.Module):
     def segmenter_losses(self, model: Segmenter, batch: StepBatch) -> StepLosses:
         raise NotImplementedError
 
-    def auxiliary_losses(self, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def critic_losses(self, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses of the method's own networks on detached outputs (empty for methods without any)."""
         return {}
 
-    def has_auxiliary(self) -> bool:
+    def has_critics(self) -> bool:
         return any(p.requires_grad for p in self.parameters())
 
-    def set_auxiliary_trainable(self, trainable: bool) -> None:
+    def set_critics_trainable(self, trainable: bool) -> None:
         """Freeze the method's networks during the segmenter step so the generator loss does not train them."""
         for p in self.parameters():
             p.requires_grad_(trainable)

@@ -20,7 +20,7 @@ class PSS(Advent):
 
 
 @dataclass
-class PseudoLabelConfig:
+class EntropyRankedPseudoConfig:
     """How step 2 builds pseudo labels (paper §4.3, §5.2; methods.md §1.6 for the released code).
 
     select_rate: fraction r of the user's images, ranked by mean pixel entropy, used as pseudo-labelled
@@ -44,7 +44,7 @@ class PseudoLabelConfig:
 
 @dataclass
 class PSSStep2Config(AdventConfig):
-    pseudo: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    pseudo: EntropyRankedPseudoConfig = field(default_factory=EntropyRankedPseudoConfig)
 
 
 class PSSStep2(PSS):
