@@ -181,7 +181,7 @@ def main() -> None:
             time_steps(setting, device, args.steps)
 
     batch = settings[0].trainer.train_cfg.batch_size
-    images = batch * (2 if settings[0].trainer.method.uses_target else 1)
+    images = batch * (2 if settings[0].trainer.method.uses("target") else 1)
     base_ms = settings[0].ms
     for s in settings:
         spread = f"{min(s.times_ms):.0f}-{max(s.times_ms):.0f}"

@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     def device_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
 
+    from pss.methods import METHODS  # the registry: `pss train --help` lists what can be trained
+
+    method_help = "the method (default: the preset's): " + ", ".join(
+        name + (f" (starts from a {cls.starts_from} run: --init-from RUN)" if cls.starts_from else "")
+        for name, cls in METHODS.items())
+
     p = sub.add_parser("demo", help="write the embedded demo (VOC + PSS layouts)")
     p.add_argument("--out", required=True, help="output data root (e.g. pss-workspace/data)")
     p.add_argument("--seed", type=int, default=0)
@@ -197,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     workspace_arg(p)
     device_arg(p)
     p.add_argument("--config", "-c", default="demo", help="preset name (demo, paper, tiny) or YAML file")
-    p.add_argument("--method")
+    p.add_argument("--method", choices=list(METHODS), metavar="METHOD", help=method_help)
     p.add_argument("--user")
     p.add_argument("--steps", type=int)
     p.add_argument("--context", choices=["none", "global", "group"])

@@ -27,7 +27,7 @@ from pss.data.image_io import load_rgb
 from pss.data.labels import CLASS_NAMES
 from pss.data.records import ImageRecord
 from pss.engine.evaluate import Prediction, chunk_batch
-from pss.engine.pseudo import mask_uncertain_pixels
+from pss.methods.pseudo import mask_uncertain_pixels
 from pss.losses import pixel_entropy
 from pss.models.segmenter import Segmenter
 

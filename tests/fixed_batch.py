@@ -21,6 +21,7 @@ from pss.config import build_config
 from pss.data.labels import write_label_png
 from pss.data.records import ImageRecord
 from pss.engine.data import make_stream
+from pss.engine.hooks import Hook
 from pss.engine.trainer import Trainer
 from pss.methods import METHODS, build_method
 from pss.models.segmenter import build_segmenter
@@ -62,13 +63,9 @@ def method_losses(name: str, records: dict[str, list[ImageRecord]]) -> list[dict
                "pseudo": make_stream(records["source"], None, config, 3)}
     seen: list[dict[str, float]] = []
 
-    class Spy:
-        def on_start(self, trainer: Trainer) -> None: ...
-        def on_step(self, trainer: Trainer, step: int, losses: dict[str, float], lr: float) -> None:
+    class Spy(Hook):
+        def on_log(self, trainer: Trainer, step: int, losses: dict[str, float], lr: float) -> None:
             seen.append(dict(losses))
-        def on_eval(self, *args: object) -> None: ...
-        def on_checkpoint(self, *args: object) -> None: ...
-        def on_end(self, *args: object) -> None: ...
 
     trainer = Trainer(config, model, method, streams, torch.device("cpu"), hooks=[Spy()])
     trainer.run()

@@ -12,7 +12,8 @@ from pss.config import build_config
 from pss.data.labels import write_label_png
 from pss.data.records import ImageRecord
 from pss.engine.data import make_stream
-from pss.engine.evaluate import evaluate_records
+from pss.engine.evaluate import EvalSettings, evaluate_records
+from pss.engine.hooks import Hook
 from pss.engine.trainer import Trainer
 from pss.errors import ConfigError
 from pss.methods import METHODS, build_method
@@ -49,9 +50,9 @@ def _trainer(method_name: str, records: dict[str, list[ImageRecord]], steps: int
     groups = {r.name: i % 2 for i, r in enumerate(records["source"] + records["target"])}
     use_groups = config.model.context.mode != "none"
     streams = {"source": make_stream(records["source"], groups if use_groups else None, config, 1)}
-    if method.uses_target:
+    if method.uses("target"):
         streams["target"] = make_stream(records["target"], groups if use_groups else None, config, 2)
-    if method.uses_pseudo:  # pseudo labels = the source labels, enough to exercise the pseudo batch path
+    if method.uses("pseudo"):  # pseudo labels = the source labels, enough to exercise the pseudo batch path
         streams["pseudo"] = make_stream(records["source"], None, config, 3)
     path = (lambda step: ckpt_dir / f"step_{step}.pt") if ckpt_dir else None
     return Trainer(config, model, method, streams, torch.device(device), checkpoint_path=path)
@@ -69,17 +70,20 @@ def test_every_method_trains_three_steps(method_name: str, device: str, records:
     before = {k: v.clone() for k, v in trainer.model.state_dict().items() if v.dtype.is_floating_point}
     aux_before = [p.detach().clone() for p in trainer.method.parameters()]
     seen: list[dict[str, float]] = []
-    trainer.hooks.append(type("Spy", (), {
-        "on_start": lambda self, t: None, "on_step": lambda self, t, s, losses, lr: seen.append(losses),
-        "on_eval": lambda *a: None, "on_checkpoint": lambda *a: None, "on_end": lambda *a: None})())
+
+    class Spy(Hook):
+        def on_log(self, trainer: Trainer, step: int, losses: dict[str, float], lr: float) -> None:
+            seen.append(losses)
+
+    trainer.hooks.append(Spy())
     result = trainer.run()
     assert result.status == "done" and result.step == 3 and len(seen) == 3
     for losses in seen:
         assert losses and all(np.isfinite(v) for v in losses.values())
     assert "source_main" in seen[0]
-    if METHODS[method_name].uses_target:
+    if METHODS[method_name].uses("target"):
         assert any(k.startswith("target_") for k in seen[0])
-    if METHODS[method_name].uses_pseudo:
+    if METHODS[method_name].uses("pseudo"):
         assert "pseudo_main" in seen[0]  # step 0 is a pseudo step (pseudo_every = 2)
     moved = [k for k, v in trainer.model.state_dict().items() if k in before and not torch.equal(v, before[k])]
     assert "classifier.weight" in moved or any(k.endswith("weight") for k in moved)
@@ -130,7 +134,7 @@ def test_evaluation_matches_hand_computed_metrics(tmp_path: Path) -> None:
     label[:, 8:] = 1  # left half background, right half class 1
     write_label_png(tmp_path / "a.png", label)
     record = ImageRecord("a", tmp_path / "a.jpg", tmp_path / "a.png")
-    report, entropy = evaluate_records(_ConstantModel(), [record], None, torch.device("cpu"), short_side=16)
+    report, entropy = evaluate_records(_ConstantModel(), [record], None, EvalSettings(torch.device("cpu"), 16))
     # prediction = 1 everywhere: class 1 IoU = 128/256 = 0.5, class 0 IoU = 0/128 = 0.
     # FIoU (PSS): inter = (p == t) & (p > 0) = 128 px, union = (p > 0) | (t > 0) = 256 px -> 0.5.
     assert report.fiou == pytest.approx(0.5)
@@ -158,7 +162,8 @@ def test_padded_chunk_gives_the_unpadded_logits() -> None:
     model = build_segmenter(build_config("tiny", ["method.name=pss"]).model).eval()
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (60, 90, 3), dtype=np.uint8) for _ in range(3)]
-    plain = chunk_logits(model, images, 64, torch.device("cpu"), pad_to=8, pad=False)
-    padded = chunk_logits(model, images, 64, torch.device("cpu"), pad_to=8, pad=True)
+    settings = EvalSettings(torch.device("cpu"), short_side=64, batch_size=8)
+    plain = chunk_logits(model, images, settings, pad=False)
+    padded = chunk_logits(model, images, settings, pad=True)
     assert plain.shape[0] == padded.shape[0] == 3 and plain.shape[-2:] == (8, 12)  # 64 x 96: sides in steps of 32
     torch.testing.assert_close(padded, plain, rtol=1e-5, atol=1e-5)

@@ -343,7 +343,7 @@ def pseudo_status(ctx: RunContext, name: str, mean_entropy: float) -> PseudoStat
     """Rank ``name`` among the mean entropies of the run's report (its own value from ``mean_entropy`` when the
     report has none) and apply the step-2 selection of the run's (or the default) pseudo-label settings."""
     from pss.losses import select_easy_images
-    from pss.methods.pss import EntropyRankedPseudoConfig
+    from pss.methods.pseudo import EntropyRankedPseudoConfig
 
     params = ctx.config.method.get("pseudo") or {}
     config = EntropyRankedPseudoConfig(**{k: v for k, v in params.items() if k in ("select_rate", "pixel_keep_rate")})

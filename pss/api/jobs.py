@@ -317,7 +317,7 @@ class JobService:
             self.store.discard_run(run.run_id)  # launch fully happens or leaves nothing behind
             raise
         warnings = []
-        if method_class(config.method_name).uses_pseudo and not config.train.init_from:
+        if method_class(config.method_name).uses("pseudo") and not config.train.init_from:
             warnings.append(f"{config.method_name} builds pseudo labels from its starting model; without "
                             "init-from that model is untrained on this task")
         self._kick()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,14 +22,34 @@ import torch.nn.functional as F
 from pss.data.image_io import load_mask, load_rgb
 from pss.data.labels import write_label_png
 from pss.data.records import ImageRecord
-from pss.engine.device import FastPath
+from pss.engine.device import FastPath, fast_path
 from pss.errors import DatasetError
 from pss.losses import pixel_entropy
 from pss.metrics import SegReport, evaluate_pairs
 from pss.models.segmenter import Segmenter
 
+if TYPE_CHECKING:
+    from pss.config import ExperimentConfig
+
 Progress = Callable[[float, str], None]
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How images are predicted for evaluation, pseudo labels and the app: on ``device``, chunks of ``batch_size``
+    images of one group resized to a common ``short_side``, with the run's ``fast`` path (``None``: fp32, NCHW)."""
+
+    device: torch.device
+    short_side: int
+    batch_size: int = 8
+    fast: FastPath | None = None
+
+    @classmethod
+    def from_config(cls, config: "ExperimentConfig", device: torch.device) -> "EvalSettings":
+        """The settings of a run: ``data.eval_short_side``, ``eval.batch_size`` and the train config's fast path."""
+        return cls(device, config.data.eval_short_side, config.eval.batch_size,
+                   fast_path(device, config.train.amp, config.train.channels_last))
 
 
 @dataclass
@@ -88,18 +108,19 @@ def chunk_batch(images: list[np.ndarray], short_side: int, device: torch.device)
                                     size=size, mode="bilinear", align_corners=False) for im in images])
 
 
-def chunk_logits(model: torch.nn.Module, images: list[np.ndarray], short_side: int, device: torch.device,
-                 fast: FastPath | None = None, pad_to: int = 0, pad: bool | None = None) -> torch.Tensor:
+def chunk_logits(model: torch.nn.Module, images: list[np.ndarray], settings: EvalSettings,
+                 pad: bool | None = None) -> torch.Tensor:
     """Float32 logits of one chunk (images of one group, predicted together so the group context sees them all).
 
-    On CUDA (``pad=None``; or whenever ``pad`` is True) the batch is padded with blank images up to ``pad_to``, so
-    that chunks of one size bucket share a shape (and cuDNN's plans); the blanks get a group id of their own, so the
-    real images' group attention never sees them, and BatchNorm in eval mode is per image: the real images' logits
-    are exactly the unpadded ones.
+    On CUDA (``pad=None``; or whenever ``pad`` is True) the batch is padded with blank images up to
+    ``settings.batch_size``, so that chunks of one size bucket share a shape (and cuDNN's plans); the blanks get a
+    group id of their own, so the real images' group attention never sees them, and BatchNorm in eval mode is per
+    image: the real images' logits are exactly the unpadded ones.
 
     Shape: n images -> (n, C, h, w) at the model's output stride.
     """
-    batch = chunk_batch(images, short_side, device)
+    device, fast, pad_to = settings.device, settings.fast, settings.batch_size
+    batch = chunk_batch(images, settings.short_side, device)
     n = batch.shape[0]
     group_ids = None
     if (device.type == "cuda" if pad is None else pad) and n < pad_to:
@@ -114,12 +135,11 @@ def chunk_logits(model: torch.nn.Module, images: list[np.ndarray], short_side: i
 
 @torch.inference_mode()
 def predict_records(model: Segmenter, records: Sequence[ImageRecord], groups: dict[str, int] | None,
-                    device: torch.device, short_side: int, batch_size: int = 8, fast: FastPath | None = None,
-                    progress: Progress | None = None, on_skip: Callable[[ImageRecord, str], None] | None = None,
+                    settings: EvalSettings, progress: Progress | None = None, on_skip: Callable[[ImageRecord, str], None] | None = None,
                     ) -> Iterator[Prediction]:
     """Predict every record, group by group; unreadable images are reported through ``on_skip`` and skipped."""
     model.eval()
-    chunks = chunk_by_group(records, groups, batch_size)
+    chunks = chunk_by_group(records, groups, settings.batch_size)
     for done, chunk in enumerate(chunks):
         loaded: list[tuple[ImageRecord, np.ndarray]] = []
         for index in chunk:
@@ -130,7 +150,7 @@ def predict_records(model: Segmenter, records: Sequence[ImageRecord], groups: di
                     on_skip(records[index], str(exc))
         if not loaded:
             continue
-        logits = chunk_logits(model, [im for _, im in loaded], short_side, device, fast, pad_to=batch_size)
+        logits = chunk_logits(model, [im for _, im in loaded], settings)
         for (record, image), one in zip(loaded, logits):
             full = F.interpolate(one[None], size=image.shape[:2], mode="bilinear", align_corners=False)
             prob = torch.softmax(full, dim=1)
@@ -151,8 +171,7 @@ def save_prediction(prediction: Prediction, predictions_dir: Path, maps_dir: Pat
 
 
 def evaluate_records(model: Segmenter, records: Sequence[ImageRecord], groups: dict[str, int] | None,
-                     device: torch.device, short_side: int, batch_size: int = 8, fast: FastPath | None = None,
-                     output_dir: Path | None = None, progress: Progress | None = None,
+                     settings: EvalSettings, output_dir: Path | None = None, progress: Progress | None = None,
                      ) -> tuple[SegReport, dict[str, float]]:
     """Predict all ``records`` (labelled or not: the group context uses them all), score the labelled ones.
 
@@ -171,8 +190,7 @@ def evaluate_records(model: Segmenter, records: Sequence[ImageRecord], groups: d
     def skipped(record: ImageRecord, reason: str) -> None:
         log.warning("skipping %s: %s", record.name, reason)
 
-    for prediction in predict_records(model, records, groups, device, short_side, batch_size, fast, progress,
-                                      on_skip=skipped):
+    for prediction in predict_records(model, records, groups, settings, progress, on_skip=skipped):
         entropies[prediction.name] = prediction.mean_entropy
         if output_dir is not None:
             save_prediction(prediction, output_dir / "predictions", output_dir / "maps")

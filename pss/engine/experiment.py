@@ -21,14 +21,15 @@ from pss.config import ExperimentConfig, config_to_dict
 from pss.engine.checkpoint import load_model_weights
 from pss.engine.data import ExperimentData, load_experiment_data, make_stream
 from pss.engine.skipped import log_skipped
-from pss.engine.device import fast_path, resolve_device
-from pss.engine.evaluate import evaluate_records
+from pss.engine.device import resolve_device
+from pss.engine.evaluate import EvalSettings, evaluate_records
 from pss.engine.hooks import ConsoleHook, Hook, RunStoreHook, SourceValHook, source_val_values
-from pss.engine.pseudo import PseudoContext, make_pseudo_labels
+from pss.engine.pseudo import PseudoContext
 from pss.engine.streams import BatchStream
 from pss.engine.trainer import Trainer, TrainResult
-from pss.errors import CheckpointError
+from pss.errors import CheckpointError, ConfigError
 from pss.methods import build_method
+from pss.methods.pseudo import PseudoPolicy
 from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter, build_segmenter
 from pss.runs import Run, RunStore
@@ -72,24 +73,34 @@ def prepare_run(config: ExperimentConfig, workspace: Workspace, device_spec: str
                                         config.train.steps, run_id=run_id)
 
 
-def _pseudo_stream(model: Segmenter, pseudo_config: Any, config: ExperimentConfig, data: ExperimentData,
-                   run: Run, device: torch.device, seed: int) -> BatchStream:
-    """Second stage: predict the target set with the starting model (and any extra teachers the method's pseudo
-    config names) and build pseudo labels with that method's policy (``pss.engine.pseudo.PSEUDO_POLICIES``)."""
-    fast = fast_path(device, config.train.amp, config.train.channels_last)
-
+def _pseudo_stream(model: Segmenter, policy: PseudoPolicy, config: ExperimentConfig, data: ExperimentData,
+                   run: Run, settings: EvalSettings, seed: int) -> BatchStream:
+    """Second stage: predict the target set with the starting model (and any extra teachers the method's policy
+    names) and build the pseudo labels with the method's policy (``pss.methods.pseudo``)."""
     def load_teacher(ref: str) -> Segmenter:
         teacher = build_segmenter(config.model)
         load_model_weights(teacher, resolve_init(ref, run.store))
-        return teacher.to(device)
+        return teacher.to(settings.device)
 
-    context = PseudoContext(data.target, data.target_groups, device, config.data.eval_short_side,
-                            config.eval.batch_size, fast, run.dir / "pseudo", load_teacher)
-    pseudo = make_pseudo_labels(model, pseudo_config, context)
+    source = PseudoContext(data.target, data.target_groups, settings, run.dir / "pseudo", load_teacher)
+    pseudo = policy.build(model, source)
     run.log(f"pseudo labels: {len(pseudo.selected)} of {len(pseudo.mean_entropy)} images selected"
             + (f"; {pseudo.summary}" if pseudo.summary else ""))
     groups = {name: data.target_groups[name] for name in pseudo.selected} if data.target_groups else None
     return make_stream(pseudo.records, groups, config, seed + 2)
+
+
+def finish_run(run: Run, model: Segmenter, config: ExperimentConfig, data: ExperimentData, settings: EvalSettings,
+               step: int, started: float, extra_report: dict[str, Any] | None = None, **status: Any) -> SegReport:
+    """The end of every run that produced a model: score it on the user's images (predictions and entropy maps
+    saved when ``eval.save_predictions``), write the report, log the ``eval`` event at ``step``, mark it done."""
+    report, entropies = evaluate_records(model, data.evaluation, data.evaluation_groups, settings,
+                                         output_dir=run.dir if config.eval.save_predictions else None)
+    run.write_report({**report.to_dict(), "mean_entropy": entropies, "groups": data.evaluation_groups,
+                      **(extra_report or {})})
+    run.log_event("eval", step, fiou=report.fiou, miou=report.miou["pss"], miou_present=report.miou["present"])
+    run.set_status("done", fiou=report.fiou, miou=report.miou["pss"], duration_s=time.time() - started, **status)
+    return report
 
 
 def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device_spec: str = "auto",
@@ -115,12 +126,11 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         run.set_status("running")
         model = build_segmenter(config.model)
         method = build_method(config.method_name, config.method_params(), config.model.num_classes)
-        if hasattr(method, "set_total_steps"):  # step schedules given as fractions of the run (MRNet's kl_start)
-            method.set_total_steps(config.train.steps)
+        policy = method.pseudo_policy()
         store = workspace.store()
         # On resume the checkpoint replaces these weights, except that a second stage's pseudo labels are rebuilt
         # from the starting model first (so that a resumed run trains on the same pseudo labels).
-        if config.train.init_from and (not resume or method.uses_pseudo):
+        if config.train.init_from and (not resume or policy is not None):
             # a context model may start from a context-free No-DA model: its context layers then start fresh
             # (with model.context.gate, as the identity, so the start predicts exactly as the No-DA model)
             load_model_weights(model, resolve_init(config.train.init_from, store),
@@ -128,21 +138,21 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         need_groups = config.model.context.mode != "none"
         data = load_experiment_data(config, device, workspace.cache, need_groups)
         seed = config.train.seed
+        settings = EvalSettings.from_config(config, device)
         streams = {"source": make_stream(data.source, data.source_groups, config, seed)}
-        if method.uses_target:
+        if method.uses("target"):
             streams["target"] = make_stream(data.target, data.target_groups, config, seed + 1)
-        if method.uses_pseudo:
-            streams["pseudo"] = _pseudo_stream(model.to(device), method.config.pseudo, config, data, run, device, seed)
-        fast = fast_path(device, config.train.amp, config.train.channels_last)
+        if method.uses("pseudo"):
+            if policy is None:
+                raise ConfigError(f"method {method.name!r} draws pseudo batches but has no pseudo_policy()")
+            streams["pseudo"] = _pseudo_stream(model.to(device), policy, config, data, run, settings, seed)
 
         def evaluator(m: Segmenter) -> SegReport:
-            return evaluate_records(m, data.evaluation, data.evaluation_groups, device, config.data.eval_short_side,
-                                    config.eval.batch_size, fast)[0]
+            return evaluate_records(m, data.evaluation, data.evaluation_groups, settings)[0]
 
         def source_evaluator(m: Segmenter) -> SegReport:
             # the source val has no k-means groups: each chunk of eval.batch_size images is one attention group
-            return evaluate_records(m, data.source_val, None, device, config.data.eval_short_side,
-                                    config.eval.batch_size, fast)[0]
+            return evaluate_records(m, data.source_val, None, settings)[0]
 
         source_val = SourceValHook(run, source_evaluator, config.train.source_val_every) if data.source_val else None
         hooks: list[Hook] = [RunStoreHook(run), *([source_val] if source_val else [])] + (extra_hooks or [])
@@ -160,18 +170,12 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         if result.status == "cancelled":
             run.set_status("cancelled", duration_s=time.time() - started)
             return RunOutcome(run.run_id, "cancelled", None, result, time.time() - started)
-        report, entropies = evaluate_records(
-            trainer.model, data.evaluation, data.evaluation_groups, device, config.data.eval_short_side,
-            config.eval.batch_size, fast, output_dir=run.dir if config.eval.save_predictions else None)
         extra: dict[str, Any] = {}
         if source_val is not None:
             final = source_val_values(source_val.score(trainer.model, result.step))
             curve = [{k: e.get(k) for k in ("step", *final)} for e in run.events("source_val")]
             extra["source_val"] = {**final, "curve": curve}  # the curve includes points from before a resume
-        run.write_report({**report.to_dict(), "mean_entropy": entropies, "groups": data.evaluation_groups, **extra})
-        run.log_event("eval", result.step, fiou=report.fiou, miou=report.miou["pss"],
-                      miou_present=report.miou["present"])
-        run.set_status("done", fiou=report.fiou, miou=report.miou["pss"], duration_s=time.time() - started)
+        report = finish_run(run, trainer.model, config, data, settings, result.step, started, extra)
         return RunOutcome(run.run_id, "done", report, result, time.time() - started)
     except BaseException as exc:
         run.log(traceback.format_exc())

@@ -7,15 +7,20 @@ from typing import TYPE_CHECKING, Any, Callable
 from tqdm import tqdm
 
 if TYPE_CHECKING:
+    import torch
+
     from pss.engine.trainer import Trainer
     from pss.metrics import SegReport
 
 
 class Hook:
-    """Override what you need. Called in list order."""
+    """Override what you need. Called in list order: ``on_start``; per step ``on_step`` (every step, the detached
+    loss tensors, no device sync), then on logging steps (``train.log_every``) ``on_log`` (the losses as floats,
+    checked finite, and the segmenter's LR), ``on_eval`` and ``on_checkpoint`` when they happen; ``on_end``."""
 
     def on_start(self, trainer: "Trainer") -> None: ...
-    def on_step(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None: ...
+    def on_step(self, trainer: "Trainer", step: int, losses: dict[str, "torch.Tensor"]) -> None: ...
+    def on_log(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None: ...
     def on_eval(self, trainer: "Trainer", step: int, report: "SegReport") -> None: ...
     def on_checkpoint(self, trainer: "Trainer", step: int, path: Any) -> None: ...
     def on_end(self, trainer: "Trainer", status: str) -> None: ...
@@ -32,7 +37,7 @@ class ConsoleHook(Hook):
         self.bar = tqdm(total=trainer.total_steps, initial=trainer.step, desc=self.desc, disable=self.disable,
                         dynamic_ncols=True)
 
-    def on_step(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None:
+    def on_log(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None:
         if self.bar is not None:
             self.bar.update(step + 1 - self.bar.n)
             self.bar.set_postfix({k: f"{v:.3g}" for k, v in list(losses.items())[:4]}, refresh=False)
@@ -52,16 +57,14 @@ class RunStoreHook(Hook):
     def __init__(self, run: Any) -> None:
         self.run = run
         self.started = time.time()
-        self.last = self.started
 
     def on_start(self, trainer: "Trainer") -> None:
         self.run.set_status("running")
         self.started = time.time()
 
-    def on_step(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None:
+    def on_log(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None:
         now = time.time()
         self.run.log_event("train", step + 1, lr=lr, seconds=now - self.started, **losses)
-        self.last = now
 
     def on_eval(self, trainer: "Trainer", step: int, report: "SegReport") -> None:
         self.run.log_event("eval", step + 1, fiou=report.fiou, miou=report.miou["pss"], miou_present=report.miou["present"])
@@ -78,9 +81,8 @@ class SourceValHook(Hook):
     and writes ``source_val`` events (step, fiou, miou, miou_present, num_images) to the run's ``metrics.jsonl``.
 
     This is the curve a No-DA length is chosen from, and it needs no target label. The final step is scored by
-    ``execute_run`` after training (also when ``every`` is 0), so the hook skips it. Steps are checked when the
-    trainer reports losses (every ``train.log_every``), so a ``every`` that is not a multiple of ``log_every``
-    is scored at the first report after each multiple.
+    ``execute_run`` after training (also when ``every`` is 0), so the hook skips it. Checked every step, so the
+    points fall on the multiples of ``every`` whatever ``train.log_every`` is.
     """
 
     def __init__(self, run: Any, evaluate: Callable[[Any], "SegReport"], every: int) -> None:
@@ -90,7 +92,7 @@ class SourceValHook(Hook):
     def on_start(self, trainer: "Trainer") -> None:
         self.last = trainer.step  # a resumed run's earlier points are already in metrics.jsonl
 
-    def on_step(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None:
+    def on_step(self, trainer: "Trainer", step: int, losses: dict[str, "torch.Tensor"]) -> None:
         done = step + 1
         if self.every > 0 and done // self.every > self.last // self.every and done < trainer.total_steps:
             self.score(trainer.model, done)

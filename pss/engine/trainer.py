@@ -1,9 +1,11 @@
 """The one training loop (code_examples.md P1): every method, every backbone, CPU or CUDA.
 
-Per step (the order of the released ADVENT/PSS code, methods.md §1.3): poly LR; the method's networks
-frozen; the method's segmenter losses (source CE, target adversarial/entropy, pseudo CE) summed and
-back-propagated; the method's networks unfrozen and their losses back-propagated on detached outputs;
-then every optimizer steps. Hooks see each step; checkpoints make resume == uninterrupted.
+Per step (the order of the released ADVENT/PSS code, methods.md §1.3): poly LR on every optimizer the method
+built; the batches of the streams the method draws this step; the method's critics frozen; its segmenter losses
+(source CE, target adversarial/entropy, pseudo CE) summed and back-propagated; the critics unfrozen and their
+losses back-propagated on detached outputs; every optimizer steps; the method's ``after_step``. Nothing here
+depends on which method runs (the contract is ``pss.methods.base.Method``). Hooks see every step
+(``on_step``) and every logging step (``on_log``); checkpoints make resume == uninterrupted.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from pss.engine.schedule import set_poly_lr
 from pss.engine.streams import BatchStream, to_device
 from pss.methods import Method, StepBatch
 from pss.metrics import SegReport
-from pss.models.segmenter import Segmenter, param_groups
+from pss.models.segmenter import Segmenter
 
 
 @dataclass
@@ -38,7 +40,7 @@ class Trainer:
     """Runs ``config.train.steps`` steps of ``method`` on ``model``.
 
     Args:
-        streams: ``source`` (always), ``target`` (methods with ``uses_target``), ``pseudo`` (``uses_pseudo``).
+        streams: one ``BatchStream`` per name in ``method.streams`` (``source``, ``target``, ``pseudo``).
         evaluator: called every ``train.eval_every`` steps (if > 0) with the model; returns a ``SegReport``.
         checkpoint_path: step -> where that step's checkpoint goes (``None``: no checkpoints).
     """
@@ -59,19 +61,19 @@ class Trainer:
         self.step = 0
         self.stop_requested = False
         self.forward_model: torch.nn.Module = torch.compile(self.model) if self.train_cfg.compile else self.model
-        self.optimizer = torch.optim.SGD(
-            param_groups(self.model, self.train_cfg.lr, self.train_cfg.head_lr_mult),
-            lr=self.train_cfg.lr, momentum=self.train_cfg.momentum, weight_decay=self.train_cfg.weight_decay)
-        self.critic_optimizer: torch.optim.Optimizer | None = None
-        if self.method.has_critics():
-            lr_d = getattr(self.method.config, "lr_d", 1e-4)
-            self.critic_optimizer = torch.optim.Adam(self.method.parameters(), lr=lr_d, betas=(0.9, 0.99))
-        for opt in self._optimizers():
+        missing = [name for name in method.streams if name not in streams]
+        if missing:
+            raise ValueError(f"method {method.name!r} draws the stream(s) {missing}; got only {sorted(streams)}")
+        self.method.on_train_start(self.total_steps)
+        self.optimizers = self.method.build_optimizers(self.model, self.train_cfg)
+        for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
 
-    def _optimizers(self) -> list[torch.optim.Optimizer]:
-        return [o for o in (self.optimizer, self.critic_optimizer) if o is not None]
+    @property
+    def lr(self) -> float:
+        """The segmenter's current base learning rate (the first group of the first optimizer)."""
+        return next(iter(self.optimizers.values())).param_groups[0]["lr"]
 
     # -- checkpoints -------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -79,8 +81,7 @@ class Trainer:
             "step": self.step,
             "model": self.model.state_dict(),
             "method": self.method.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "aux_optimizer": self.critic_optimizer.state_dict() if self.critic_optimizer else None,
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
             "streams": {k: s.state_dict() for k, s in self.streams.items()},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
@@ -100,9 +101,12 @@ class Trainer:
         data = load_checkpoint(path, map_location=self.device)
         self.model.load_state_dict(data["model"])
         self.method.load_state_dict(data["method"])
-        self.optimizer.load_state_dict(data["optimizer"])
-        if self.critic_optimizer is not None and data.get("aux_optimizer"):
-            self.critic_optimizer.load_state_dict(data["aux_optimizer"])
+        saved = data.get("optimizers")
+        if saved is None:  # checkpoints written before the method contract (issue 13): two fixed slots
+            saved = {"segmenter": data["optimizer"], "critic": data.get("aux_optimizer")}
+        for name, opt in self.optimizers.items():
+            if saved.get(name):
+                opt.load_state_dict(saved[name])
         for key, state in data["streams"].items():
             if key in self.streams:
                 self.streams[key].load_state_dict(state)
@@ -113,20 +117,15 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------------------
     def _next_batch(self) -> StepBatch:
-        cl = self.fast.channels_last
-
-        def take(key: str) -> dict[str, torch.Tensor]:
-            return to_device(next(self.streams[key]), self.device, cl)
-
-        target = take("target") if self.method.uses_target else None
-        pseudo = None
-        if self.method.uses_pseudo and self.step % self.method.config.pseudo.pseudo_every == 0:
-            pseudo = take("pseudo")
-        return StepBatch(step=self.step, source=take("source"), target=target, pseudo=pseudo)
+        # drawn in the order target, pseudo, source (as before the contract: resumed and recorded runs match)
+        drawn = {name: to_device(next(self.streams[name]), self.device, self.fast.channels_last)
+                 for name in ("target", "pseudo", "source")
+                 if self.method.uses(name) and self.method.draws(name, self.step)}
+        return StepBatch(step=self.step, **drawn)
 
     def train_step(self) -> dict[str, torch.Tensor]:
         """One optimisation step; returns the detached named losses."""
-        for opt in self._optimizers():
+        for opt in self.optimizers.values():
             set_poly_lr(opt, self.step, self.total_steps, self.train_cfg.poly_power)
             opt.zero_grad(set_to_none=True)
         batch = self._next_batch()
@@ -137,15 +136,16 @@ class Trainer:
             out = self.method.segmenter_losses(self.forward_model, batch)
         losses = dict(out.losses)
         sum(losses.values()).backward()
-        if self.critic_optimizer is not None and out.cache:
+        if out.cache:
             self.method.set_critics_trainable(True)
             with self.fast.autocast(self.device):
-                aux = self.method.critic_losses(out.cache)
-            if aux:
-                sum(aux.values()).backward()
-                losses.update(aux)
-        for opt in self._optimizers():
+                critic = self.method.critic_losses(out.cache)
+            if critic:
+                sum(critic.values()).backward()
+                losses.update(critic)
+        for opt in self.optimizers.values():
             opt.step()
+        self.method.after_step(self.model, self.step)
         return {k: v.detach() for k, v in losses.items()}
 
     def run(self) -> TrainResult:
@@ -158,14 +158,16 @@ class Trainer:
         while self.step < self.total_steps:
             losses = self.train_step()
             self.step += 1
+            for hook in self.hooks:
+                hook.on_step(self, self.step - 1, losses)
             if self.step % log_every == 0 or self.step == self.total_steps:
+                # float() waits for the device: only on logging steps, so a non-finite loss is caught there
                 last = {k: float(v) for k, v in losses.items()}
-                bad = {k: v for k, v in last.items() if not math.isfinite(v)}
-                if bad:
+                if not all(math.isfinite(v) for v in last.values()):
                     raise FloatingPointError(f"non-finite loss at step {self.step}: {last}; lower train.lr or "
                                              "check the data with `pss doctor`")
                 for hook in self.hooks:
-                    hook.on_step(self, self.step - 1, last, self.optimizer.param_groups[0]["lr"])
+                    hook.on_log(self, self.step - 1, last, self.lr)
             every = self.train_cfg.eval_every
             if self.evaluator is not None and every > 0 and self.step % every == 0 and self.step < self.total_steps:
                 self._evaluate()

@@ -85,9 +85,9 @@ def _evaluate_into_run(ws: Workspace, config: ExperimentConfig, checkpoint: os.P
                        device: str) -> RunRecord:
     from pss.engine.checkpoint import load_model_weights
     from pss.engine.data import load_experiment_data
-    from pss.engine.device import fast_path, resolve_device
-    from pss.engine.evaluate import evaluate_records
-    from pss.engine.experiment import prepare_run
+    from pss.engine.device import resolve_device
+    from pss.engine.evaluate import EvalSettings
+    from pss.engine.experiment import finish_run, prepare_run
     from pss.models.segmenter import build_segmenter
 
     started = time.time()
@@ -100,16 +100,8 @@ def _evaluate_into_run(ws: Workspace, config: ExperimentConfig, checkpoint: os.P
         load_model_weights(model, checkpoint)
         _link_or_copy(checkpoint, run.checkpoint_path(source.steps))
         data = load_experiment_data(config, torch_device, ws.cache, config.model.context.mode != "none")
-        fast = fast_path(torch_device, config.train.amp, config.train.channels_last)
-        report, entropies = evaluate_records(
-            model.to(torch_device), data.evaluation, data.evaluation_groups, torch_device,
-            config.data.eval_short_side, config.eval.batch_size, fast,
-            output_dir=run.dir if config.eval.save_predictions else None)
-        run.write_report({**report.to_dict(), "mean_entropy": entropies, "groups": data.evaluation_groups})
-        run.log_event("eval", source.steps, fiou=report.fiou, miou=report.miou["pss"],
-                      miou_present=report.miou["present"])
-        run.set_status("done", fiou=report.fiou, miou=report.miou["pss"], steps=source.steps,
-                       duration_s=time.time() - started)
+        finish_run(run, model.to(torch_device), config, data, EvalSettings.from_config(config, torch_device),
+                   source.steps, started, steps=source.steps)
     except BaseException as exc:
         run.log(traceback.format_exc())
         run.set_status("failed", error=f"{type(exc).__name__}: {exc}", duration_s=time.time() - started)

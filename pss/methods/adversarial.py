@@ -10,6 +10,7 @@ one on a map of the aux output — take the target for source (generator side, w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,6 +19,9 @@ from pss.methods.base import Method, SegLossWeights, StepBatch, StepLosses, resi
 from pss.models.discriminator import build_discriminator
 from pss.models.segmenter import SegOutput, Segmenter
 from pss.ops.kernels import fast_kernels
+
+if TYPE_CHECKING:
+    from pss.config import TrainConfig
 
 SOURCE_DOMAIN, TARGET_DOMAIN = 0, 1
 
@@ -37,13 +41,21 @@ class OutputSpaceAdversarial(Method):
     """Base of the adversarial methods; subclasses define :meth:`discriminator_input`."""
 
     Config = AdversarialConfig
-    uses_target = True
+    streams = ("source", "target")
 
     def __init__(self, config: AdversarialConfig, num_classes: int) -> None:
         super().__init__(config, num_classes)
         if self.uses_discriminators():
             self.d_main = build_discriminator(num_classes, config.ndf)
             self.d_aux = build_discriminator(num_classes, config.ndf) if config.lambda_adv_aux > 0 else None
+
+    def build_optimizers(self, model: Segmenter, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """The segmenter's SGD and, when there are discriminators, their Adam (lr ``lr_d``, betas (0.9, 0.99),
+        poly-decayed like the segmenter: methods.md §2.3)."""
+        optimizers = super().build_optimizers(model, train)
+        if self.uses_discriminators():
+            optimizers["critic"] = torch.optim.Adam(self.parameters(), lr=self.config.lr_d, betas=(0.9, 0.99))
+        return optimizers
 
     def uses_discriminators(self) -> bool:
         """False for variants that replace the adversarial term (ADVENT's MinEnt)."""

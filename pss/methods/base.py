@@ -1,21 +1,26 @@
-"""The method interface: a method turns a step's batches into named, already-weighted losses.
+"""The method contract: a method declares what it needs and owns what is specific to it; the loop owns the rest.
 
-The one training loop (``pss.engine.trainer``) owns backward, optimizers, AMP, devices and logging
-(code_examples.md P1). The method's own networks (critics: discriminators) belong to the method, which is an
-``nn.Module`` so they are saved in checkpoints; the loop freezes them during the segmenter step and
-runs ``critic_losses`` on detached outputs afterwards (P2).
+The one training loop (``pss.engine.trainer``) owns backward, AMP, devices, the LR schedule, checkpoints and
+logging (code_examples.md P1). A method declares the batch streams and fields it needs (so the data path provides
+them) and owns its losses, its optimizers, its own networks (critics: discriminators, an ``nn.Module`` part of the
+method, so they are saved in checkpoints; the loop freezes them during the segmenter step and runs
+``critic_losses`` on detached outputs afterwards, P2), its pseudo-label policy and its start/step hooks. Adding a
+method is one file and one line in the registry (``pss.methods.METHODS``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pss.losses import seg_ce
-from pss.models.segmenter import SegOutput, Segmenter, upsample
+from pss.models.segmenter import SegOutput, Segmenter, param_groups, upsample
+
+if TYPE_CHECKING:
+    from pss.config import TrainConfig
+    from pss.methods.pseudo import PseudoPolicy
 
 
 @dataclass
@@ -31,7 +36,7 @@ class StepBatch:
 
 @dataclass
 class StepLosses:
-    """Named, already-weighted segmenter losses (summed by the loop) and what the auxiliary step needs."""
+    """Named, already-weighted segmenter losses (summed by the loop) and what the critic step needs."""
 
     losses: dict[str, torch.Tensor]
     cache: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -45,40 +50,81 @@ class SegLossWeights:
     lambda_seg_aux: float = 0.4
 
 
-class Method(nn.Module):
-    """Base class. Subclasses set ``name``, ``Config`` and implement ``segmenter_losses``.
+STREAMS = ("source", "target", "pseudo")  # the batch streams the loop can draw
+BATCH_FIELDS = ("image", "label")  # what every batch carries; a method's ``fields`` asks for more (issue 17: tags)
 
-    Class attributes:
-        uses_target: the loop must feed unlabelled target batches.
-        uses_pseudo: the loop must build pseudo labels before training and feed pseudo batches.
+
+class Method(nn.Module):
+    """Base class: a method turns a step's batches into named, already-weighted losses. Subclasses set ``name`` and
+    ``Config`` and implement ``segmenter_losses``; everything else has a default that fits most methods.
+
+    Declared (class attributes, read by the engine and the app before anything is built):
+        streams: the batch streams the loop draws (``source`` always; ``target``: unlabelled target images;
+            ``pseudo``: target images with the labels of :meth:`pseudo_policy`, built before training).
+        fields: extra per-image batch fields the method needs besides ``image`` and ``label``.
         default_context: the context mode (``none``/``global``/``group``) when the config leaves it unset.
+        starts_from: for a second stage, the method whose run it starts from (``train.init_from``).
+
+    Owned (called by the loop, in this order):
+        :meth:`on_train_start` once; :meth:`build_optimizers` once; per step :meth:`draws` per stream, then
+        :meth:`segmenter_losses` with the method's critics frozen, then :meth:`critic_losses` on the detached
+        ``cache`` with them unfrozen, every optimizer steps, then :meth:`after_step`.
     """
 
     name: ClassVar[str] = ""
     Config: ClassVar[type] = SegLossWeights
-    uses_target: ClassVar[bool] = False
-    uses_pseudo: ClassVar[bool] = False
+    streams: ClassVar[tuple[str, ...]] = ("source",)
+    fields: ClassVar[tuple[str, ...]] = ()
     default_context: ClassVar[str] = "none"
+    starts_from: ClassVar[str | None] = None
 
     def __init__(self, config: Any, num_classes: int) -> None:
         super().__init__()
         self.config = config
         self.num_classes = num_classes
 
+    # -- declared needs ----------------------------------------------------------------------------------------------
+    @classmethod
+    def uses(cls, stream: str) -> bool:
+        """Whether the loop must feed this method ``stream`` batches."""
+        return stream in cls.streams
+
+    def pseudo_policy(self) -> PseudoPolicy | None:
+        """How the ``pseudo`` stream's labels are built (``None`` for methods without one)."""
+        return None
+
+    def draws(self, stream: str, step: int) -> bool:
+        """Whether step ``step`` gets a ``stream`` batch; pseudo batches come every ``pseudo_every`` steps."""
+        if stream == "pseudo":
+            policy = self.pseudo_policy()
+            return policy is not None and step % policy.pseudo_every == 0
+        return True
+
+    # -- owned by the method -----------------------------------------------------------------------------------------
+    def on_train_start(self, total_steps: int) -> None:
+        """Once, before the first step (and on resume): schedules given as fractions of the run become steps."""
+
+    def build_optimizers(self, model: Segmenter, train: TrainConfig) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers by name (saved in checkpoints under these names). Default: the segmenter's SGD (methods.md
+        §1.3: momentum 0.9, weight decay 5e-4, the heads at ``head_lr_mult`` x LR). Every optimizer's LR follows
+        the loop's poly schedule from its ``initial_lr``."""
+        return {"segmenter": torch.optim.SGD(param_groups(model, train.lr, train.head_lr_mult), lr=train.lr,
+                                             momentum=train.momentum, weight_decay=train.weight_decay)}
+
     def segmenter_losses(self, model: Segmenter, batch: StepBatch) -> StepLosses:
         raise NotImplementedError
 
     def critic_losses(self, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Losses of the method's own networks on detached outputs (empty for methods without any)."""
+        """Losses of the method's own networks (critics: discriminators) on detached outputs; none by default."""
         return {}
-
-    def has_critics(self) -> bool:
-        return any(p.requires_grad for p in self.parameters())
 
     def set_critics_trainable(self, trainable: bool) -> None:
         """Freeze the method's networks during the segmenter step so the generator loss does not train them."""
         for p in self.parameters():
             p.requires_grad_(trainable)
+
+    def after_step(self, model: Segmenter, step: int) -> None:
+        """After every optimizer step (e.g. an EMA teacher's update); nothing by default."""
 
 
 def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -8,7 +8,7 @@ upsampling). Images are the raw [0, 1] crops: FDA is applied before normalisatio
 normalises afterwards — the README's "use the original images for FDA, then do mean subtraction".
 
 ``fda_ssl`` = the SSL round: the same losses, started from an FDA model, plus a CE on target pseudo labels.
-Pseudo labels (``ClassThresholdPseudoConfig``, built by ``pss.engine.pseudo``): argmax of the teacher's
+Pseudo labels (``ClassThresholdPseudoConfig``, ``pss.methods.pseudo``): argmax of the teacher's
 softmax; per class c the threshold is the 66th percentile of the max-probabilities of the pixels
 predicted c over the whole target set, capped at 0.9; pixels below their class threshold -> 255.
 The teacher is the starting model; ``pseudo.extra_models`` (run ids or checkpoints of FDA models trained
@@ -26,6 +26,7 @@ import torch
 
 from pss.losses import robust_entropy
 from pss.methods.base import Method, SegLossWeights, StepBatch, StepLosses, supervised_losses
+from pss.methods.pseudo import ClassThresholdPseudoConfig
 from pss.models.segmenter import Segmenter
 from pss.ops.fourier import fda_source_to_target
 
@@ -39,28 +40,6 @@ class FDAConfig(SegLossWeights):
     def __post_init__(self) -> None:
         if not 0.0 <= self.beta <= 0.5:
             raise ValueError(f"beta must be in [0, 0.5] (paper: 0.01, 0.05, 0.09), got {self.beta}")
-
-
-@dataclass
-class ClassThresholdPseudoConfig:
-    """FDA's pseudo labels (``getSudoLabel_multi.py``): class-wise confidence thresholds over the target set.
-
-    percentile: per class, the threshold is this quantile of the max-probabilities of its predicted pixels (0.66).
-    cap: thresholds above this are lowered to it (0.9), so confident classes keep every pixel above 0.9.
-    extra_models: run ids or checkpoint paths whose softmax is averaged with the starting model's (MBT).
-    pseudo_every: train a pseudo batch every this many steps (1: every step, as the SSL round does).
-    """
-
-    percentile: float = 0.66
-    cap: float = 0.9
-    extra_models: list[str] = field(default_factory=list)
-    pseudo_every: int = 1
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.percentile < 1.0 or not 0.0 < self.cap <= 1.0:
-            raise ValueError("percentile must be in [0, 1) and cap in (0, 1]")
-        if self.pseudo_every < 1:
-            raise ValueError("pseudo_every must be >= 1")
 
 
 def stylise(source: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
@@ -81,7 +60,7 @@ class FDA(Method):
 
     name = "fda"
     Config = FDAConfig
-    uses_target = True
+    streams = ("source", "target")
 
     def segmenter_losses(self, model: Segmenter, batch: StepBatch) -> StepLosses:
         cfg: FDAConfig = self.config
@@ -107,4 +86,8 @@ class FDASelfTraining(FDA):
 
     name = "fda_ssl"
     Config = FDASelfTrainingConfig
-    uses_pseudo = True
+    streams = ("source", "target", "pseudo")
+    starts_from = "fda"
+
+    def pseudo_policy(self) -> ClassThresholdPseudoConfig:
+        return self.config.pseudo

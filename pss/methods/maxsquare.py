@@ -60,7 +60,7 @@ class MaxSquare(Method):
 
     name = "maxsquare"
     Config = MaxSquareConfig
-    uses_target = True
+    streams = ("source", "target")
 
     def segmenter_losses(self, model: Segmenter, batch: StepBatch) -> StepLosses:
         cfg: MaxSquareConfig = self.config

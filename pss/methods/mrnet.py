@@ -29,6 +29,7 @@ import torch
 from pss.losses import memory_kl, rectified_ce
 from pss.methods.adaptseg import AdaptSeg, AdaptSegConfig
 from pss.methods.base import Method, SegLossWeights, StepBatch, StepLosses, resize_logits, supervised_losses
+from pss.methods.pseudo import FusedArgmaxPseudoConfig
 from pss.models.segmenter import SegOutput, Segmenter
 
 
@@ -52,10 +53,10 @@ class MRNet(AdaptSeg):
 
     def __init__(self, config: MRNetConfig, num_classes: int) -> None:
         super().__init__(config, num_classes)
-        self.kl_start_step = 0  # set by set_total_steps; 0 = on from the first step
+        self.kl_start_step = 0  # set by on_train_start; 0 = on from the first step
 
-    def set_total_steps(self, total_steps: int) -> None:
-        """Called by the experiment with ``train.steps`` so ``kl_start`` becomes a step number."""
+    def on_train_start(self, total_steps: int) -> None:
+        """``kl_start`` (a fraction of the run) becomes a step number."""
         self.kl_start_step = int(round(self.config.kl_start * total_steps))
 
     def extra_target_losses(self, tgt_out: SegOutput, batch: StepBatch) -> dict[str, torch.Tensor]:
@@ -66,21 +67,6 @@ class MRNet(AdaptSeg):
         main = resize_logits(tgt_out.logits, size).float()
         aux = resize_logits(tgt_out.aux_logits, size).float()
         return {"target_kl": cfg.lambda_kl * memory_kl(main, aux)}
-
-
-@dataclass
-class FusedArgmaxPseudoConfig:
-    """MRNet's pseudo labels: ``argmax softmax(main + aux_weight·aux)`` for every target image, no threshold.
-
-    pseudo_every: train a pseudo batch every this many steps (1: stage II trains on pseudo labels every step).
-    """
-
-    aux_weight: float = 0.5
-    pseudo_every: int = 1
-
-    def __post_init__(self) -> None:
-        if self.aux_weight < 0 or self.pseudo_every < 1:
-            raise ValueError("aux_weight must be >= 0 and pseudo_every >= 1")
 
 
 @dataclass
@@ -97,7 +83,11 @@ class MRNetStage2(Method):
 
     name = "mrnet_s2"
     Config = MRNetStage2Config
-    uses_pseudo = True
+    streams = ("source", "pseudo")
+    starts_from = "mrnet"
+
+    def pseudo_policy(self) -> FusedArgmaxPseudoConfig:
+        return self.config.pseudo
 
     def segmenter_losses(self, model: Segmenter, batch: StepBatch) -> StepLosses:
         cfg: MRNetStage2Config = self.config
