@@ -52,3 +52,28 @@ def test_source_val_curve_in_metrics_and_report(workspace: Workspace) -> None:
     assert report is not None
     assert [p["step"] for p in report["source_val"]["curve"]] == [2, 4, 5]
     assert report["source_val"]["miou"] == events[-1]["miou"]
+
+
+def test_eval_predict_and_checkpoint_scores_of_a_finished_run(workspace: Workspace, tmp_path: Path) -> None:
+    """`pss eval`, `pss predict` and the source-val curve of saved checkpoints (EvalSettings at every call site)."""
+    from pss.cli import main
+    from pss.experiments.source_curve import score_checkpoints
+
+    config = api.make_config(workspace, "tiny", ["method.name=source_only", "train.steps=4", "train.amp=off",
+                                                 "train.checkpoint_every=2", "train.source_val_every=0",
+                                                 "tag=eval-predict-test"])
+    record, _ = ensure_run(workspace, config, "cpu", console=False)
+    run = workspace.store().open_run(record.run_id)
+    report = run.read_report()
+    assert report is not None
+    again = api.evaluate_run(workspace, record.run_id, device="cpu")  # fp32 both times: the same numbers
+    assert again.fiou == pytest.approx(report["fiou"], abs=1e-6)
+    assert main(["eval", "-w", str(workspace.root), "--device", "cpu", record.run_id]) == 0
+    image = next((config.data.personal_path() / config.data.user / "JPEGImages").glob("*.jpg"))
+    out = tmp_path / "predicted"
+    assert main(["predict", "-w", str(workspace.root), "--device", "cpu", record.run_id, str(image),
+                 "--out", str(out)]) == 0
+    assert (out / f"{image.stem}.png").is_file() and (out / f"{image.stem}_entropy.png").is_file()
+    assert [e["step"] for e in run.events("source_val")] == [4]  # the final score only
+    curve = score_checkpoints(workspace, record.run_id, device="cpu")
+    assert [e["step"] for e in curve] == [2, 4]

@@ -87,7 +87,7 @@ def evaluate_run(ws: Workspace, run_id: str, user: str | None = None, device: st
     """Evaluate a run's model on its user (or ``user``), grouped as in training; nothing is written."""
     from pss.data.pss_layout import read_user
     from pss.engine.data import compute_groups
-    from pss.engine.evaluate import evaluate_records
+    from pss.engine.evaluate import EvalSettings, evaluate_records
 
     model, config, torch_device = load_run_model(ws, run_id, device)
     records = read_user(config.data.personal_path(), user or config.data.user).records
@@ -95,22 +95,23 @@ def evaluate_run(ws: Workspace, run_id: str, user: str | None = None, device: st
     if config.model.context.mode != "none":
         g = config.grouping
         groups = compute_groups(records, g.k, g.seed, g.feature_model, ws.cache, torch_device)
-    return evaluate_records(model, records, groups, torch_device, config.data.eval_short_side,
-                            config.eval.batch_size)[0]
+    # fp32 (no fast path), as before EvalSettings: `pss eval` may differ from the run's bf16 report in the last digits
+    settings = EvalSettings(torch_device, config.data.eval_short_side, config.eval.batch_size)
+    return evaluate_records(model, records, groups, settings)[0]
 
 
 def predict_images(ws: Workspace, run_id: str, images: Sequence[Path], out_dir: Path,
                    device: str = "auto") -> list[Path]:
     """Predict arbitrary images (treated as one group) and write ``<name>.png`` + ``<name>_entropy.png``."""
     from pss.data.records import ImageRecord
-    from pss.engine.evaluate import predict_records, save_prediction
+    from pss.engine.evaluate import EvalSettings, predict_records, save_prediction
 
     model, config, torch_device = load_run_model(ws, run_id, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = [ImageRecord(Path(p).stem, Path(p), None) for p in images]
     written: list[Path] = []
-    for prediction in predict_records(model, records, None, torch_device, config.data.eval_short_side,
-                                      config.eval.batch_size):
+    settings = EvalSettings(torch_device, config.data.eval_short_side, config.eval.batch_size)
+    for prediction in predict_records(model, records, None, settings):
         save_prediction(prediction, out_dir, out_dir)
         written.append(out_dir / f"{prediction.name}.png")
     return written

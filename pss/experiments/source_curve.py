@@ -19,8 +19,8 @@ def score_checkpoints(ws: Workspace, run_id: str, device: str = "cpu") -> list[d
     from pss.config import resolve_config
     from pss.engine.checkpoint import load_model_weights
     from pss.engine.data import read_source_val
-    from pss.engine.device import fast_path, resolve_device
-    from pss.engine.evaluate import evaluate_records
+    from pss.engine.device import resolve_device
+    from pss.engine.evaluate import EvalSettings, evaluate_records
     from pss.engine.hooks import source_val_values
     from pss.errors import DatasetError
     from pss.models.segmenter import build_segmenter
@@ -31,7 +31,7 @@ def score_checkpoints(ws: Workspace, run_id: str, device: str = "cpu") -> list[d
     if not records:
         raise DatasetError(f"no source val split under {config.data.voc_path()} (data.voc_val_list)")
     torch_device = resolve_device(device)
-    fast = fast_path(torch_device, config.train.amp, config.train.channels_last)
+    settings = EvalSettings.from_config(config, torch_device)
     scored = {int(e["step"]) for e in run.events("source_val")}
     checkpoints = sorted((int(m.group(1)), p) for p in run.checkpoints_dir.glob("step_*.pt")
                          if (m := _STEP.search(p.name)))
@@ -40,7 +40,6 @@ def score_checkpoints(ws: Workspace, run_id: str, device: str = "cpu") -> list[d
             continue
         model = build_segmenter(config.model)
         load_model_weights(model, path)
-        report = evaluate_records(model.to(torch_device), records, None, torch_device, config.data.eval_short_side,
-                                  config.eval.batch_size, fast)[0]
+        report = evaluate_records(model.to(torch_device), records, None, settings)[0]
         run.log_event("source_val", step, **source_val_values(report))
     return sorted(run.events("source_val"), key=lambda e: e["step"])
