@@ -114,7 +114,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise ConfigError(f"unknown config key {path!r}{_suggest(key, names)}; valid keys: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown config key {path!r}{_suggest(key, names)}; "
+                              f"valid keys: {', '.join(sorted(names))}")
         kwargs[key] = _coerce(value, hints[key], path)
     try:
         return cls(**kwargs)

@@ -164,7 +164,7 @@ def _compute(paths: Sequence[Path], net: _FeatureNet, device: torch.device, batc
             except DatasetError as exc:
                 failures[position] = str(exc)
         if batch:
-            for position, vector in zip(positions, _embed(net, np.stack(batch), device)):
+            for position, vector in zip(positions, _embed(net, np.stack(batch), device), strict=True):
                 vectors[position] = vector
                 if store is not None:
                     store(position, vector)

@@ -227,7 +227,8 @@ def _load_resnet50(net: nn.Module, path: Path) -> None:
 
 def _check_stride(name: str, output_stride: int, supported: dict[int, object]) -> None:
     if output_stride not in supported:
-        raise ConfigError(f"backbone {name!r} supports model.output_stride in {sorted(supported)}, got {output_stride!r}.")
+        raise ConfigError(f"backbone {name!r} supports model.output_stride in {sorted(supported)}, "
+                          f"got {output_stride!r}.")
 
 
 def _build_tiny(pretrained: bool, weights_path: Path | None, output_stride: int = 8) -> Backbone:

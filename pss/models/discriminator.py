@@ -21,7 +21,7 @@ class FCDiscriminator(nn.Module):
         super().__init__()
         widths = [in_channels, ndf, 2 * ndf, 4 * ndf, 8 * ndf]
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
         layers.append(nn.Conv2d(widths[-1], 1, 4, stride=2, padding=1))
         self.layers = nn.Sequential(*layers)
