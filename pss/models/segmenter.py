@@ -63,6 +63,9 @@ class SegOutput:
 class Segmenter(nn.Module):
     """Backbone + aux head + PSP + context + classifier. Build it with :func:`build_segmenter`."""
 
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers registered in __init__
+    std: torch.Tensor
+
     def __init__(self, backbone: Backbone, num_classes: int, psp_channels: int, context: ContextConfig) -> None:
         super().__init__()
         self.output_stride = backbone.output_stride
