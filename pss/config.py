@@ -235,7 +235,8 @@ def build_config(preset: str | None = None, overrides: list[str] | tuple[str, ..
     final = apply_overrides_to(raw, overrides)
     # A preset's method parameters are defaults "where they apply": when the method is switched (--method),
     # keep only those the new method knows. Parameters given explicitly (base, overrides) stay strict.
-    preset_method = raw.get("method") if isinstance(raw.get("method"), dict) else {}
+    preset_method = raw.get("method")
+    preset_method = preset_method if isinstance(preset_method, dict) else {}
     final_method = final.get("method")
     if isinstance(final_method, dict) and final_method.get("name") != preset_method.get("name"):
         known = {f.name for f in dataclasses.fields(method_class(str(final_method.get("name"))).Config)}

@@ -12,13 +12,16 @@ import difflib
 import math
 import types
 import typing
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from pss.errors import ConfigError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def _suggest(key: str, options: typing.Iterable[str]) -> str:
@@ -51,7 +54,7 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
             options = ", ".join(repr(a) for a in get_args(annotation))
             raise ConfigError(f"{where}: {value!r} is not one of {options}")
         return value
-    if dataclasses.is_dataclass(annotation):
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
         if isinstance(value, annotation):
             return value
         if not isinstance(value, dict):
@@ -114,7 +117,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
-            raise ConfigError(f"unknown config key {path!r}{_suggest(key, names)}; valid keys: {', '.join(sorted(names))}")
+            raise ConfigError(f"unknown config key {path!r}{_suggest(key, names)}; "
+                              f"valid keys: {', '.join(sorted(names))}")
         kwargs[key] = _coerce(value, hints[key], path)
     try:
         return cls(**kwargs)

@@ -73,9 +73,14 @@ class ImageInference:
         if self.size is None:
             self.size = tuple(self.label.shape)
 
+    def _image_size(self) -> tuple[int, int]:
+        """(height, width) of the image: ``size``, which ``__post_init__`` always sets."""
+        height, width = self.size if self.size is not None else self.label.shape
+        return height, width
+
     def map_pixel(self, x: int, y: int) -> tuple[int, int]:
         """The maps' pixel (column, row) under image pixel (x, y)."""
-        (height, width), (h, w) = self.size, self.label.shape
+        (height, width), (h, w) = self._image_size(), self.label.shape
         return min(w - 1, int(x * w / width)), min(h - 1, int(y * h / height))
 
     @property
@@ -88,7 +93,7 @@ class ImageInference:
 
     def grid_cell(self, x: int, y: int) -> tuple[int, int]:
         """Feature-grid cell (row, col) of image pixel (x, y)."""
-        height, width = self.size
+        height, width = self._image_size()
         h, w = self.grid
         return min(h - 1, int(y * h / height)), min(w - 1, int(x * w / width))
 

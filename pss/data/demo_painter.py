@@ -14,6 +14,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+Colour = Sequence[float] | np.ndarray  # RGB in [0, 1]: a tuple or a (3,) array
+
 _SHIFT = 4  # OpenCV fixed-point sub-pixel bits: coordinates are multiplied by 16
 _ONE = float(1 << _SHIFT)
 
@@ -23,7 +25,7 @@ def hsv(hue_deg: float, sat: float, val: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb((hue_deg % 360.0) / 360.0, sat, val), dtype=np.float32)
 
 
-def shade(colour: Sequence[float], factor: float) -> np.ndarray:
+def shade(colour: Colour, factor: float) -> np.ndarray:
     """A darker (factor < 1) or lighter (factor > 1) version of ``colour``, clipped to [0, 1]."""
     return np.clip(np.asarray(colour, dtype=np.float32) * factor, 0.0, 1.0)
 
@@ -63,16 +65,16 @@ class Painter:
     def _px(self, length: float, minimum: int = 1) -> int:
         return max(minimum, int(round(length * self.unit)))
 
-    def poly(self, pts: Sequence[Sequence[float]], colour: Sequence[float]) -> None:
+    def poly(self, pts: Sequence[Sequence[float]], colour: Colour) -> None:
         q = [self.xy(pts)]
         cv2.fillPoly(self.mask, q, 1, cv2.LINE_8, _SHIFT)
         cv2.fillPoly(self.albedo, q, tuple(float(c) for c in colour), cv2.LINE_8, _SHIFT)
 
-    def rect(self, x0: float, y0: float, x1: float, y1: float, colour: Sequence[float]) -> None:
+    def rect(self, x0: float, y0: float, x1: float, y1: float, colour: Colour) -> None:
         self.poly([(x0, y0), (x1, y0), (x1, y1), (x0, y1)], colour)
 
     def ellipse(self, centre: tuple[float, float], axes: tuple[float, float], angle: float,
-                colour: Sequence[float]) -> None:
+                colour: Colour) -> None:
         """Filled ellipse; ``angle`` is counter-clockwise in the local frame (degrees)."""
         c = tuple(int(v) for v in self.xy([centre])[0])
         ax = (max(1, int(round(axes[0] * self.unit * _ONE))), max(1, int(round(axes[1] * self.unit * _ONE))))
@@ -80,10 +82,10 @@ class Painter:
         for target, value in ((self.mask, 1), (self.albedo, tuple(float(v) for v in colour))):
             cv2.ellipse(target, c, ax, cv_angle, 0, 360, value, -1, cv2.LINE_8, _SHIFT)
 
-    def circle(self, centre: tuple[float, float], radius: float, colour: Sequence[float]) -> None:
+    def circle(self, centre: tuple[float, float], radius: float, colour: Colour) -> None:
         self.ellipse(centre, (radius, radius), 0.0, colour)
 
-    def line(self, pts: Sequence[Sequence[float]], width: float, colour: Sequence[float],
+    def line(self, pts: Sequence[Sequence[float]], width: float, colour: Colour,
              min_px: int = 2) -> None:
         """Thick open polyline through the local points ``pts``; never thinner than ``min_px`` pixels."""
         q = [self.xy(pts)]
@@ -91,7 +93,7 @@ class Painter:
         cv2.polylines(self.mask, q, False, 1, thickness, cv2.LINE_8, _SHIFT)
         cv2.polylines(self.albedo, q, False, tuple(float(c) for c in colour), thickness, cv2.LINE_8, _SHIFT)
 
-    def ring(self, centre: tuple[float, float], radius: float, width: float, colour: Sequence[float],
+    def ring(self, centre: tuple[float, float], radius: float, width: float, colour: Colour,
              min_px: int = 3) -> None:
         """Circle outline (a wheel) of ``width`` units, at least ``min_px`` pixels thick."""
         c = tuple(int(v) for v in self.xy([centre])[0])

@@ -54,8 +54,8 @@ def _collection(data_root: Path, user: str | None) -> list[tuple[Path, Path | No
     tag_file = folder / "imgLabelList.txt"
     if tag_file.is_file():
         for line in tag_file.read_text(encoding="utf-8").splitlines():
-            name, _, tags = line.partition(":")
-            tags_of[Path(name.strip()).stem] = [t for t in tags.strip().split(",") if t and t != "UNKNOWN"]
+            name, _, tag_text = line.partition(":")
+            tags_of[Path(name.strip()).stem] = [t for t in tag_text.strip().split(",") if t and t != "UNKNOWN"]
     items = []
     for jpg in sorted((folder / "JPEGImages").glob("*.jpg")):
         mask = folder / "SegmentationClass" / f"{jpg.stem}.png"
@@ -90,7 +90,7 @@ def _row(label: str, note: str, items: list[tuple[Path, Path | None, list[str]]]
     pool = [labelled[int(k)] for k in rng.permutation(len(labelled))[:8]]
     chosen = sorted(pool, key=lambda item: -len(item[2]))[:2]
     chosen += [others[int(k)] for k in rng.permutation(len(others))[: max(0, per_user - len(chosen))]]
-    cells = []
+    cells: list[np.ndarray] = []
     for jpg, mask, tags in chosen:
         tiles = [_thumb(_load(jpg))]
         if mask is not None and len(cells) < 2:

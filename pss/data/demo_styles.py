@@ -99,7 +99,7 @@ def shift_hue(rgb: np.ndarray, mask: np.ndarray, degrees: float) -> np.ndarray:
 
 def apply_camera(rgb: np.ndarray, style: UserStyle, rng: np.random.Generator) -> np.ndarray:
     """Render a linear-ish RGB scene (H, W, 3) float32 in [0, 1] through the style's camera -> uint8 (H, W, 3)."""
-    x = rgb.astype(np.float32)
+    x: np.ndarray = rgb.astype(np.float32)
     if style.blur > 0:
         x = cv2.GaussianBlur(x, (0, 0), style.blur)
     exposure = float(np.exp(rng.normal(0.0, 0.06)))  # a little variation between shots

@@ -63,7 +63,7 @@ def probe_attention(model: Segmenter, records: Sequence[ImageRecord], groups: di
             raise ValueError("probe_attention needs a model with the group context (model.context.mode=group)")
         n, c, h, w = att.region_masks.shape
         sizes.append(n)
-        for i, (record, image) in enumerate(zip(chunk_records, images)):
+        for i, (record, image) in enumerate(zip(chunk_records, images, strict=True)):
             if record.mask_path is None:
                 continue
             mask = torch.from_numpy(load_mask(record.mask_path, image.shape[:2]).astype(np.int64))

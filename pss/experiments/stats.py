@@ -120,7 +120,7 @@ def paired_bootstrap(users: Sequence[Sequence[tuple[ImageScores, ImageScores]]],
 
     def statistic(weights: Sequence[np.ndarray | None]) -> float:
         return float(np.mean([np.mean([a.metric(metric, w) - b.metric(metric, w) for a, b in pairs])
-                              for pairs, w in zip(users, weights)]))
+                              for pairs, w in zip(users, weights, strict=True)]))
 
     rng = np.random.default_rng(seed)
     draws = np.empty(resamples)

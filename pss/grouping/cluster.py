@@ -141,4 +141,4 @@ def group_images(records: Sequence[ImageRecord], features: np.ndarray, k: int, s
     if len(set(names)) != len(names):
         raise ConfigError("image names must be unique within a collection to be grouped")
     labels = kmeans_groups(features, effective_k(len(records), k, min_group_size), seed=seed, n_threads=n_threads)
-    return {name: int(group) for name, group in zip(names, labels)}
+    return {name: int(group) for name, group in zip(names, labels, strict=True)}

@@ -17,6 +17,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from torch import nn
 from pss.data.image_io import load_rgb
 from pss.errors import ConfigError, DatasetError, ModelError
 from pss.grouping.cache import FeatureCache, file_sha1
+
+if TYPE_CHECKING:
+    from pss.models.efficientnet_lite import EfficientNetLite0
 
 Progress = Callable[[float, str], None]
 
@@ -117,7 +121,7 @@ def _load_net(model: str, device: str, weights: str) -> _FeatureNet:
         net = _FeatureNet(module, _IMAGENET_MEAN, _IMAGENET_STD, pooled=True)
     else:
         raise ConfigError(f"unknown feature model {model!r}; choose one of {', '.join(FEATURE_MODELS)}")
-    net.module.eval().to(device=torch.device(device), memory_format=torch.channels_last)
+    net.module.eval().to(torch.device(device)).to(memory_format=torch.channels_last)
     return net
 
 
@@ -141,7 +145,7 @@ def _embed(net: _FeatureNet, batch: np.ndarray, device: torch.device) -> np.ndar
     mean = torch.tensor(net.mean, device=device).view(1, 3, 1, 1)
     std = torch.tensor(net.std, device=device).view(1, 3, 1, 1)
     x = (x - mean) / std
-    out = net.module(x) if net.pooled else net.module.pooled_features(x)
+    out = net.module(x) if net.pooled else cast("EfficientNetLite0", net.module).pooled_features(x)
     return out.float().cpu().numpy()
 
 
@@ -164,7 +168,7 @@ def _compute(paths: Sequence[Path], net: _FeatureNet, device: torch.device, batc
             except DatasetError as exc:
                 failures[position] = str(exc)
         if batch:
-            for position, vector in zip(positions, _embed(net, np.stack(batch), device)):
+            for position, vector in zip(positions, _embed(net, np.stack(batch), device), strict=True):
                 vectors[position] = vector
                 if store is not None:
                     store(position, vector)

@@ -64,7 +64,7 @@ class GroupingResult:
 
     def members(self, group: int) -> list[str]:
         """Names of the images in ``group`` (collection order); empty for an unused id."""
-        return [name for name, g in zip(self.names, self.groups) if g == group]
+        return [name for name, g in zip(self.names, self.groups, strict=True) if g == group]
 
     def sizes(self) -> np.ndarray:
         """(k,) int64: number of images in each group."""
@@ -72,7 +72,7 @@ class GroupingResult:
 
     def as_mapping(self) -> dict[str, int]:
         """image name -> group id (the form ``write_cluster_list`` and ``UserCollection.groups`` use)."""
-        return {name: int(g) for name, g in zip(self.names, self.groups)}
+        return {name: int(g) for name, g in zip(self.names, self.groups, strict=True)}
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; ``from_dict(to_dict())`` gives an equal result."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable, Mapping, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -225,9 +225,10 @@ def _load_resnet50(net: nn.Module, path: Path) -> None:
                          f"{unexpected[:3]}): {_resnet50_advice()}.")
 
 
-def _check_stride(name: str, output_stride: int, supported: dict[int, object]) -> None:
+def _check_stride(name: str, output_stride: int, supported: Mapping[int, object]) -> None:
     if output_stride not in supported:
-        raise ConfigError(f"backbone {name!r} supports model.output_stride in {sorted(supported)}, got {output_stride!r}.")
+        raise ConfigError(f"backbone {name!r} supports model.output_stride in {sorted(supported)}, "
+                          f"got {output_stride!r}.")
 
 
 def _build_tiny(pretrained: bool, weights_path: Path | None, output_stride: int = 8) -> Backbone:

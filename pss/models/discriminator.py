@@ -6,6 +6,8 @@ normalisation and no sigmoid (the loss is ``BCEWithLogitsLoss``). Each conv maps
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -21,7 +23,7 @@ class FCDiscriminator(nn.Module):
         super().__init__()
         widths = [in_channels, ndf, 2 * ndf, 4 * ndf, 8 * ndf]
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(widths[:-1], widths[1:]):
+        for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Conv2d(c_in, c_out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
         layers.append(nn.Conv2d(widths[-1], 1, 4, stride=2, padding=1))
         self.layers = nn.Sequential(*layers)
@@ -34,7 +36,7 @@ class FCDiscriminator(nn.Module):
         if min(x.shape[-2:]) < MIN_INPUT_SIDE:
             raise ModelError(f"discriminator input {tuple(x.shape[-2:])} is smaller than {MIN_INPUT_SIDE} pixels per "
                              "side: feed it the predictions upsampled to the crop size (e.g. 320x320).")
-        if self.layers[0].weight.is_contiguous(memory_format=torch.channels_last):
+        if cast(nn.Conv2d, self.layers[0]).weight.is_contiguous(memory_format=torch.channels_last):
             # the trainer's channels_last: the maps arrive NCHW from the loss's upsampling; oneDNN's NHWC kernels
             # are faster only with the input in the weights' format (CPU bf16: D step 92 -> 75 ms on the demo)
             x = x.contiguous(memory_format=torch.channels_last)

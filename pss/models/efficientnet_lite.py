@@ -59,7 +59,7 @@ class SameConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads: list[int] = []
-        for size, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation):
+        for size, k, s, d in zip(x.shape[-2:], self.kernel_size, self.stride, self.dilation, strict=True):
             total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
             pads = [total // 2, total - total // 2] + pads  # F.pad order: last dim first
         if self._fast_depthwise and len(set(pads)) == 1 and fast_kernels():

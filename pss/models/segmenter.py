@@ -2,8 +2,8 @@
 PSP on ``out`` -> context module (none / global / group, driven by the aux logits) -> 1x1 classifier.
 
 Inputs are RGB images in [0, 1]; the model normalises them with its backbone's mean/std (buffers, so they follow
-``.to(device)``), which lets image-space methods (FDA) work on raw images. Outputs stay at the backbone's output stride (8, or 16 for the CPU demo); use
-:func:`upsample` for the image size.
+``.to(device)``), which lets image-space methods (FDA) work on raw images. Outputs stay at the backbone's output
+stride (8, or 16 for the CPU demo); use :func:`upsample` for the image size.
 
 Example::
 
@@ -20,7 +20,6 @@ from numbers import Real
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from pss.errors import ConfigError, ModelError
@@ -64,6 +63,9 @@ class SegOutput:
 class Segmenter(nn.Module):
     """Backbone + aux head + PSP + context + classifier. Build it with :func:`build_segmenter`."""
 
+    mean: torch.Tensor  # (1, 3, 1, 1) buffers registered in __init__
+    std: torch.Tensor
+
     def __init__(self, backbone: Backbone, num_classes: int, psp_channels: int, context: ContextConfig) -> None:
         super().__init__()
         self.output_stride = backbone.output_stride
@@ -88,7 +90,8 @@ class Segmenter(nn.Module):
             return_attention: also return the group attention (``group`` mode only; None otherwise).
 
         Shape:
-            x: (N, 3, H, W) float, group_ids: (N,) integer -> SegOutput tensors (N, *, ceil(H/s), ceil(W/s)), s = output stride.
+            x: (N, 3, H, W) float, group_ids: (N,) integer -> SegOutput tensors (N, *, ceil(H/s), ceil(W/s)),
+            s = output stride.
         """
         if self.training and x.shape[0] < 2:
             # BN in the PSP bin-1 branch sees one value per channel and image: PyTorch refuses a batch of one.

@@ -73,7 +73,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1, dil
         x: (N, C, H, W); weight: (C, 1, kh, kw) -> (N, C, floor((H + 2p - (kh-1)·d - 1) / s) + 1, same for W).
     """
     if padding > (min(weight.shape[-2:]) - 1) * dilation:  # the input gradient's padding (k-1)·d - p must be >= 0
-        raise ValueError(f"depthwise padding {padding} exceeds (k-1)·dilation = {(min(weight.shape[-2:]) - 1) * dilation}")
+        raise ValueError(f"depthwise padding {padding} exceeds "
+                         f"(k-1)·dilation = {(min(weight.shape[-2:]) - 1) * dilation}")
     if x.device.type != "cpu" or not fast_kernels():
         return F.conv2d(x, weight, None, stride, padding, dilation, weight.shape[0])
     return _DepthwiseConv.apply(x, weight, stride, dilation, padding)
