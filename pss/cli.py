@@ -99,7 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run {outcome.run_id}: {outcome.status} in {outcome.seconds:.0f} s")
     if outcome.report is not None:
         print(f"  FIoU {outcome.report.fiou * 100:.2f}  MIoU(pss) {outcome.report.miou['pss'] * 100:.2f}  "
-              f"MIoU(present) {outcome.report.miou['present'] * 100:.2f}  ({outcome.report.num_images} labelled images)")
+              f"MIoU(present) {outcome.report.miou['present'] * 100:.2f}  "
+              f"({outcome.report.num_images} labelled images)")
     return 0 if outcome.status == "done" else 1
 
 

@@ -69,7 +69,7 @@ def compute_groups(records: Sequence[ImageRecord], k: int, seed: int, feature_mo
     for the same (images, K, seed); features come from the content-hash cache when present."""
     kept, rows = _grouping_features(records, feature_model, cache_dir, device)
     labels = kmeans_groups(rows, effective_k(len(kept), k), seed=seed)
-    return {r.name: int(g) for r, g in zip(kept, labels)}
+    return {r.name: int(g) for r, g in zip(kept, labels, strict=True)}
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def user_groups(records: Sequence[ImageRecord], grouping: GroupingConfig, cache_
     labels = kmeans_groups(rows, k, seed=grouping.seed)
     if grouping.random:
         labels = random_groups(labels, grouping.seed)
-    return UserGroups({r.name: int(g) for r, g in zip(kept, labels)}, k, scores)
+    return UserGroups({r.name: int(g) for r, g in zip(kept, labels, strict=True)}, k, scores)
 
 
 def _unique_names(records: list[ImageRecord]) -> list[ImageRecord]:

@@ -94,9 +94,9 @@ def common_size(images: list[np.ndarray], short_side: int) -> tuple[int, int]:
     """
     aspect = float(np.mean([im.shape[1] / im.shape[0] for im in images]))  # W / H
     if aspect >= 1:
-        h, w = short_side, short_side * aspect
+        h, w = float(short_side), short_side * aspect
     else:
-        h, w = short_side / aspect, short_side
+        h, w = short_side / aspect, float(short_side)
     return (max(SIZE_STEP, int(round(h / SIZE_STEP)) * SIZE_STEP),
             max(SIZE_STEP, int(round(w / SIZE_STEP)) * SIZE_STEP))
 
@@ -134,8 +134,9 @@ def chunk_logits(model: torch.nn.Module, images: list[np.ndarray], settings: Eva
 
 
 @torch.inference_mode()
-def predict_records(model: Segmenter, records: Sequence[ImageRecord], groups: dict[str, int] | None,
-                    settings: EvalSettings, progress: Progress | None = None, on_skip: Callable[[ImageRecord, str], None] | None = None,
+def predict_records(model: torch.nn.Module, records: Sequence[ImageRecord], groups: dict[str, int] | None,
+                    settings: EvalSettings, progress: Progress | None = None,
+                    on_skip: Callable[[ImageRecord, str], None] | None = None,
                     ) -> Iterator[Prediction]:
     """Predict every record, group by group; unreadable images are reported through ``on_skip`` and skipped."""
     model.eval()
@@ -151,7 +152,7 @@ def predict_records(model: Segmenter, records: Sequence[ImageRecord], groups: di
         if not loaded:
             continue
         logits = chunk_logits(model, [im for _, im in loaded], settings)
-        for (record, image), one in zip(loaded, logits):
+        for (record, image), one in zip(loaded, logits, strict=True):
             full = F.interpolate(one[None], size=image.shape[:2], mode="bilinear", align_corners=False)
             prob = torch.softmax(full, dim=1)
             yield Prediction(record.name, prob.argmax(1)[0].to(torch.uint8).cpu().numpy(),

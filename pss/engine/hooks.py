@@ -67,7 +67,8 @@ class RunStoreHook(Hook):
         self.run.log_event("train", step + 1, lr=lr, seconds=now - self.started, **losses)
 
     def on_eval(self, trainer: "Trainer", step: int, report: "SegReport") -> None:
-        self.run.log_event("eval", step + 1, fiou=report.fiou, miou=report.miou["pss"], miou_present=report.miou["present"])
+        self.run.log_event("eval", step + 1, fiou=report.fiou, miou=report.miou["pss"],
+                           miou_present=report.miou["present"])
 
     def on_checkpoint(self, trainer: "Trainer", step: int, path: Any) -> None:
         self.run.log_event("checkpoint", step + 1, path=str(path))

@@ -68,7 +68,7 @@ class PseudoContext:
             if not loaded:
                 continue
             logits = chunk_logits(teacher, [im for _, im in loaded], self.settings)
-            for (record, image), one in zip(loaded, logits):
+            for (record, image), one in zip(loaded, logits, strict=True):
                 prob = torch.softmax(F.interpolate(one[None], size=image.shape[:2], mode="bilinear",
                                                    align_corners=False), dim=1)
                 confidence, label = prob.max(dim=1)

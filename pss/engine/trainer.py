@@ -13,7 +13,9 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from functools import reduce
+from operator import add
+from typing import Callable, cast
 
 import torch
 
@@ -26,6 +28,13 @@ from pss.engine.streams import BatchStream, to_device
 from pss.methods import Method, StepBatch
 from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter
+
+
+def _total(losses: dict[str, torch.Tensor], if_empty: str) -> torch.Tensor:
+    """The sum of the named losses, left to right (the same bits as Python's ``sum``)."""
+    if not losses:
+        raise ValueError(if_empty)
+    return reduce(add, losses.values())
 
 
 @dataclass
@@ -53,14 +62,15 @@ class Trainer:
         self.train_cfg = config.train
         self.fast = fast_path(device, self.train_cfg.amp, self.train_cfg.channels_last)
         memory_format = torch.channels_last if self.fast.channels_last else torch.preserve_format
-        self.model = model.to(device, memory_format=memory_format)
-        self.method = method.to(device, memory_format=memory_format)  # its discriminators, as the model
+        self.model = model.to(device).to(memory_format=memory_format)
+        self.method = method.to(device).to(memory_format=memory_format)  # its critics, as the model
         self.streams, self.hooks, self.evaluator = streams, hooks or [], evaluator
         self.checkpoint_path = checkpoint_path
         self.total_steps = self.train_cfg.steps
         self.step = 0
         self.stop_requested = False
-        self.forward_model: torch.nn.Module = torch.compile(self.model) if self.train_cfg.compile else self.model
+        # the compiled wrapper forwards like the model (same outputs, same parameters)
+        self.forward_model = cast(Segmenter, torch.compile(self.model)) if self.train_cfg.compile else self.model
         missing = [name for name in method.streams if name not in streams]
         if missing:
             raise ValueError(f"method {method.name!r} draws the stream(s) {missing}; got only {sorted(streams)}")
@@ -135,13 +145,13 @@ class Trainer:
         with self.fast.autocast(self.device):
             out = self.method.segmenter_losses(self.forward_model, batch)
         losses = dict(out.losses)
-        sum(losses.values()).backward()
+        _total(losses, f"method {self.method.name!r} returned no segmenter loss").backward()
         if out.cache:
             self.method.set_critics_trainable(True)
             with self.fast.autocast(self.device):
                 critic = self.method.critic_losses(out.cache)
             if critic:
-                sum(critic.values()).backward()
+                _total(critic, "").backward()
                 losses.update(critic)
         for opt in self.optimizers.values():
             opt.step()

@@ -38,7 +38,7 @@ class Advent(OutputSpaceAdversarial):
 
     def extra_target_losses(self, tgt_out: SegOutput, batch: StepBatch) -> dict[str, torch.Tensor]:
         cfg: AdventConfig = self.config
-        if not cfg.minent:
+        if not cfg.minent or batch.target is None:
             return {}
         size = tuple(batch.target["image"].shape[-2:])
         return {f"target_ent_{name}": weight * entropy_loss(torch.softmax(resize_logits(logits, size).float(), 1))

@@ -10,7 +10,7 @@ one on a map of the aux output — take the target for source (generator side, w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
@@ -41,7 +41,7 @@ class OutputSpaceAdversarial(Method):
     """Base of the adversarial methods; subclasses define :meth:`discriminator_input`."""
 
     Config = AdversarialConfig
-    streams = ("source", "target")
+    streams: ClassVar[tuple[str, ...]] = ("source", "target")
 
     def __init__(self, config: AdversarialConfig, num_classes: int) -> None:
         super().__init__(config, num_classes)
@@ -66,7 +66,7 @@ class OutputSpaceAdversarial(Method):
         their entropy map for ADVENT). Shape: (N, C, H, W) -> (N, C, H, W)."""
         raise NotImplementedError
 
-    def output_maps(self, out: SegOutput, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def output_maps(self, out: SegOutput, size: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """The discriminators' inputs for the main and aux outputs, upsampled to ``size``, in float32."""
         return tuple(self.discriminator_input(resize_logits(logits, size))
                      for logits in (out.logits, out.aux_logits))  # type: ignore[return-value]
@@ -115,6 +115,7 @@ def _domain_loss(discriminator: torch.nn.Module, source: torch.Tensor, target: t
     discriminator step took 2 x 75 ms one batch at a time, 128 ms at once).
     """
     if source.shape[1:] != target.shape[1:] or not fast_kernels():  # different crop sizes (or the bench baseline)
-        return 0.5 * (bce_domain(discriminator(source), SOURCE_DOMAIN) + bce_domain(discriminator(target), TARGET_DOMAIN))
+        return 0.5 * (bce_domain(discriminator(source), SOURCE_DOMAIN)
+                      + bce_domain(discriminator(target), TARGET_DOMAIN))
     logits = discriminator(torch.cat([source, target]))
     return 0.5 * (bce_domain(logits[:len(source)], SOURCE_DOMAIN) + bce_domain(logits[len(source):], TARGET_DOMAIN))

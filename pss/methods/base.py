@@ -127,15 +127,16 @@ class Method(nn.Module):
         """After every optimizer step (e.g. an EMA teacher's update); nothing by default."""
 
 
-def resize_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_logits(logits: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """Bilinear upsampling of stride-8 logits to the label size before losses (as ADVENT/PSS do); float32 out
     (:func:`pss.models.segmenter.upsample`)."""
     if tuple(logits.shape[-2:]) == tuple(size):
         return logits.float()
-    return upsample(logits, size)
+    return upsample(logits, (size[0], size[1]))
 
 
-def supervised_losses(out: SegOutput, label: torch.Tensor, weights: SegLossWeights, prefix: str) -> dict[str, torch.Tensor]:
+def supervised_losses(out: SegOutput, label: torch.Tensor, weights: SegLossWeights,
+                      prefix: str) -> dict[str, torch.Tensor]:
     """``λ_main·CE(main) + λ_aux·CE(aux)`` (paper eq. 1, official weights 1.0 / 0.4), as two named losses."""
     size = tuple(label.shape[-2:])
     losses = {f"{prefix}_main": weights.lambda_seg_main * seg_ce(resize_logits(out.logits, size), label)}

@@ -22,6 +22,7 @@ The FDA-stylised image is not clamped to [0, 1] (neither does the official code)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 import torch
 
 from pss.losses import robust_entropy
@@ -60,7 +61,7 @@ class FDA(Method):
 
     name = "fda"
     Config = FDAConfig
-    streams = ("source", "target")
+    streams: ClassVar[tuple[str, ...]] = ("source", "target")
 
     def segmenter_losses(self, model: Segmenter, batch: StepBatch) -> StepLosses:
         cfg: FDAConfig = self.config

@@ -1,4 +1,4 @@
-"""Pseudo-label policies of the second-stage methods (methods.md §1.6, §4, §6, §7): each policy config builds its labels.
+"""Pseudo-label policies of the second-stage methods (methods.md §1.6, §4, §6, §7): each policy builds its labels.
 
 A second-stage method (``pss_s2``, ``fda_ssl``, ``mrnet_s2``) holds one of these configs as ``config.pseudo`` and
 returns it from :meth:`pss.methods.base.Method.pseudo_policy`. Before training, the engine calls

@@ -4,7 +4,8 @@
   the group region context (paper §4.1–4.2); every batch comes from one k-means group.
 * ``pss_s2`` = OURS-S2: the same, started from an S1 model, plus a pseudo-label segmentation loss
   ``L_pse`` on the easiest (lowest mean entropy) ``select_rate`` of the user's images (paper §4.3).
-  Pseudo labels are built once before training (``pss.methods.pseudo.EntropyRankedPseudoConfig``); the loop feeds a pseudo batch
+  Pseudo labels are built once before training (``pss.methods.pseudo.EntropyRankedPseudoConfig``); the loop feeds
+  a pseudo batch
   every ``pseudo_every`` steps (the released code: every 2nd iteration, weights 1.0 main + 0.4 aux).
 """
 from __future__ import annotations
