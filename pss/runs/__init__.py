@@ -5,10 +5,11 @@ Pure stdlib + PyYAML (no torch), so the app can import it. See ``store.py`` for 
 from __future__ import annotations
 
 from pss.runs.index import RunRecord
-from pss.runs.jobs import Job, JobQueue, Worker
+from pss.runs.jobs import Job, JobQueue
 from pss.runs.meta import FORMAT_VERSION, STATUSES, TERMINAL_STATUSES
 from pss.runs.run import Run
 from pss.runs.store import ReindexResult, RunStore
+from pss.runs.worker import Worker
 
 __all__ = ["FORMAT_VERSION", "STATUSES", "TERMINAL_STATUSES", "Job", "JobQueue", "ReindexResult", "Run",
            "RunRecord", "RunStore", "Worker"]

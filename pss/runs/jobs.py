@@ -1,4 +1,4 @@
-"""Job queue over the run index, and the worker thread that runs each job as its own process.
+"""Job queue over the run index; the worker thread that runs each job as its own process is ``pss.runs.worker``.
 
 A job is one command (the lead wires ``pss train --run-id …``) for one existing run, on one device.
 Life cycle: ``queued`` → ``running`` → ``done`` | ``failed`` | ``cancelled`` (a queued job can be
@@ -340,7 +340,5 @@ class JobQueue:
             log.warning("job %s: could not set run %s to %s: %s", job.job_id, job.run_id, status, exc)
 
 
-# Worker lives in worker.py (file size); re-exported so ``from pss.runs.jobs import Worker`` works.
-from pss.runs.worker import Worker  # noqa: E402  (worker.py imports JobQueue from this module)
-
-__all__ = ["ENDED_STATUSES", "JOB_STATUSES", "Job", "JobQueue", "Worker"]
+# The worker that runs these jobs is pss.runs.worker.Worker: it imports this module, never the other way round.
+__all__ = ["ENDED_STATUSES", "JOB_STATUSES", "Job", "JobQueue"]
