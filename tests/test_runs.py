@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from pss import fileio
 from pss.errors import RunStoreError
 from pss.runs import FORMAT_VERSION, RunStore
-from pss.runs import files as run_files
 
 CONFIG = {"seed": 7, "train": {"steps": 20, "lr": 0.01, "crop": [64, 64]}, "model": {"backbone": "tiny"}}
 
@@ -132,7 +132,7 @@ def test_crashed_atomic_write_leaves_old_file_and_ignored_temp(store: RunStore, 
     def crash(src: str, dst: str) -> None:
         raise OSError("simulated crash between write and rename")
 
-    monkeypatch.setattr(run_files.os, "replace", crash)
+    monkeypatch.setattr(fileio.os, "replace", crash)  # the run store writes through pss.fileio
     with pytest.raises(OSError, match="simulated crash"):
         run.set_status("running")
     monkeypatch.undo()
