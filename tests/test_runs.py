@@ -12,7 +12,8 @@ import pytest
 
 from pss import fileio
 from pss.errors import RunStoreError
-from pss.runs import FORMAT_VERSION, RunStore
+from pss.runs import FORMAT_VERSION, JobQueue, RunStore
+from pss.status import Status
 
 CONFIG = {"seed": 7, "train": {"steps": 20, "lr": 0.01, "crop": [64, 64]}, "model": {"backbone": "tiny"}}
 
@@ -103,6 +104,22 @@ def test_set_status_records_timings_and_scores(store: RunStore) -> None:
         run.set_status("finished")
     with pytest.raises(RunStoreError, match="unknown field"):
         run.set_status("done", accuracy=1.0)
+
+
+def test_statuses_are_stored_as_the_same_plain_strings(store: RunStore) -> None:
+    """Status members and plain strings are accepted alike and stored as the strings workspaces always held."""
+    run = store.create_run("id2", "advent", CONFIG, "cpu", 20)
+    queue = JobQueue(store)
+    job_id = queue.enqueue(run.run_id, ["true"], "cpu")
+    queue.mark_ended(job_id, Status.CANCELLED, "stopped")
+    run.set_status(Status.FAILED, error="boom")
+    assert json.loads((run.dir / "run.json").read_text())["status"] == "failed"
+    assert type(run.meta["status"]) is str and type(run.record.status) is str
+    assert json.loads((run.dir / "jobs.json").read_text())[job_id]["status"] == "cancelled"
+    with store.index.connect() as conn:
+        assert conn.execute("SELECT status FROM runs").fetchone()[0] == "failed"
+        assert conn.execute("SELECT status FROM jobs").fetchone()[0] == "cancelled"
+    assert [r.run_id for r in store.list_runs(status=Status.FAILED)] == [run.run_id]
 
 
 def test_report_checkpoints_and_log(store: RunStore) -> None:
