@@ -147,8 +147,11 @@ class Runner:
                 cell.status, cell.note = SKIPPED, "its shared run did not finish"
             return
         parent = cells.get(row.init)
-        parent_done = parent is not None and parent.status == Status.DONE
-        start = source.run_id if source is not None else (parent.run_id if parent_done else None)
+        start: str | None = None  # the run this cell starts from: the shared No-DA run, else its finished parent
+        if source is not None:
+            start = source.run_id
+        elif parent is not None and parent.status == Status.DONE:
+            start = parent.run_id
         if start is None:
             cell.status, cell.note = SKIPPED, "its starting run did not finish"
             return
