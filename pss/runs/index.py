@@ -97,7 +97,7 @@ def status_in(statuses: Iterable[Status], column: str = "status") -> str:
     return f"{column} IN ({', '.join(repr(Status(s).value) for s in statuses)})"
 
 
-#: "the job or run may still change" (queued or running), for the SQL below and in store.py / jobs.py
+#: "the job or run may still change" (queued or running), for the queries of store.py and jobs.py
 ACTIVE_SQL = status_in(ACTIVE)
 
 RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
