@@ -38,3 +38,47 @@ def test_status_is_stored_as_its_string(tmp_path: Path) -> None:
     conn.execute("CREATE TABLE t (s TEXT)")
     conn.execute("INSERT INTO t VALUES (?)", (Status.CANCELLED,))
     assert conn.execute("SELECT s FROM t").fetchone() == ("cancelled",)
+
+
+def test_new_files_get_the_umask_permissions_of_a_plain_write(tmp_path: Path) -> None:
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic = write_text_atomic(tmp_path / "atomic.txt", "x")
+    assert atomic.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+
+
+def test_mkdir_false_refuses_a_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        write_text_atomic(tmp_path / "gone" / "run.json", "{}", mkdir=False)
+    assert not (tmp_path / "gone").exists()
+    assert write_text_atomic(tmp_path / "made" / "a.txt", "x").read_text() == "x"  # the default creates it
+
+
+def test_failed_checkpoint_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    from pss.engine import checkpoint
+
+    path = tmp_path / "checkpoints" / "step_00000010.pt"
+    checkpoint.save_checkpoint(path, {"model": {"w": torch.ones(2)}})
+    before = path.read_bytes()
+
+    def full_disk(obj: object, f: object) -> None:
+        Path(f).write_bytes(b"half")  # type: ignore[arg-type]
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.save_checkpoint(path, {"model": {"w": torch.zeros(2)}})
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    assert torch.equal(checkpoint.load_checkpoint(path)["model"]["w"], torch.ones(2))
+
+
+def test_run_store_write_into_a_deleted_run_fails_and_does_not_recreate_it(tmp_path: Path) -> None:
+    from pss.runs.files import write_json_atomic
+
+    with pytest.raises(FileNotFoundError):
+        write_json_atomic(tmp_path / "deleted-run" / "waiting.json", {"a": 1})
+    assert not (tmp_path / "deleted-run").exists()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from pss import fileio
 from pss.errors import RunStoreError
-from pss.runs import FORMAT_VERSION, RunStore
-from pss.runs import files as run_files
+from pss.runs import FORMAT_VERSION, JobQueue, RunStore
+from pss.status import Status
 
 CONFIG = {"seed": 7, "train": {"steps": 20, "lr": 0.01, "crop": [64, 64]}, "model": {"backbone": "tiny"}}
 
@@ -105,6 +106,22 @@ def test_set_status_records_timings_and_scores(store: RunStore) -> None:
         run.set_status("done", accuracy=1.0)
 
 
+def test_statuses_are_stored_as_the_same_plain_strings(store: RunStore) -> None:
+    """Status members and plain strings are accepted alike and stored as the strings workspaces always held."""
+    run = store.create_run("id2", "advent", CONFIG, "cpu", 20)
+    queue = JobQueue(store)
+    job_id = queue.enqueue(run.run_id, ["true"], "cpu")
+    queue.mark_ended(job_id, Status.CANCELLED, "stopped")
+    run.set_status(Status.FAILED, error="boom")
+    assert json.loads((run.dir / "run.json").read_text())["status"] == "failed"
+    assert type(run.meta["status"]) is str and type(run.record.status) is str
+    assert json.loads((run.dir / "jobs.json").read_text())[job_id]["status"] == "cancelled"
+    with store.index.connect() as conn:
+        assert conn.execute("SELECT status FROM runs").fetchone()[0] == "failed"
+        assert conn.execute("SELECT status FROM jobs").fetchone()[0] == "cancelled"
+    assert [r.run_id for r in store.list_runs(status=Status.FAILED)] == [run.run_id]
+
+
 def test_report_checkpoints_and_log(store: RunStore) -> None:
     run = store.create_run("id1", "pss", CONFIG, "cpu", 20)
     assert run.read_report() is None
@@ -132,7 +149,7 @@ def test_crashed_atomic_write_leaves_old_file_and_ignored_temp(store: RunStore, 
     def crash(src: str, dst: str) -> None:
         raise OSError("simulated crash between write and rename")
 
-    monkeypatch.setattr(run_files.os, "replace", crash)
+    monkeypatch.setattr(fileio.os, "replace", crash)  # the run store writes through pss.fileio
     with pytest.raises(OSError, match="simulated crash"):
         run.set_status("running")
     monkeypatch.undo()

@@ -11,7 +11,6 @@ Reading is tolerant: problems are collected on ``UserCollection.problems`` (``st
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from pss.data.labels import NUM_CLASSES, class_index
 from pss.data.records import ImageRecord
 from pss.data.voc_layout import read_list_file
 from pss.errors import DatasetError
+from pss.fileio import write_text_atomic
 
 if TYPE_CHECKING:
     from pss.data.validate import Problem
@@ -291,8 +291,5 @@ def write_cluster_list(user_dir: Path, groups: dict[str, int], k: int) -> Path:
     suffixes = {p.stem: p.suffix for p in images_dir.iterdir()} if images_dir.is_dir() else {}
     lines = [f"/JPEGImages/{name}{suffixes.get(name, '.jpg')} /SegmentationClass/{name}.png {int(groups[name])}\n"
              for name in sorted(groups)]
-    path = user_dir / f"train_cluster{k}.txt"
-    temporary = path.with_suffix(".txt.tmp")
-    temporary.write_text("".join(lines), encoding="utf-8")
-    os.replace(temporary, path)  # readers never see a half-written grouping
-    return path
+    # atomic: readers never see a half-written grouping; mkdir=False: a missing user folder is an error, as before
+    return write_text_atomic(user_dir / f"train_cluster{k}.txt", "".join(lines), mkdir=False)

@@ -2,26 +2,30 @@
 
 A checkpoint holds the model, the optimizers, the method's own networks (discriminators), the data
 streams' positions and the global torch RNG state (dropout), plus a format version and the config.
-Writes are atomic (temp file + ``os.replace``), so a killed process never leaves a half-written file.
+Writes are atomic (``pss.fileio``), so a killed process never leaves a half-written file.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from pss.errors import CheckpointError
+from pss.fileio import atomic_path
 
 CHECKPOINT_FORMAT = 1
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
-    os.replace(tmp, path)
+    """Write ``payload`` (plus the format version) to ``path`` atomically; returns ``path``.
+
+    A failing ``torch.save`` (disk full, an unpicklable value) leaves the previous file at ``path`` and no
+    temporary file behind. The temporary name (``.<name>.<random>.tmp``) never matches ``step_<N>.pt``, so
+    ``Run.latest_checkpoint`` cannot pick up a half-written checkpoint.
+    """
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
     return path
 
 

@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from pss.data.pss_layout import read_user
 from pss.experiments.stats import Gain, ImageScores, paired_bootstrap, run_image_scores
+from pss.status import Status
 from pss.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pss.experiments.tables import Cell, RowSpec
+    from pss.experiments.spec import Cell, RowSpec
 
 START = "source_only"  # the key of the No-DA row: every row's start
 
@@ -21,7 +22,7 @@ def gain_tables(ws: Workspace, cells: Sequence["Cell"], rows: Sequence["RowSpec"
     is missing. ``start_seed[seed]`` = the seed of the No-DA run the cells of ``seed`` started from."""
     import pandas as pd
 
-    done = {(c.row, c.user, c.seed): c.run_id for c in cells if c.status == "done" and c.run_id}
+    done = {(c.row, c.user, c.seed): c.run_id for c in cells if c.status == Status.DONE and c.run_id}
     seeds = sorted({c.seed for c in cells})
     scores: dict[str, ImageScores] = {}
     records = {u: read_user(ws.personal, u).records for u in users}

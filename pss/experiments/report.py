@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from pss.api.runs import table_to_markdown
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pss.experiments.tables import ExperimentOptions, ExperimentResult
+    from pss.experiments.spec import ExperimentOptions, ExperimentResult
 
 TITLES: dict[str, dict[str, str]] = {
     "table1": {"FIoU": "FIoU (%) — the paper's Table 1", "MIoU": "MIoU (%) — the paper's Table 2"},

@@ -16,9 +16,10 @@ from pss.config import ExperimentConfig, config_to_dict
 from pss.data.pss_layout import read_user
 from pss.errors import PssError
 from pss.experiments.reuse import canonical, ensure_run, evaluation_run
-from pss.experiments.tables import Cell, ExperimentOptions, RowSpec
+from pss.experiments.spec import SKIPPED, Cell, ExperimentOptions, RowSpec
 from pss.grouping import effective_k
 from pss.runs.index import RunRecord
+from pss.status import Status
 from pss.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ class Runner:
         trained on the source only, so its user (the workspace's first, evaluated at the end) does not matter."""
         if seed not in self.plan.sources and self.opts.start:
             record_ = self.ws.store().open_run(self.opts.start).record
-            if record_.status != "done":
+            if record_.status != Status.DONE:
                 raise PssError(f"--start run {self.opts.start} is {record_.status}; give a finished No-DA run")
             self.plan.sources[seed] = record_
         if seed not in self.plan.sources:
@@ -72,7 +73,7 @@ class Runner:
                                  self.plan.source_steps)
             self.say(f"[{self.opts.table}] shared No-DA model, seed {seed}")
             outcome = guard(lambda: ensure_run(self.ws, config, self.opts.device, self.opts.console), self.say)
-            self.plan.sources[seed] = outcome[0] if outcome and outcome[0].status == "done" else None
+            self.plan.sources[seed] = outcome[0] if outcome and outcome[0].status == Status.DONE else None
             if outcome:
                 self.work += outcome[1] in ("trained", "resumed")
                 self.say(f"    -> {outcome[1]} run {outcome[0].run_id} ({outcome[0].status})")
@@ -89,7 +90,7 @@ class Runner:
                 outcome = guard(lambda: ensure_run(self.ws, config, self.opts.device, self.opts.console), self.say)
                 if outcome:
                     self.work += outcome[1] in ("trained", "resumed")
-                    self.plan.shared[(row.key, seed)] = outcome[0] if outcome[0].status == "done" else None
+                    self.plan.shared[(row.key, seed)] = outcome[0] if outcome[0].status == Status.DONE else None
         return self.plan.shared[(row.key, seed)]
 
     def effective(self, config: ExperimentConfig) -> tuple[str, int]:
@@ -143,12 +144,16 @@ class Runner:
                 record(cell, guard(lambda: evaluation_run(self.ws, model, cell.user, self.opts.tag,
                                                           self.opts.device), self.say))
             else:
-                cell.status, cell.note = "skipped", "its shared run did not finish"
+                cell.status, cell.note = SKIPPED, "its shared run did not finish"
             return
         parent = cells.get(row.init)
-        start = source.run_id if source is not None else (parent.run_id if parent and parent.status == "done" else None)
+        start: str | None = None  # the run this cell starts from: the shared No-DA run, else its finished parent
+        if source is not None:
+            start = source.run_id
+        elif parent is not None and parent.status == Status.DONE:
+            start = parent.run_id
         if start is None:
-            cell.status, cell.note = "skipped", "its starting run did not finish"
+            cell.status, cell.note = SKIPPED, "its starting run did not finish"
             return
         config = self.config(row.method, [*row.overrides, f"train.init_from={start}"], cell.user, cell.seed,
                              self.plan.adapt_steps)
@@ -181,7 +186,7 @@ def guard(action: Callable[[], Outcome], say: Say) -> Outcome | None:
 
 def record(cell: Cell, outcome: Outcome | None) -> None:
     if outcome is None:
-        cell.status = "failed"
+        cell.status = Status.FAILED
         return
     run, cell.action = outcome
     cell.run_id, cell.status = run.run_id, run.status

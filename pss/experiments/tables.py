@@ -23,37 +23,20 @@ Writes ``WS/experiments/<table>/``: ``fiou.csv``, ``miou.csv``, ``<table>.md`` (
 """
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 from pss.api import runs as api
 from pss.data.pss_layout import list_users
 from pss.errors import ConfigError, PssError
+from pss.experiments.gains import gain_tables
+from pss.experiments.report import write_outputs
+from pss.experiments.runner import Plan, run_cells
+from pss.experiments.spec import Cell, ExperimentOptions, ExperimentResult, RowSpec
+from pss.status import Status
 from pss.workspace import Workspace
-
-
-@dataclass(frozen=True)
-class RowSpec:
-    """One row of a table. ``init``: ``"source"`` (the shared No-DA model) or the key of the row whose run (same user
-    and seed) starts this one. ``default``: shown unless ``--methods`` says otherwise (other rows are trained only
-    when a shown row depends on them, or when asked for). ``source_eval``: the No-DA model itself, evaluated.
-    ``shared``: a row that trains on the source only (a "No-DA continued" control): one run per seed, trained on the
-    workspace's first user and evaluated on the others. ``control``: the key of the row this row's gain is measured
-    against (it differs from this row only in the adaptation term); every gain is also reported against the start
-    (the No-DA row)."""
-
-    key: str
-    label: str
-    method: str
-    overrides: tuple[str, ...] = ()
-    init: str = "source"
-    default: bool = True
-    source_eval: bool = False
-    shared: bool = False
-    control: str | None = None
-
 
 NO_DA = RowSpec("source_only", "No-DA", "source_only", source_eval=True)
 # "No-DA continued": source_only from the No-DA model, for the adaptation runs' steps, schedule, data and seed.
@@ -111,65 +94,6 @@ TABLES: dict[str, list[RowSpec]] = {
 }
 
 
-@dataclass
-class ExperimentOptions:
-    """What to run. ``steps``: every adaptation run's ``train.steps`` (None: a third of the preset's — adaptation
-    fine-tunes the shared No-DA model, so on the demo 100 of its 300 — which keeps table1 on the demo within 90
-    minutes on two CPU cores); ``source_steps``: the shared No-DA runs' (None: the preset's). ``seeds``: how many
-    seeds, from the preset's ``train.seed`` up. ``jobs``: users trained in parallel processes, each with
-    ``cpu_count // jobs`` threads; None = 2 on a CPU with at least 2 cores, 1 on CUDA (one GPU). One thread per
-    process suits the demo's small convolutions: on a busy 2-core machine a No-DA step took 2.4 s with one thread
-    and 13.6 s with two (OpenMP threads waiting for each other). ``one_start``: every seed starts from the No-DA
-    model of the first seed (seeds then vary the adaptation runs and their controls, not the start; the No-DA row
-    has no spread), which saves one No-DA training per extra seed. ``start``: the id of a finished context-free
-    No-DA run to start every seed from instead of training one (implies ``one_start``; e.g. the run whose
-    source-val curve chose the preset's No-DA length). ``bootstrap``: resamples of the paired
-    bootstrap behind each gain's 95 % interval (``pss.experiments.stats``)."""
-
-    table: str
-    users: list[str] | None = None
-    methods: list[str] | None = None
-    steps: int | None = None
-    source_steps: int | None = None
-    seeds: int = 1
-    one_start: bool = False
-    start: str | None = None
-    bootstrap: int = 2000
-    preset: str = "demo"
-    device: str = "auto"
-    tag: str = "tables"
-    jobs: int | None = None
-    console: bool = True
-
-
-@dataclass
-class Cell:
-    row: str
-    user: str
-    seed: int
-    run_id: str | None = None
-    status: str = "pending"
-    action: str = ""
-    fiou: float | None = None
-    miou: float | None = None
-    seconds: float | None = None
-    note: str = ""
-
-
-@dataclass
-class ExperimentResult:
-    table: str
-    tables: dict[str, Any]  # metric -> DataFrame
-    cells: list[Cell]
-    notes: list[str]
-    out_dir: Path
-    seconds: float
-    trained: int = 0
-    failed: list[str] = field(default_factory=list)
-    gains: dict[str, Any] = field(default_factory=dict)  # "<metric> vs control|start" -> DataFrame (gains.py)
-    controls: dict[str, str] = field(default_factory=dict)  # row label -> its control's label
-
-
 def select_rows(table: str, methods: Sequence[str] | None) -> tuple[list[RowSpec], list[RowSpec]]:
     """(rows to show, rows to train = shown rows + what they start from), in table order."""
     if table not in TABLES:
@@ -189,23 +113,15 @@ def select_rows(table: str, methods: Sequence[str] | None) -> tuple[list[RowSpec
     return shown, [r for r in TABLES[table] if r.key in needed]
 
 
-
-
 def default_jobs(device: str) -> int:
     """Parallel users when ``--jobs`` is not given: 2 on a CPU with >= 2 cores, else 1."""
-    import os
-
-    from pss.engine.device import resolve_device
+    from pss.engine.device import resolve_device  # imports torch: only when an experiment really starts
 
     return 2 if resolve_device(device).type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
 
 
 def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], None] = print) -> ExperimentResult:
     """Train (or reuse) every run of ``opts.table``, then write and return its tables (module docstring)."""
-    from pss.experiments.gains import gain_tables
-    from pss.experiments.report import write_outputs
-    from pss.experiments.runner import Plan, run_cells
-
     started = time.time()
     shown, needed = select_rows(opts.table, opts.methods)
     everyone = list_users(ws.personal)
@@ -229,7 +145,7 @@ def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], 
     labels = {r.key: r.label for r in TABLES[opts.table]}
     shown_keys = {r.key for r in shown}
     values = [dict(row=labels[c.row], user=c.user, seed=c.seed, FIoU=c.fiou, MIoU=c.miou)
-              for c in runner.cells if c.row in shown_keys and c.status == "done"]
+              for c in runner.cells if c.row in shown_keys and c.status == Status.DONE]
     gains: dict[str, Any] = {}
     try:
         gains = gain_tables(ws, runner.cells, shown, users, {s: plan.start_seed(s, seeds) for s in seeds},
@@ -239,7 +155,7 @@ def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], 
     result = ExperimentResult(
         opts.table, api.seed_tables(values, [r.label for r in shown], users), runner.cells, runner.notes,
         ws.root / "experiments" / opts.table, time.time() - started, runner.work,
-        [f"{labels[c.row]} / {c.user} / seed {c.seed}: {c.status}" for c in runner.cells if c.status != "done"],
+        [f"{labels[c.row]} / {c.user} / seed {c.seed}: {c.status}" for c in runner.cells if c.status != Status.DONE],
         gains, {r.label: labels[r.control] for r in shown if r.control})
     say(write_outputs(result, labels, opts, plan.adapt_steps, _start_text(ws, opts, plan.source_steps)))
     return result
@@ -252,3 +168,9 @@ def _start_text(ws: Workspace, opts: ExperimentOptions, source_steps: int) -> st
     record = ws.store().index.get_run(opts.start)
     length = f"{record.total_steps} steps" if record is not None and record.total_steps else "length unknown"
     return f"every seed starts from the No-DA run `{opts.start}` ({length})"
+
+
+# Cell, ExperimentOptions, ExperimentResult and RowSpec live in pss.experiments.spec (shared with the runner);
+# they stay importable from here, the module that defines the tables.
+__all__ = ["TABLES", "Cell", "ExperimentOptions", "ExperimentResult", "RowSpec", "default_jobs", "run_experiment",
+           "select_rows"]

@@ -7,7 +7,7 @@ Layout under a workspace's ``cache/`` folder::
 
 Features are keyed by the SHA-1 of the image *file bytes*, so renaming or moving a photo reuses its
 features and editing it re-extracts only that photo. One small file per image (rather than one archive per
-user) makes every write independent and atomic (temp file + ``os.replace``), so two processes (app and
+user) makes every write independent and atomic (``pss.fileio``), so two processes (app and
 CLI) can fill the same cache at the same time without locks: the worst case is both computing the same
 vector and one replacing the other with identical bytes.
 """
@@ -17,8 +17,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from pss.errors import DatasetError
+from pss.fileio import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -57,23 +56,9 @@ def combined_key(parts: Iterable[str]) -> str:
     return digest.hexdigest()
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        # Never leave a half-written temp file behind, whatever interrupted us (including Ctrl-C).
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Atomically write ``payload`` as indented UTF-8 JSON."""
-    write_bytes_atomic(path, json.dumps(payload, indent=1).encode("utf-8"))
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically write ``payload`` as indented UTF-8 JSON (read back by :func:`read_json`)."""
+    write_text_atomic(path, json.dumps(payload, indent=1))
 
 
 class FeatureCache:

@@ -15,7 +15,7 @@ import torch
 from pss.data.pss_layout import read_user, write_cluster_list
 from pss.data.records import ImageRecord
 from pss.errors import DatasetError
-from pss.grouping.cache import combined_key, file_sha1, grouping_path, read_json, write_json_atomic
+from pss.grouping.cache import combined_key, file_sha1, grouping_path, read_json, write_json
 from pss.grouping.cluster import DEFAULT_K, MIN_GROUP_SIZE, effective_k, kmeans_groups, umap_embedding
 from pss.grouping.features import Progress, extract_features, feature_namespace
 from pss.grouping.result import GroupingResult
@@ -105,7 +105,7 @@ def group_records(user: str, records: Sequence[ImageRecord], k: int = DEFAULT_K,
                             feature_model=namespace, skipped=list(skip_reasons), skip_reasons=skip_reasons,
                             seed=seed, key=key)
     if cache_dir is not None:
-        write_json_atomic(grouping_path(cache_dir, user, k, seed), result.to_dict())
+        write_json(grouping_path(cache_dir, user, k, seed), result.to_dict())
     if progress is not None:
         progress(1.0, f"{user}: {len(kept)} images in {k_used} groups, {len(skip_reasons)} skipped")
     return result

@@ -5,10 +5,16 @@ Pure stdlib + PyYAML (no torch), so the app can import it. See ``store.py`` for 
 from __future__ import annotations
 
 from pss.runs.index import RunRecord
-from pss.runs.jobs import Job, JobQueue, Worker
-from pss.runs.meta import FORMAT_VERSION, STATUSES, TERMINAL_STATUSES
+from pss.runs.jobs import Job, JobQueue
+from pss.runs.meta import FORMAT_VERSION
 from pss.runs.run import Run
 from pss.runs.store import ReindexResult, RunStore
+from pss.runs.worker import Worker
+from pss.status import FINISHED
 
-__all__ = ["FORMAT_VERSION", "STATUSES", "TERMINAL_STATUSES", "Job", "JobQueue", "ReindexResult", "Run",
-           "RunRecord", "RunStore", "Worker"]
+# Run and job states are pss.status.Status. This alias is kept only because pss.api.jobs imports it from here;
+# remove it once that module imports pss.status.FINISHED (issue 13).
+TERMINAL_STATUSES = FINISHED
+
+__all__ = ["FORMAT_VERSION", "TERMINAL_STATUSES", "Job", "JobQueue", "ReindexResult", "Run", "RunRecord", "RunStore",
+           "Worker"]

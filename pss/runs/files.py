@@ -1,8 +1,9 @@
 """File primitives of the run store: atomic replace-writes, line-atomic appends, tolerant readers.
 
-Every JSON/YAML file is written to a temporary file in the same directory and moved into place with
-``os.replace`` (atomic on POSIX within one file system), so a reader never sees half a file and a
-crash leaves at most a stray ``.<name>.*.tmp`` file that every reader ignores.
+Every JSON/YAML file is written with ``pss.fileio`` (a temporary sibling moved into place with ``os.replace``,
+fsynced first), so a reader never sees half a file and a crash leaves at most a stray ``.<name>.*.tmp`` file
+(``pss.fileio.TMP_SUFFIX``) that every reader ignores: they open files by their exact names, and listings skip
+dot-names.
 
 ``metrics.jsonl`` and ``log.txt`` are appended with one ``os.write`` on an ``O_APPEND`` descriptor,
 so lines from several processes interleave whole and are visible to other processes at once.
@@ -13,7 +14,6 @@ import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,13 +22,12 @@ from typing import Any
 import yaml
 
 from pss.errors import RunStoreError
+from pss.fileio import write_bytes_atomic
 
 try:  # fcntl is POSIX-only; without it run.json read-modify-writes are unlocked (last writer wins)
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
-
-TMP_SUFFIX = ".tmp"
 
 
 def now_iso() -> str:
@@ -72,30 +71,20 @@ def json_safe(value: Any, where: str = "value") -> Any:
     )
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())  # the data must be on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` atomically (NaN written as null)."""
+    """Write ``obj`` as indented JSON to ``path`` atomically (NaN written as null).
+
+    The data is fsynced before the rename shows it (these are the store's records), and a missing folder raises
+    ``FileNotFoundError``: a write into a run deleted meanwhile must fail, not bring the run's folder back.
+    """
     text = json.dumps(json_safe(obj, path.name), indent=2, allow_nan=False)
-    _atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+    write_bytes_atomic(path, (text + "\n").encode("utf-8"), fsync=True, mkdir=False)
 
 
 def write_yaml_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as block-style YAML to ``path`` atomically, keys in the caller's order."""
+    """Write ``obj`` as block-style YAML to ``path`` atomically (as ``write_json_atomic``), keys in given order."""
     text = yaml.safe_dump(json_safe(obj, path.name), sort_keys=False, default_flow_style=False)
-    _atomic_write_bytes(path, text.encode("utf-8"))
+    write_bytes_atomic(path, text.encode("utf-8"), fsync=True, mkdir=False)
 
 
 def read_json(path: Path, what: str) -> Any:

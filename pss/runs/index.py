@@ -16,12 +16,13 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from pss.errors import RunStoreError
+from pss.status import ACTIVE, Status
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 15_000
@@ -57,7 +58,7 @@ class RunRecord:
     run_id: str
     user: str | None
     method: str
-    status: str
+    status: str  # a pss.status.Status value, as stored
     created: str
     updated: str
     device: str | None
@@ -89,6 +90,15 @@ def _inode(path: Path) -> int | None:
     except FileNotFoundError:
         return None
 
+
+def status_in(statuses: Iterable[Status], column: str = "status") -> str:
+    """SQL condition ``<column> IN ('a', 'b')`` for a fixed set of statuses (constants, never user input), e.g.
+    ``status_in(ACTIVE, "jobs.status")``; built from ``pss.status`` so the queries and the enum cannot drift apart."""
+    return f"{column} IN ({', '.join(repr(Status(s).value) for s in statuses)})"
+
+
+#: "the job or run may still change" (queued or running), for the queries of store.py and jobs.py
+ACTIVE_SQL = status_in(ACTIVE)
 
 RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
 JOB_COLUMNS = ("job_id", "run_id", "status", "device", "pid", "proc_start", "command_json", "created",

@@ -1,4 +1,4 @@
-"""Job queue over the run index, and the worker thread that runs each job as its own process.
+"""Job queue over the run index; the worker thread that runs each job as its own process is ``pss.runs.worker``.
 
 A job is one command (the lead wires ``pss train --run-id …``) for one existing run, on one device.
 Life cycle: ``queued`` → ``running`` → ``done`` | ``failed`` | ``cancelled`` (a queued job can be
@@ -33,14 +33,14 @@ from typing import Any
 
 from pss.errors import RunStoreError
 from pss.runs.files import iso_to_epoch, now_iso
+from pss.runs.index import ACTIVE_SQL, status_in
 from pss.runs.procs import process_alive, process_start_time, signal_group
 from pss.runs.store import RunStore
+from pss.status import ACTIVE, FINISHED, Status
 
 log = logging.getLogger(__name__)
 
-JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ORPHAN_AFTER_S = 60.0  # a run with no job at all this long after its creation was never queued
-ENDED_STATUSES = ("done", "failed", "cancelled")
 
 
 @dataclass
@@ -50,7 +50,7 @@ class Job:
 
     job_id: str
     run_id: str
-    status: str
+    status: str  # a pss.status.Status value, as stored
     device: str
     pid: int | None
     proc_start: int | None
@@ -122,19 +122,19 @@ class JobQueue:
         run = self.store.open_run(run_id)
         now = now_iso()
         job = Job(job_id=f"job-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}",
-                  run_id=run_id, status="queued", device=str(device), pid=None, proc_start=None,
+                  run_id=run_id, status=Status.QUEUED.value, device=str(device), pid=None, proc_start=None,
                   command=list(command), created=now, started=None, ended=None, error=None,
                   resumable=False, cancel_requested=None)
         with self.store.index.transaction() as conn:
-            active = conn.execute("SELECT job_id, status FROM jobs WHERE run_id = ? AND status IN "
-                                  "('queued', 'running')", (run_id,)).fetchone()
+            active = conn.execute(f"SELECT job_id, status FROM jobs WHERE run_id = ? AND {ACTIVE_SQL}",
+                                  (run_id,)).fetchone()
             if active is not None:
                 raise RunStoreError(f"run {run_id} already has job {active['job_id']} {active['status']}; "
                                     "wait for it or cancel it first")
             row = job.to_row()
             conn.execute(f"INSERT INTO jobs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
                          list(row.values()))
-        run.set_status("queued")
+        run.set_status(Status.QUEUED)
         run.save_job(job.to_row())
         return job.job_id
 
@@ -150,15 +150,17 @@ class JobQueue:
         """
         allowed = None if devices is None else set(devices)
         with self.store.index.transaction() as conn:
-            busy = set(busy_devices) | {r[0] for r in conn.execute("SELECT device FROM jobs WHERE status = 'running'")}
-            for row in conn.execute("SELECT * FROM jobs WHERE status = 'queued' ORDER BY created, rowid").fetchall():
+            running = conn.execute("SELECT device FROM jobs WHERE status = ?", (Status.RUNNING,))
+            busy = set(busy_devices) | {r[0] for r in running}
+            queued = conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY created, rowid", (Status.QUEUED,))
+            for row in queued.fetchall():
                 if row["device"] in busy or (allowed is not None and row["device"] not in allowed):
                     continue
                 job = Job.from_row(row)
                 if claim:
-                    job.status, job.started = "running", now_iso()
-                    conn.execute("UPDATE jobs SET status = 'running', started = ?, pid = NULL, proc_start = NULL "
-                                 "WHERE job_id = ?", (job.started, job.job_id))
+                    job.status, job.started = Status.RUNNING.value, now_iso()
+                    conn.execute("UPDATE jobs SET status = ?, started = ?, pid = NULL, proc_start = NULL "
+                                 "WHERE job_id = ?", (job.status, job.started, job.job_id))
                 break
             else:
                 return None
@@ -174,27 +176,28 @@ class JobQueue:
         """
         with self.store.index.connect() as conn:
             cur = conn.execute(
-                "UPDATE jobs SET status = 'running', pid = ?, proc_start = ?, started = COALESCE(started, ?) "
-                "WHERE job_id = ? AND status IN ('queued', 'running')",
-                (pid, process_start_time(pid), now_iso(), job_id))
+                f"UPDATE jobs SET status = ?, pid = ?, proc_start = ?, started = COALESCE(started, ?) "
+                f"WHERE job_id = ? AND {ACTIVE_SQL}",
+                (Status.RUNNING, pid, process_start_time(pid), now_iso(), job_id))
         job = self.get(job_id)
         if cur.rowcount == 0:
             raise RunStoreError(f"job {job_id} is {job.status}, not running; its process {pid} should be stopped")
         self._save(job)
-        self._sync_run(job, "running", None)
+        self._sync_run(job, Status.RUNNING, None)
         return job
 
-    def mark_ended(self, job_id: str, status: str, error: str | None = None) -> Job:
+    def mark_ended(self, job_id: str, status: Status | str, error: str | None = None) -> Job:
         """End a job (``done``/``failed``/``cancelled``) and carry the status over to its run (a run
         that reports ``done`` itself stays done). A job that already ended is left as it is."""
-        if status not in ENDED_STATUSES:
-            raise RunStoreError(f"a job ends as one of {', '.join(ENDED_STATUSES)}, not {status!r}")
+        if status not in FINISHED:
+            raise RunStoreError(f"a job ends as one of {', '.join(FINISHED)}, not {status!r}")
+        status = Status(status)
         job = self.get(job_id)
-        resumable = status != "done" and self._has_checkpoint(job.run_id)
+        resumable = status != Status.DONE and self._has_checkpoint(job.run_id)
         with self.store.index.connect() as conn:
-            cur = conn.execute("UPDATE jobs SET status = ?, ended = ?, error = ?, resumable = ? "
-                               "WHERE job_id = ? AND status IN ('queued', 'running')",
-                               (status, now_iso(), error, int(resumable), job_id))
+            cur = conn.execute(f"UPDATE jobs SET status = ?, ended = ?, error = ?, resumable = ? "
+                               f"WHERE job_id = ? AND {ACTIVE_SQL}",
+                               (status.value, now_iso(), error, int(resumable), job_id))
         job = self.get(job_id)
         if cur.rowcount:
             self._save(job)
@@ -209,11 +212,11 @@ class JobQueue:
         ``cancelled`` when the worker sees the process end, so this returns ``running``.
         """
         job = self.get(job_id)
-        if job.status == "queued":
-            job = self.mark_ended(job_id, "cancelled", "cancelled before it started")
-            if job.status == "cancelled":
+        if job.status == Status.QUEUED:
+            job = self.mark_ended(job_id, Status.CANCELLED, "cancelled before it started")
+            if job.status == Status.CANCELLED:
                 return job.status
-        if job.status != "running":
+        if job.status != Status.RUNNING:
             return job.status
         with self.store.index.connect() as conn:
             conn.execute("UPDATE jobs SET cancel_requested = COALESCE(cancel_requested, ?) WHERE job_id = ?",
@@ -224,7 +227,7 @@ class JobQueue:
             timer = threading.Timer(self.grace_s, self._kill_if_alive, (job.pid, job.proc_start))
             timer.daemon = True
             timer.start()
-        return "running"
+        return Status.RUNNING.value
 
     def reap(self, exclude: Iterable[str] = ()) -> list[Job]:
         """End every ``running`` job whose process is gone; returns the jobs it ended.
@@ -234,12 +237,12 @@ class JobQueue:
         caller watches itself (a worker's own children, whose exit codes it will read).
         """
         skip, ended, now = set(exclude), [], time.time()
-        for job in self.list_jobs(status="running"):
+        for job in self.list_jobs(status=Status.RUNNING):
             if job.job_id in skip:
                 continue
             if job.pid is None:
                 if now - (iso_to_epoch(job.started) or now) > self.claim_timeout_s:
-                    ended.append(self.mark_ended(job.job_id, "failed", "claimed by a worker that stopped "
+                    ended.append(self.mark_ended(job.job_id, Status.FAILED, "claimed by a worker that stopped "
                                                  "before starting the process; enqueue the run again"))
                 continue
             if process_alive(job.pid, job.proc_start):
@@ -264,8 +267,8 @@ class JobQueue:
         """
         with self.store.index.connect() as conn:
             rows = conn.execute(
-                "SELECT run_id, created FROM runs WHERE status IN ('queued', 'running') AND NOT EXISTS "
-                "(SELECT 1 FROM jobs WHERE jobs.run_id = runs.run_id AND jobs.status IN ('queued', 'running'))"
+                f"SELECT run_id, created FROM runs WHERE {status_in(ACTIVE, 'runs.status')} AND NOT EXISTS "
+                f"(SELECT 1 FROM jobs WHERE jobs.run_id = runs.run_id AND {status_in(ACTIVE, 'jobs.status')})"
             ).fetchall()
         fixed, now = [], time.time()
         for row in rows:
@@ -281,14 +284,14 @@ class JobQueue:
                 if now - (iso_to_epoch(row["created"]) or now) < orphan_after_s or \
                         (self.store.run_dir(run_id) / "waiting.json").exists():
                     continue
-                status, error = "failed", "its job was never queued (the launch did not finish); launch it again"
+                status, error = Status.FAILED, "its job was never queued (the launch did not finish); launch it again"
             else:
-                status = job.status if job.status != "done" else "failed"
+                status = Status(job.status) if job.status != Status.DONE else Status.FAILED
                 error = job.error or f"its job {job.job_id} ended ({job.status}) without the run finishing; " \
                                      "resume or launch it again"
             try:
                 run = self.store.open_run(run_id)
-                if run.meta["status"] == "done":  # the run finished; only the index was stale
+                if run.meta["status"] == Status.DONE:  # the run finished; only the index was stale
                     self.store.index.upsert_run(self.store.record_from_dir(run.dir))
                     continue
                 run.set_status(status, error=error)
@@ -301,17 +304,17 @@ class JobQueue:
 
     # ---- helpers ----------------------------------------------------------------------------
 
-    def outcome(self, job: Job, failure: str) -> tuple[str, str | None]:
+    def outcome(self, job: Job, failure: str) -> tuple[Status, str | None]:
         """How a job whose process ended should end, given the cancel flag and the run's own status."""
         if job.cancel_requested:
-            return "cancelled", "cancelled by the user"
+            return Status.CANCELLED, "cancelled by the user"
         try:
             meta = self.store.open_run(job.run_id).meta
         except RunStoreError:
             meta = {}
-        if meta.get("status") == "done":
-            return "done", None
-        return "failed", (f"{failure}: {meta['error']}" if meta.get("error") else failure)
+        if meta.get("status") == Status.DONE:
+            return Status.DONE, None
+        return Status.FAILED, (f"{failure}: {meta['error']}" if meta.get("error") else failure)
 
     def _kill_if_alive(self, pid: int, start: int | None) -> None:
         if process_alive(pid, start):
@@ -330,17 +333,15 @@ class JobQueue:
         except (RunStoreError, OSError) as exc:  # the run dir may be gone; the index row still holds it
             log.warning("job %s: could not write jobs.json of run %s: %s", job.job_id, job.run_id, exc)
 
-    def _sync_run(self, job: Job, status: str, error: str | None) -> None:
+    def _sync_run(self, job: Job, status: Status, error: str | None) -> None:
         try:
             run = self.store.open_run(job.run_id)
             current = run.meta["status"]
-            if current != status and current != "done":
+            if current != status and current != Status.DONE:
                 run.set_status(status, **({"error": error} if error else {}))
         except (RunStoreError, OSError) as exc:
             log.warning("job %s: could not set run %s to %s: %s", job.job_id, job.run_id, status, exc)
 
 
-# Worker lives in worker.py (file size); re-exported so ``from pss.runs.jobs import Worker`` works.
-from pss.runs.worker import Worker  # noqa: E402  (worker.py imports JobQueue from this module)
-
-__all__ = ["ENDED_STATUSES", "JOB_STATUSES", "Job", "JobQueue", "Worker"]
+# The worker that runs these jobs is pss.runs.worker.Worker: it imports this module, never the other way round.
+__all__ = ["Job", "JobQueue"]

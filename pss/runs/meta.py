@@ -11,14 +11,12 @@ from typing import Any
 
 from pss.errors import RunStoreError
 from pss.runs.files import json_safe
+from pss.status import Status
 
 #: Version of the run-directory format. Bump it when run.json / metrics.jsonl change meaning, and
 #: add a function to MIGRATIONS that upgrades a run.json of the previous version in place.
 FORMAT_VERSION = 1
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
-
-STATUSES = ("queued", "running", "done", "failed", "cancelled")
-TERMINAL_STATUSES = ("done", "failed", "cancelled")
 
 #: run.json keys every reader relies on
 REQUIRED_KEYS = ("format_version", "run_id", "created", "method", "status")
@@ -54,8 +52,9 @@ def check_format(meta: Any, path: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_KEYS if key not in meta]
     if missing:
         raise RunStoreError(f"run record {path} lacks {', '.join(missing)}; restore it or delete the run")
-    if meta["status"] not in STATUSES:
-        raise RunStoreError(f"run record {path} has unknown status {meta['status']!r}; expected one of {STATUSES}")
+    if meta["status"] not in tuple(Status):  # a tuple: a corrupt (unhashable) value must not raise TypeError
+        raise RunStoreError(f"run record {path} has unknown status {meta['status']!r}; "
+                            f"expected one of {', '.join(Status)}")
     return meta
 
 

@@ -18,7 +18,8 @@ from pss.errors import RunStoreError
 from pss.runs.files import (append_line, iso_to_epoch, json_safe, locked, now_iso, read_json, read_jsonl,
                             read_yaml, tail_lines, write_json_atomic)
 from pss.runs.index import RunRecord
-from pss.runs.meta import STATUSES, TERMINAL_STATUSES, check_format
+from pss.runs.meta import check_format
+from pss.status import FINISHED, Status
 
 if TYPE_CHECKING:
     from pss.runs.store import RunStore
@@ -105,14 +106,15 @@ class Run:
 
     # ---- status -----------------------------------------------------------------------------
 
-    def set_status(self, status: str, **fields: Any) -> None:
+    def set_status(self, status: Status | str, **fields: Any) -> None:
         """Set the run's status and optional ``fiou``, ``miou``, ``duration_s``, ``error``, ``steps``.
 
         ``running`` stamps ``timings.started``; a terminal status (done/failed/cancelled) stamps
         ``timings.ended`` and, unless ``duration_s`` is given, the duration since the last start.
         """
-        if status not in STATUSES:
-            raise RunStoreError(f"unknown run status {status!r}; expected one of {', '.join(STATUSES)}")
+        if status not in tuple(Status):
+            raise RunStoreError(f"unknown run status {status!r}; expected one of {', '.join(Status)}")
+        status = Status(status).value  # stored as the plain string (run.json, index), whatever the caller passed
         unknown = set(fields) - set(STATUS_FIELDS)
         if unknown:
             raise RunStoreError(f"set_status: unknown field(s) {sorted(unknown)}; accepted: {', '.join(STATUS_FIELDS)}")
@@ -121,10 +123,10 @@ class Run:
         with locked(self.dir / ".lock"):
             meta = self.meta
             timings = meta.setdefault("timings", {})
-            if status == "running":
+            if status == Status.RUNNING:
                 timings.update(started=now, ended=None, duration_s=None)
                 meta["error"] = None
-            elif status in TERMINAL_STATUSES:
+            elif status in FINISHED:
                 timings["ended"] = now
                 started = iso_to_epoch(timings.get("started"))
                 if "duration_s" in fields:

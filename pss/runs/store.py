@@ -37,12 +37,12 @@ from typing import Any
 from pss.errors import RunStoreError
 from pss.runs.files import (epoch_to_iso, now_iso, read_json, read_jsonl, read_yaml, write_json_atomic,
                             write_yaml_atomic)
-from pss.runs.index import JOB_COLUMNS, Index, RunRecord
-from pss.runs.meta import (FORMAT_VERSION, STATUSES, TERMINAL_STATUSES, check_format, code_version,
-                           config_summary, find_seed)
+from pss.runs.index import ACTIVE_SQL, JOB_COLUMNS, Index, RunRecord
+from pss.runs.meta import FORMAT_VERSION, check_format, code_version, config_summary, find_seed
 from pss.runs.run import Run
+from pss.status import Status
 
-__all__ = ["FORMAT_VERSION", "STATUSES", "TERMINAL_STATUSES", "Run", "RunRecord", "RunStore", "ReindexResult"]
+__all__ = ["FORMAT_VERSION", "Run", "RunRecord", "RunStore", "ReindexResult"]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ class RunStore:
             created = now_iso()
             meta = {
                 "format_version": FORMAT_VERSION, "run_id": run_id, "created": created, "updated": created,
-                "user": user, "method": method, "status": "queued", "device": device,
+                "user": user, "method": method, "status": Status.QUEUED.value, "device": device,
                 "total_steps": int(total_steps), "config_summary": config_summary(config),
                 "code_version": code_version(), "seed": find_seed(config), "error": None,
                 "fiou": None, "miou": None,
@@ -167,8 +167,8 @@ class RunStore:
         """
         path = self.run_dir(run_id)
         with self.index.connect() as conn:
-            active = conn.execute("SELECT job_id, status FROM jobs WHERE run_id = ? AND status IN "
-                                  "('queued', 'running')", (run_id,)).fetchone()
+            active = conn.execute(f"SELECT job_id, status FROM jobs WHERE run_id = ? AND {ACTIVE_SQL}",
+                                  (run_id,)).fetchone()
         if active is not None:
             raise RunStoreError(f"run {run_id} has job {active['job_id']} {active['status']}; cancel it "
                                 "before deleting the run")

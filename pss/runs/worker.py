@@ -19,6 +19,7 @@ from pss.runs.jobs import Job, JobQueue
 from pss.runs.procs import describe_exit, signal_group
 from pss.runs.store import RunStore
 from pss.runs.warm import is_module_command, order_line
+from pss.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +99,10 @@ class Worker(threading.Thread):
                 continue
             del self._children[job_id]
             job = self.queue.get(job_id)
-            if job.status != "running":
+            if job.status != Status.RUNNING:
                 continue
             if returncode == 0 and not job.cancel_requested:
-                self.queue.mark_ended(job_id, "done")
+                self.queue.mark_ended(job_id, Status.DONE)
             else:
                 status, error = self.queue.outcome(job, f"{describe_exit(returncode)}; see the run's log")
                 self.queue.mark_ended(job_id, status, error)
@@ -119,7 +120,7 @@ class Worker(threading.Thread):
                                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except Exception as exc:  # any failure to start is this job's failure, not the worker's
             log.exception("job %s: could not start", job.job_id)
-            self.queue.mark_ended(job.job_id, "failed", f"could not start the job: {exc}")
+            self.queue.mark_ended(job.job_id, Status.FAILED, f"could not start the job: {exc}")
             return
         self._children[job.job_id] = (proc, job.device)
         try:
