@@ -19,6 +19,7 @@ import gradio as gr
 import plotly
 
 from pss.api import Workspace, list_users
+from pss.fileio import atomic_path  # TODO(lead): via pss.api (pss_app may import only pss.api/errors/config)
 from pss_app.services.statistics import scope_choices
 from pss_app.tabs import compare as compare_tab
 from pss_app.tabs import groups as groups_tab
@@ -51,10 +52,9 @@ def install_plotly_js(ws: Workspace) -> Path:
     source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     target = ws.cache / "static" / f"plotly-{plotly.__version__}.min.js"
     if not target.exists() or target.stat().st_size != source.stat().st_size:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        shutil.copyfile(source, tmp)
-        tmp.replace(target)
+        # atomic: two apps starting on one workspace, or a page fetching it mid-copy, never see half a bundle
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
     return target
 
 
