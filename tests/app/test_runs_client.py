@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import gradio as gr
 import pytest
@@ -21,19 +19,12 @@ from pss.data.demo import DemoConfig
 from pss.runs.procs import process_alive
 from pss_app.app import launch_kwargs
 from pss_app.tabs import runs as runs_tab
+from support import free_port, wait_for
 
 TINY = DemoConfig(num_source=16, num_users=2, images_per_user=12)
 RUN_ENDPOINTS = {"/launch_run", "/run_view", "/runs_poll", "/cancel_run", "/resume_run", "/delete_run",
                  "/run_history", "/runs_choices", "/runs_preset_defaults", "/runs_context_choices"}
 HEADER, LOSSES, METRICS, STATE = 0, 2, 4, 8  # indices in the run view's outputs
-
-
-def wait_for(condition: Callable[[], object], deadline_s: float = 180.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.1)
 
 
 def runs_app(ws: Workspace) -> gr.Blocks:
@@ -45,10 +36,8 @@ def runs_app(ws: Workspace) -> gr.Blocks:
 
 
 def serve(demo: gr.Blocks, ws: Workspace) -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(ws, "127.0.0.1", port, None, quiet=True))
+    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(ws, "127.0.0.1", free_port(), None,
+                                                                       quiet=True))
     return url
 
 
