@@ -17,7 +17,7 @@ from pss.api import Workspace, create_demo_workspace
 from pss.api.jobs import job_service, stop_job_service
 from pss.data.demo import DemoConfig
 from pss.runs.procs import process_alive
-from pss_app.app import launch_kwargs
+from pss_app.app import launch_kwargs, shared_context
 from pss_app.tabs import runs as runs_tab
 from support import free_port, wait_for
 
@@ -28,10 +28,10 @@ HEADER, LOSSES, METRICS, STATE = 0, 2, 4, 8  # indices in the run view's outputs
 
 
 def runs_app(ws: Workspace) -> gr.Blocks:
-    """An app holding only the Runs tab (what ``pss_app.app.build_app`` puts in its Runs tab)."""
+    """An app holding only the Runs tab (what ``pss_app.app.build_app`` puts in its Runs tab), under the shared
+    controls every tab is built with (they add no endpoint)."""
     with gr.Blocks() as demo:
-        with gr.Tab("Runs"):
-            runs_tab.build(ws, demo.load)
+        runs_tab.build(shared_context(ws, demo))
     return demo
 
 
