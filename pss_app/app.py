@@ -19,6 +19,7 @@ import gradio as gr
 import plotly
 
 from pss.api import Workspace, list_users
+from pss.fileio import atomic_path  # TODO(lead): via pss.api (pss_app may import only pss.api/errors/config)
 from pss_app.services.statistics import scope_choices
 from pss_app.tabs import compare as compare_tab
 from pss_app.tabs import groups as groups_tab
@@ -27,6 +28,7 @@ from pss_app.tabs import inspect as inspect_tab
 from pss_app.tabs import quickstart as quickstart_tab
 from pss_app.tabs import runs as runs_tab
 from pss_app.tabs import statistics as statistics_tab
+from pss_app.tabs.context import TabContext
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +53,23 @@ def install_plotly_js(ws: Workspace) -> Path:
     source = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     target = ws.cache / "static" / f"plotly-{plotly.__version__}.min.js"
     if not target.exists() or target.stat().st_size != source.stat().st_size:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        shutil.copyfile(source, tmp)
-        tmp.replace(target)
+        # atomic: two apps starting on one workspace, or a page fetching it mid-copy, never see half a bundle
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
     return target
+
+
+def shared_context(ws: Workspace, demo: gr.Blocks, default_k: int = DEFAULT_K, private: bool = False) -> TabContext:
+    """Lay out the controls every tab shares (user, K, the status line) in ``demo`` and return the context the
+    tabs are built with (``build_app``; tests that serve a single tab use it too)."""
+    users = [] if private else list_users(ws)
+    with gr.Row():
+        user = gr.Dropdown(users, value=users[0] if users else None, label="User", elem_id="user",
+                           allow_custom_value=True)  # users come and go; the services check the name
+        k = gr.Slider(2, MAX_K, value=default_k, step=1, label="Groups K (k-means)", elem_id="k")
+    status = gr.Markdown(elem_id="status")
+    return TabContext(ws=ws, user=user, k=k, status=status, load=demo.load, users=users,
+                      plotly_js=install_plotly_js(ws), private=private)
 
 
 def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False) -> gr.Blocks:
@@ -66,35 +80,24 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False) 
     filled by the page-load events instead, once the person has logged in.
     """
     serve_from_workspace(ws)
-    plotly_js = install_plotly_js(ws)
-    users = [] if private else list_users(ws)
     with gr.Blocks(title="pss workbench", analytics_enabled=False) as demo:
         gr.Markdown("## pss · personalized semantic segmentation workbench"
                     + ("" if private else f"\nWorkspace `{ws.root}`"))
-        with gr.Row():
-            user = gr.Dropdown(users, value=users[0] if users else None, label="User", elem_id="user",
-                               allow_custom_value=True)  # users come and go; the services check the name
-            k = gr.Slider(2, MAX_K, value=default_k, step=1, label="Groups K (k-means)", elem_id="k")
-        status = gr.Markdown(elem_id="status")
+        ctx = shared_context(ws, demo, default_k, private)
         # the one action for a newcomer: train the demo comparison of the user through the job queue
-        banner = quickstart_tab.build(ws, user, status, demo.load)
+        quickstart_tab.build(ctx)
         with gr.Tabs(selected="images") as tabs:
-            with gr.Tab("Images", id="images", elem_id="tab-images"):
-                images = images_tab.build(ws, user, k, status, demo.load)
-            with gr.Tab("Groups", id="groups", elem_id="tab-groups"):
-                groups_tab.build(ws, plotly_js, user, k, status, images, tabs, demo.load)
-            with gr.Tab("Statistics", id="statistics", elem_id="tab-statistics") as stats:
-                scope = statistics_tab.build(ws, stats, status, private=private)
-            with gr.Tab("Runs", id="runs", elem_id="tab-runs"):
-                # also starts this workspace's job worker (reaping jobs left by a previous app first)
-                runs_tab.build(ws, demo.load, private=private)
+            ctx.tabs = tabs  # before the tabs are built: they switch to each other
+            images_tab.build(ctx)  # publishes ctx.images, which the Groups tab opens images in
+            groups_tab.build(ctx)
+            statistics_tab.build(ctx)
+            runs_tab.build(ctx)  # also starts this workspace's job worker (reaping jobs left by a previous app)
             # Inspect / Compare list the user's finished runs when opened (runs finish while the app runs), so a
             # page load does not run a model for a tab nobody looks at.
-            with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as inspect_page:
-                inspect_tab.build(ws, user, status, [inspect_page.select])
-            with gr.Tab("Compare", id="compare", elem_id="tab-compare") as compare_page:
-                compare_tab.build(ws, user, status, [compare_page.select, banner.open_compare.click])
-        quickstart_tab.show_compare(banner, tabs)
+            inspect_tab.build(ctx)
+            compare_tab.build(ctx)
+        quickstart_tab.show_compare(ctx)
+        scope = ctx.published("scope")
 
         def refresh_users(current: str | None):
             """Users may be added or removed while the app runs: refresh the choices on every page load.
@@ -106,10 +109,10 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False) 
                 return gr.Dropdown(choices=names), gr.Dropdown(choices=scope_choices(ws))
             return gr.Dropdown(choices=names, value=names[0]), gr.Dropdown(choices=scope_choices(ws))
 
-        demo.load(refresh_users, user, [user, scope], api_name="users")
+        demo.load(refresh_users, ctx.user, [ctx.user, scope], api_name="users")
         # one status line serves every tab: a warning belongs to the tab it came from, so opening another clears
         # it (queue=False: before that tab's own handlers, which may write a new one)
-        tabs.select(lambda: "", None, status, queue=False, show_progress="hidden", api_visibility="private")
+        tabs.select(lambda: "", None, ctx.status, queue=False, show_progress="hidden", api_visibility="private")
     quiet_when_idle(demo)
     return demo
 

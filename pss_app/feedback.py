@@ -75,37 +75,20 @@ def check_inputs(checks: list[tuple[str, tuple[tuple[type, ...], str, bool] | No
                              f"({type(value).__name__})")
 
 
-def guarded(n_outputs: int, status_index: int = -1) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorate a handler with ``n_outputs`` outputs: on a data error, leave every output as it is
-    (``gr.skip()``) except the status output at ``status_index``, which gets the message.
+def _message(exc: Exception) -> str:
+    """The text shown for a data error: OS errors get the engine's explanation (which file, what to do)."""
+    return explain_os_error(exc) if isinstance(exc, OSError) else str(exc)
 
-    Arguments are first checked against the handler's annotations (``str``, ``float``, ``list[str]``, optional
-    or not): an API client can send any JSON value through a dropdown, and a number where a name belongs must get
-    a message, not a ``TypeError`` deep in the service. The wrapper keeps the handler's signature, so Gradio
-    still injects ``gr.Progress``/event data.
+
+def _catching(fn: Callable[..., Any], on_error: Callable[[Exception, str], Any], verb: str) -> Callable[..., Any]:
+    """``fn`` with its arguments checked against its annotations and its data errors turned into
+    ``on_error(exc, message)`` (logged as "``fn`` ``verb``: ..."): the one implementation behind
+    :func:`guarded`, :func:`reports_to` and :func:`refused`.
+
+    The wrapper keeps the handler's signature (``functools.wraps``), so Gradio still injects
+    ``gr.Progress``/event data.
     """
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        checks = _input_checks(fn)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                check_inputs(checks, args)
-                return fn(*args, **kwargs)
-            except DATA_ERRORS as exc:
-                log.warning("%s failed: %s", fn.__name__, exc)
-                message = explain_os_error(exc) if isinstance(exc, OSError) else str(exc)
-                outputs: list[Any] = [gr.skip() for _ in range(n_outputs)]
-                outputs[status_index] = problem(message)
-                return tuple(outputs) if n_outputs > 1 else outputs[0]
-        return wrapper
-    return decorate
-
-
-def refused(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a handler that has no status output: a wrong-typed argument or a data error becomes an error
-    toast (``gr.Error``) with the message, instead of Gradio's generic "an error occurred"."""
-    checks = _input_checks(fn)
+    checks = _input_checks(fn)  # once per handler, at decoration time (type hints are not free)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -113,9 +96,44 @@ def refused(fn: Callable[..., Any]) -> Callable[..., Any]:
             check_inputs(checks, args)
             return fn(*args, **kwargs)
         except DATA_ERRORS as exc:
-            log.warning("%s refused: %s", fn.__name__, exc)
-            raise gr.Error(explain_os_error(exc) if isinstance(exc, OSError) else str(exc)) from exc
+            log.warning("%s %s: %s", fn.__name__, verb, exc)
+            return on_error(exc, _message(exc))
     return wrapper
+
+
+def guarded(n_outputs: int, status_index: int = -1) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a handler with ``n_outputs`` outputs: on a data error, leave every output as it is
+    (``gr.skip()``) except the status output at ``status_index``, which gets the message.
+
+    Arguments are first checked against the handler's annotations (``str``, ``float``, ``list[str]``, optional
+    or not): an API client can send any JSON value through a dropdown, and a number where a name belongs must get
+    a message, not a ``TypeError`` deep in the service.
+    """
+    def on_error(exc: Exception, message: str) -> Any:
+        outputs: list[Any] = [gr.skip() for _ in range(n_outputs)]
+        outputs[status_index] = problem(message)
+        return tuple(outputs) if n_outputs > 1 else outputs[0]
+
+    return lambda fn: _catching(fn, on_error, "failed")
+
+
+def reports_to(status: gr.components.Component) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a handler that returns ``{component: value}`` (for two or more outputs, ``status`` among them):
+    on a data error only ``status`` changes, to the message; every other output is left as it is.
+
+    The same argument checks as :func:`guarded`. (Gradio wraps a one-output handler's return value in a list
+    before it looks for a dict, so a handler with a single output uses :func:`guarded` or :func:`refused`.)
+    """
+    return lambda fn: _catching(fn, lambda exc, message: {status: problem(message)}, "failed")
+
+
+def refused(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a handler that has no status output: a wrong-typed argument or a data error becomes an error
+    toast (``gr.Error``) with the message, instead of Gradio's generic "an error occurred"."""
+    def on_error(exc: Exception, message: str) -> Any:
+        raise gr.Error(message) from exc
+
+    return _catching(fn, on_error, "refused")
 
 
 def problems_text(problems: list[str], limit: int = 3) -> str:

@@ -6,14 +6,14 @@ from hanging; nothing asserts on how long anything took.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,16 +27,12 @@ from pss.runs import JobQueue, RunStore
 from pss.runs.procs import process_alive
 from pss.workspace import Workspace
 from pss_app.services.runs import latest_series
+from support import wait_for as support_wait_for
 
 TINY = DemoConfig(num_source=16, num_users=2, images_per_user=12)
 
 
-def wait_for(condition: Callable[[], object], deadline_s: float = 180.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.05)
+wait_for = functools.partial(support_wait_for, poll_s=0.05)  # job states here change within tens of ms
 
 
 @pytest.fixture(scope="module")

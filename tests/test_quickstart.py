@@ -2,10 +2,10 @@
 a tiny demo workspace and the ``tiny`` preset. Deadlines only stop a broken test from hanging."""
 from __future__ import annotations
 
+import functools
 import os
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,16 +19,12 @@ from pss.runs import JobQueue, RunStore
 from pss.runs.procs import process_alive
 from pss.workspace import Workspace
 from pss_app.services import quickstart as banner_svc
+from support import wait_for as support_wait_for
 
 TINY = DemoConfig(num_source=16, num_users=2, images_per_user=12)
 
 
-def wait_for(condition: Callable[[], object], deadline_s: float = 300.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.1)
+wait_for = functools.partial(support_wait_for, deadline_s=300.0)  # the demo comparison trains four runs
 
 
 @pytest.fixture(scope="module")

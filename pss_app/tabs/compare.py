@@ -2,8 +2,6 @@
 error maps, where run B beats run A image by image, per-class IoU and the paper's Tables 1-2, CSV export."""
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import gradio as gr
 
 from pss.api import Workspace
@@ -12,6 +10,7 @@ from pss_app.feedback import guarded
 from pss_app.services.compare import FILTERS, MAX_RUNS, compare_view, error_legend_html, export, image_table, tables
 from pss_app.services.inspect import image_choices
 from pss_app.services.quickstart import compare_selection, empty_state
+from pss_app.tabs.context import TabContext, tab_page
 
 
 def _default_runs(ws: Workspace, user: str) -> tuple[list[tuple[str, str]], list[str]]:
@@ -26,8 +25,17 @@ def _default_runs(ws: Workspace, user: str) -> tuple[list[tuple[str, str]], list
     return [(run.label, run.run_id) for run in runs], chosen if len(chosen) >= 2 else list(newest.values())[:4]
 
 
-def build(ws: Workspace, user: gr.Dropdown, status: gr.Markdown, refresh_triggers: Sequence) -> None:
-    """Lay out the tab inside the current ``gr.Tab``; ``refresh_triggers`` (page load, tab select) re-list runs."""
+def build(ctx: TabContext) -> None:
+    """Lay out the "Compare" tab and wire its events; opening the tab, or the banner's "Open Compare", re-lists
+    the user's runs (after the quick-start banner, which publishes that button)."""
+    banner = ctx.published("banner")
+    with tab_page("Compare", "compare") as page:
+        _body(ctx, [page.select, banner.open_compare.click])
+
+
+def _body(ctx: TabContext, refresh_triggers: list) -> None:
+    """The tab's layout and events; ``refresh_triggers`` re-list the user's runs and images."""
+    ws, user, status = ctx.ws, ctx.user, ctx.status
     empty = gr.Markdown(elem_id="compare-empty")
     runs = gr.CheckboxGroup([], label=f"Runs to compare (finished runs of the user, up to {MAX_RUNS})",
                             elem_id="compare-runs")

@@ -13,6 +13,7 @@ from pss_app.scatter import scatter_component
 from pss_app.services.collection import collection
 from pss_app.services.groups import (Selection, group_choices, grouping_status, initial_selection, parse_group,
                                      parse_selection, scatter_figure, selection_view)
+from pss_app.tabs.context import TabContext, tab_page
 from pss_app.tabs.images import ImagesTab
 from pss_app.tabs.widgets import pager
 
@@ -63,8 +64,9 @@ def _grouping_outputs(ws: Workspace, user: str, grouping) -> tuple:
             grouping_status(user, grouping))
 
 
-def _wire_grouping(ws: Workspace, w: _Widgets, user, k, status, images: ImagesTab, load_trigger) -> None:
-    outputs = [w.scatter, w.group, images.group, w.selection, status]
+def _wire_grouping(ctx: TabContext, w: _Widgets, images: ImagesTab) -> None:
+    ws, user, k = ctx.ws, ctx.user, ctx.k
+    outputs = [w.scatter, w.group, images.group, w.selection, ctx.status]
 
     @guarded(len(outputs))
     def load_groups(user_name: str, k_value: float):
@@ -76,28 +78,34 @@ def _wire_grouping(ws: Workspace, w: _Widgets, user, k, status, images: ImagesTa
         report = lambda fraction, message: progress(fraction, desc=message)  # noqa: E731
         return _grouping_outputs(ws, user_name, compute_grouping(ws, user_name, int(k_value), progress=report))
 
-    gr.on([load_trigger, user.change, k.release], load_groups, [user, k], outputs, api_name="load_groups",
+    gr.on([ctx.load, user.change, k.release], load_groups, [user, k], outputs, api_name="load_groups",
           trigger_mode="multiple")
     w.compute.click(compute_groups, [user, k], outputs, api_name="compute_groups")
 
-    @guarded(1)
-    def pick_group(user_name: str, k_value: float, value: str) -> str:
+    # Picking writes the selection (JSON) and the status line: a bad pick's warning goes to the line every tab uses
+    # (not into the hidden selection box, where the page never showed it and ``show`` could not parse it), and
+    # the selection is left as it was.
+    picked = [w.selection, ctx.status]
+
+    @guarded(len(picked))
+    def pick_group(user_name: str, k_value: float, value: str) -> tuple[str, str]:
         group_id = parse_group(value)
         return Selection("group" if group_id is not None else "none", group_id,
-                         context=f"{user_name}/K{int(k_value)}").to_json()
+                         context=f"{user_name}/K{int(k_value)}").to_json(), ""
 
-    w.group.input(pick_group, [user, k, w.group], w.selection, api_name="pick_group", trigger_mode="multiple")
+    w.group.input(pick_group, [user, k, w.group], picked, api_name="pick_group", trigger_mode="multiple")
 
-    @guarded(1)
-    def plot_selection(user_name: str, k_value: float, evt: gr.EventData) -> str:
+    @guarded(len(picked))
+    def plot_selection(user_name: str, k_value: float, evt: gr.EventData) -> tuple[str, str]:
         chosen = parse_selection(json.dumps(getattr(evt, "_data", None) or {}))
-        return Selection(chosen.kind, chosen.group, chosen.names, f"{user_name}/K{int(k_value)}").to_json()
+        return Selection(chosen.kind, chosen.group, chosen.names, f"{user_name}/K{int(k_value)}").to_json(), ""
 
-    w.scatter.select(plot_selection, [user, k], w.selection, api_name="plot_selection", trigger_mode="multiple")
+    w.scatter.select(plot_selection, [user, k], picked, api_name="plot_selection", trigger_mode="multiple")
 
 
-def _wire_selection(ws: Workspace, w: _Widgets, user, k, status, images: ImagesTab, tabs: gr.Tabs) -> None:
-    outputs = [w.gallery, w.page, w.selection_info, w.composition, w.names, status]
+def _wire_selection(ctx: TabContext, w: _Widgets, images: ImagesTab) -> None:
+    ws, user, k, tabs = ctx.ws, ctx.user, ctx.k, ctx.published("tabs")
+    outputs = [w.gallery, w.page, w.selection_info, w.composition, w.names, ctx.status]
 
     @guarded(len(outputs))
     def show(user_name: str, k_value: float, selection_json: str, page: float):
@@ -125,9 +133,10 @@ def _wire_selection(ws: Workspace, w: _Widgets, user, k, status, images: ImagesT
     w.gallery.select(open_in_images, w.names, [images.name, tabs], api_visibility="private")
 
 
-def build(ws: Workspace, plotly_js: Path, user: gr.Dropdown, k: gr.Slider, status: gr.Markdown,
-          images: ImagesTab, tabs: gr.Tabs, load_trigger) -> None:
-    """Lay out the tab inside the current ``gr.Tab`` and wire its events."""
-    widgets = _layout(plotly_js)
-    _wire_grouping(ws, widgets, user, k, status, images, load_trigger)
-    _wire_selection(ws, widgets, user, k, status, images, tabs)
+def build(ctx: TabContext) -> None:
+    """Lay out the "Groups" tab and wire its events (after the Images tab: a clicked image opens there)."""
+    images: ImagesTab = ctx.published("images")
+    with tab_page("Groups", "groups"):
+        widgets = _layout(ctx.plotly_js)
+        _wire_grouping(ctx, widgets, images)
+        _wire_selection(ctx, widgets, images)

@@ -5,11 +5,12 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from pss.api import Workspace, cached_grouping
+from pss.api import cached_grouping
 from pss_app.feedback import guarded, problem, problems_text
 from pss_app.services.gallery import ALL, LABELLED_CHOICES, gallery_page, make_filter, tag_choices
 from pss_app.services.groups import group_choices
 from pss_app.services.viewer import has_image, image_view
+from pss_app.tabs.context import TabContext, tab_page
 from pss_app.tabs.widgets import pager
 
 
@@ -63,9 +64,9 @@ def _layout() -> _Widgets:
                     gr.State([]))
 
 
-def _wire_gallery(ws: Workspace, w: _Widgets, user: gr.Dropdown, k: gr.Slider, status: gr.Markdown,
-                  load_trigger) -> None:
-    outputs = [w.gallery, w.page, w.info, w.names, status]
+def _wire_gallery(ctx: TabContext, w: _Widgets) -> None:
+    ws, user, k = ctx.ws, ctx.user, ctx.k
+    outputs = [w.gallery, w.page, w.info, w.names, ctx.status]
 
     @guarded(len(outputs))
     def show_page(user_name: str, k_value: float, tag: str, group: str, labelled: str, page: float):
@@ -77,7 +78,7 @@ def _wire_gallery(ws: Workspace, w: _Widgets, user: gr.Dropdown, k: gr.Slider, s
     filters = [user, k, w.tag, w.group, w.labelled]
     # trigger_mode="multiple": every trigger runs, in order (idempotent handlers). "always_last" was seen to
     # re-trigger user.change's listeners endlessly when two triggers overlapped (gradio 6.31).
-    gr.on([load_trigger, user.change, w.tag.change, w.group.change, w.labelled.change],
+    gr.on([ctx.load, user.change, w.tag.change, w.group.change, w.labelled.change],
           lambda *args: show_page(*args, 1), filters, outputs, api_name="gallery_first_page", trigger_mode="multiple")
     w.page.submit(show_page, [*filters, w.page], outputs, api_name="gallery_page")
     w.prev.click(lambda *args: show_page(*args[:-1], (args[-1] or 1) - 1), [*filters, w.page], outputs,
@@ -90,17 +91,19 @@ def _wire_gallery(ws: Workspace, w: _Widgets, user: gr.Dropdown, k: gr.Slider, s
         grouping = cached_grouping(ws, user_name, int(k_value)) if user_name else None
         return gr.Dropdown(choices=group_choices(grouping, include_all=True), value=ALL), ""
 
-    gr.on([load_trigger, user.change, k.release], group_filter_choices, [user, k], [w.group, status],
+    gr.on([ctx.load, user.change, k.release], group_filter_choices, [user, k], [w.group, ctx.status],
           api_name="group_filter_choices", trigger_mode="multiple")
 
 
-def _wire_viewer(ws: Workspace, w: _Widgets, user: gr.Dropdown, status: gr.Markdown) -> None:
+def _wire_viewer(ctx: TabContext, w: _Widgets) -> None:
+    ws, user = ctx.ws, ctx.user
+
     def pick(page_names: list[str], evt: gr.SelectData) -> str:
         index = evt.index if isinstance(evt.index, int) else 0
         return page_names[index] if 0 <= index < len(page_names) else ""
 
     w.gallery.select(pick, w.names, w.name, api_visibility="private")
-    outputs = [w.view, w.details, w.legend, status]
+    outputs = [w.view, w.details, w.legend, ctx.status]
 
     @guarded(len(outputs))
     def show_image(user_name: str, image_name: str, opacity: float):
@@ -123,9 +126,10 @@ def _wire_viewer(ws: Workspace, w: _Widgets, user: gr.Dropdown, status: gr.Markd
     user.change(follow_user, [user, w.name, w.opacity], outputs, trigger_mode="multiple", api_visibility="private")
 
 
-def build(ws: Workspace, user: gr.Dropdown, k: gr.Slider, status: gr.Markdown, load_trigger) -> ImagesTab:
-    """Lay out the tab inside the current ``gr.Tab`` and wire its events."""
-    widgets = _layout()
-    _wire_gallery(ws, widgets, user, k, status, load_trigger)
-    _wire_viewer(ws, widgets, user, status)
-    return ImagesTab(name=widgets.name, group=widgets.group)
+def build(ctx: TabContext) -> None:
+    """Lay out the "Images" tab and wire its events; publishes ``ctx.images`` (for the Groups tab)."""
+    with tab_page("Images", "images"):
+        widgets = _layout()
+        _wire_gallery(ctx, widgets)
+        _wire_viewer(ctx, widgets)
+    ctx.images = ImagesTab(name=widgets.name, group=widgets.group)

@@ -3,16 +3,15 @@ and, for a clicked pixel, its class probabilities and the group regions it atten
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
 import gradio as gr
 
-from pss.api import Workspace
 from pss.api.maps import DisplaySize
 from pss_app.feedback import guarded
 from pss_app.services.quickstart import empty_state
 from pss_app.services.inspect import (ATTENTION_COLUMNS, image_choices, inspect_view, pixel_view, run_choices,
                                       to_image_pixel)
+from pss_app.tabs.context import TabContext, tab_page
 
 
 def _dropdown(choices: list[tuple[str, str]], current: str | None) -> gr.Dropdown:
@@ -20,8 +19,15 @@ def _dropdown(choices: list[tuple[str, str]], current: str | None) -> gr.Dropdow
     return gr.Dropdown(choices=choices, value=current if current in values else (values[0] if values else None))
 
 
-def build(ws: Workspace, user: gr.Dropdown, status: gr.Markdown, refresh_triggers: Sequence) -> None:
-    """Lay out the tab inside the current ``gr.Tab``; ``refresh_triggers`` (page load, tab select) re-list runs."""
+def build(ctx: TabContext) -> None:
+    """Lay out the "Inspect" tab and wire its events; opening the tab re-lists the user's runs."""
+    with tab_page("Inspect", "inspect") as page:
+        _body(ctx, [page.select])
+
+
+def _body(ctx: TabContext, refresh_triggers: list) -> None:
+    """The tab's layout and events; ``refresh_triggers`` re-list the user's runs and images."""
+    ws, user, status = ctx.ws, ctx.user, ctx.status
     empty = gr.Markdown(elem_id="inspect-empty")
     with gr.Row():
         run = gr.Dropdown([], label="Run (finished runs of the user)", scale=3, elem_id="inspect-run",

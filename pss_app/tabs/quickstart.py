@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from pss.api import Workspace
 from pss_app.feedback import guarded
 from pss_app.services import quickstart as svc
+from pss_app.tabs.context import TabContext
 
 POLL_S = 2.0
 
@@ -23,9 +23,10 @@ def _outputs(view: svc.QuickstartView) -> tuple:
             gr.Button(visible=view.can_compare), gr.Timer(active=view.active), view.state, "")
 
 
-def build(ws: Workspace, user: gr.Dropdown, status: gr.Markdown, load_trigger) -> QuickstartBanner:
-    """Lay out the banner where it is called (above the tabs) and wire it; ``show_compare(tabs)`` wires "Open
-    Compare" once the tabs exist."""
+def build(ctx: TabContext) -> None:
+    """Lay out the banner where it is called (above the tabs) and wire it; publishes ``ctx.banner`` (the Compare
+    tab re-lists its runs on "Open Compare"). ``show_compare(ctx)`` wires the tab switch once the tabs exist."""
+    ws, user = ctx.ws, ctx.user
     with gr.Group(elem_id="quickstart"):
         with gr.Row(equal_height=True):
             text = gr.Markdown(elem_id="quickstart-text")
@@ -35,7 +36,7 @@ def build(ws: Workspace, user: gr.Dropdown, status: gr.Markdown, load_trigger) -
         progress = gr.HTML(elem_id="quickstart-progress")
         state = gr.JSON(visible=False, elem_id="quickstart-state")
     timer = gr.Timer(POLL_S, active=False)
-    outputs = [text, progress, start, open_compare, timer, state, status]
+    outputs = [text, progress, start, open_compare, timer, state, ctx.status]
 
     @guarded(len(outputs))
     def show(user_name: str | None):
@@ -45,13 +46,15 @@ def build(ws: Workspace, user: gr.Dropdown, status: gr.Markdown, load_trigger) -
     def launch(user_name: str | None):
         return _outputs(svc.start(ws, user_name))
 
-    load_trigger(show, user, outputs, api_name="quickstart_view")
+    ctx.load(show, user, outputs, api_name="quickstart_view")
     user.change(show, user, outputs, api_visibility="private")
     timer.tick(show, user, outputs, api_visibility="private", show_progress="hidden")
     start.click(launch, user, outputs, api_name="quickstart_start")
-    return QuickstartBanner(open_compare)
+    ctx.banner = QuickstartBanner(open_compare)
 
 
-def show_compare(banner: QuickstartBanner, tabs: gr.Tabs) -> None:
+def show_compare(ctx: TabContext) -> None:
     """"Open Compare" switches to the Compare tab (which re-lists its runs on the same click)."""
-    banner.open_compare.click(lambda: gr.Tabs(selected="compare"), None, tabs, api_visibility="private")
+    banner: QuickstartBanner = ctx.published("banner")
+    banner.open_compare.click(lambda: gr.Tabs(selected="compare"), None, ctx.published("tabs"),
+                              api_visibility="private")

@@ -3,27 +3,31 @@ from __future__ import annotations
 
 import gradio as gr
 
-from pss.api import Workspace
 from pss_app.feedback import guarded
 from pss_app.services.statistics import ALL_USERS, scope_choices, statistics_figures
+from pss_app.tabs.context import TabContext, tab_page
 
 
-def build(ws: Workspace, tab: gr.Tab, status: gr.Markdown, private: bool = False) -> gr.Dropdown:
-    """Lay out the tab inside ``tab`` and wire its events; returns the scope dropdown (refreshed on load).
-    ``private``: no user names in the initial choices (``build_app``)."""
-    with gr.Row():
-        scope = gr.Dropdown([ALL_USERS] if private else scope_choices(ws), value=ALL_USERS, label="Users", elem_id="stats-scope",
-                            allow_custom_value=True)  # checked by the service, refreshed on page load
-        refresh = gr.Button("Refresh", size="sm", elem_id="stats-refresh")
-    summary = gr.Markdown(elem_id="stats-summary")
-    with gr.Row():
-        proportion = gr.Plot(show_label=False, elem_id="stats-proportion")
-        cooccurrence = gr.Plot(show_label=False, elem_id="stats-cooccurrence")
-    with gr.Row():
-        object_size = gr.Plot(show_label=False, elem_id="stats-object-size")
-        instances = gr.Plot(show_label=False, elem_id="stats-instances")
+def build(ctx: TabContext) -> None:
+    """Lay out the "Statistics" tab and wire its events; publishes ``ctx.scope`` (refreshed on page load).
+    ``ctx.private``: no user names in the initial choices (``build_app``)."""
+    ws = ctx.ws
+    with tab_page("Statistics", "statistics") as tab:
+        with gr.Row():
+            scope = gr.Dropdown([ALL_USERS] if ctx.private else scope_choices(ws), value=ALL_USERS, label="Users",
+                                elem_id="stats-scope",
+                                allow_custom_value=True)  # checked by the service, refreshed on page load
+            refresh = gr.Button("Refresh", size="sm", elem_id="stats-refresh")
+        summary = gr.Markdown(elem_id="stats-summary")
+        with gr.Row():
+            proportion = gr.Plot(show_label=False, elem_id="stats-proportion")
+            cooccurrence = gr.Plot(show_label=False, elem_id="stats-cooccurrence")
+        with gr.Row():
+            object_size = gr.Plot(show_label=False, elem_id="stats-object-size")
+            instances = gr.Plot(show_label=False, elem_id="stats-instances")
+    ctx.scope = scope
 
-    outputs = [proportion, cooccurrence, object_size, instances, summary, status]
+    outputs = [proportion, cooccurrence, object_size, instances, summary, ctx.status]
 
     @guarded(len(outputs))
     def show(scope_value: str):
@@ -34,4 +38,3 @@ def build(ws: Workspace, tab: gr.Tab, status: gr.Markdown, private: bool = False
     # Computed when the tab is opened (not at page load): mask statistics read every labelled mask once.
     gr.on([tab.select, scope.change, refresh.click], show, scope, outputs, api_name="statistics",
           trigger_mode="multiple")
-    return scope

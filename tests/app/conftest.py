@@ -5,7 +5,6 @@ same launch arguments as ``pss-app`` (allowed_paths=[WS], run_history=False, 127
 """
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +13,10 @@ import pytest
 
 from pss.api import Workspace, create_demo_workspace
 from pss.data.demo import DemoConfig
+from support import free_port
 
 DEMO = DemoConfig(num_source=20, num_users=2, images_per_user=50)
 K = 4  # small K: 50 images per user
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture()

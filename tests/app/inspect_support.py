@@ -6,11 +6,11 @@ region context, so attention exists) and ``source_only`` (no context).
 """
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 
 from pss.data.demo import DemoConfig, generate_demo
 from pss.workspace import Workspace
+from support import free_port
 
 DEMO = DemoConfig(num_source=16, num_users=2, images_per_user=12)
 USER = "id1"
@@ -40,12 +40,6 @@ def trained_workspace(tmp_path_factory) -> TrainedWorkspace:
         ws.cache.mkdir(parents=True, exist_ok=True)
         _BUILT["ws"] = TrainedWorkspace(ws, runs["pss"], runs["source_only"])
     return _BUILT["ws"]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def launch(ws: Workspace, default_k: int | None = None):

@@ -87,7 +87,8 @@ def test_groups_compute_select_and_filter(client, workspace) -> None:
     first = int(grouping.groups[0])
     assert json.loads(selection)["kind"] == "group" and json.loads(selection)["group"] == first
 
-    picked = client.predict("id2", K, "1", api_name="/pick_group")
+    picked, status = client.predict("id2", K, "1", api_name="/pick_group")
+    assert status == ""
     gallery, page, info, composition, status = client.predict("id2", K, picked, api_name="/selection_page")
     assert _captions(gallery) == grouping.members(1) and "group 1" in info and status == ""
     assert composition["type"] == "plotly"
@@ -101,9 +102,23 @@ def test_groups_compute_select_and_filter(client, workspace) -> None:
         gallery, page, *_ = client.predict("id2", K, lasso, page_in, api_name=endpoint)
         assert page == 1 and len(gallery) == 3  # one page only: clamped
     # without a plot event (a client call) the selection is empty, not an error
-    assert json.loads(client.predict("id2", K, api_name="/plot_selection"))["kind"] == "none"
+    selection, status = client.predict("id2", K, api_name="/plot_selection")
+    assert json.loads(selection)["kind"] == "none" and status == ""
     choices, status = client.predict("id2", K, api_name="/group_filter_choices")
     assert len(choices["choices"]) == 1 + int((grouping.sizes() > 0).sum()) and status == ""
+
+
+def test_a_bad_group_pick_warns_in_the_status_line(client, app) -> None:
+    """A pick the services refuse says why in the status line every tab uses; the selection is left as it was
+    (it used to get the warning, in a hidden box, which the page never showed and the gallery could not parse)."""
+    for args, endpoint in (((37, K, "1"), "/pick_group"), ((37, K), "/plot_selection")):
+        selection, status = client.predict(*args, api_name=endpoint)  # (Gradio itself refuses unknown groups)
+        assert status == "⚠ user name: expected text (a name or id), got 37 (int)"
+        assert "⚠" not in str(selection)
+    line = next(b for b in app.demo.blocks.values() if getattr(b, "elem_id", None) == "status")
+    for endpoint in ("pick_group", "plot_selection"):  # the status line is the one above the tabs
+        fn = next(fn for fn in app.demo.fns.values() if fn.api_name == endpoint)
+        assert [o._id for o in fn.outputs][-1] == line._id
 
 
 def test_statistics(client) -> None:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import gradio as gr
 import pytest
@@ -19,8 +17,9 @@ from pss.api import Workspace, create_demo_workspace
 from pss.api.jobs import job_service, stop_job_service
 from pss.data.demo import DemoConfig
 from pss.runs.procs import process_alive
-from pss_app.app import launch_kwargs
+from pss_app.app import launch_kwargs, shared_context
 from pss_app.tabs import runs as runs_tab
+from support import free_port, wait_for
 
 TINY = DemoConfig(num_source=16, num_users=2, images_per_user=12)
 RUN_ENDPOINTS = {"/launch_run", "/run_view", "/runs_poll", "/cancel_run", "/resume_run", "/delete_run",
@@ -28,27 +27,17 @@ RUN_ENDPOINTS = {"/launch_run", "/run_view", "/runs_poll", "/cancel_run", "/resu
 HEADER, LOSSES, METRICS, STATE = 0, 2, 4, 8  # indices in the run view's outputs
 
 
-def wait_for(condition: Callable[[], object], deadline_s: float = 180.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.1)
-
-
 def runs_app(ws: Workspace) -> gr.Blocks:
-    """An app holding only the Runs tab (what ``pss_app.app.build_app`` puts in its Runs tab)."""
+    """An app holding only the Runs tab (what ``pss_app.app.build_app`` puts in its Runs tab), under the shared
+    controls every tab is built with (they add no endpoint)."""
     with gr.Blocks() as demo:
-        with gr.Tab("Runs"):
-            runs_tab.build(ws, demo.load)
+        runs_tab.build(shared_context(ws, demo))
     return demo
 
 
 def serve(demo: gr.Blocks, ws: Workspace) -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(ws, "127.0.0.1", port, None, quiet=True))
+    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(ws, "127.0.0.1", free_port(), None,
+                                                                       quiet=True))
     return url
 
 

@@ -1,7 +1,6 @@
 """Serving rules, checked against the running server: only workspace files, 127.0.0.1, auth, no run history."""
 from __future__ import annotations
 
-import http.client
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,21 +12,9 @@ import pytest
 from pss.api import Workspace, read_user, thumbnail
 from pss_app.__main__ import parser
 from pss_app.app import serve_from_workspace
+from support import raw_get
 
 SECRET = "TOP-SECRET-NOT-IN-THE-WORKSPACE"
-
-
-def _raw_get(url: str, path: str) -> tuple[int, bytes]:
-    """GET ``path`` exactly as written (no client-side normalisation of ``..``)."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        connection.putrequest("GET", path, skip_accept_encoding=True)
-        connection.endheaders()
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +37,7 @@ def outside(workspace: Workspace) -> Iterator[Path]:
 def test_a_workspace_file_is_served(app) -> None:
     record = read_user(app.ws, "id1").records[0]
     thumb = thumbnail(app.ws, record.image_path)
-    status, body = _raw_get(app.url, "/gradio_api/file=" + quote(str(thumb)))
+    status, body = raw_get(app.url, "/gradio_api/file=" + quote(str(thumb)))
     assert status == 200 and body == thumb.read_bytes()
 
 
@@ -68,7 +55,7 @@ def test_a_workspace_file_is_served(app) -> None:
 def test_files_outside_the_workspace_are_refused(app, outside: Path, make_path) -> None:
     path = make_path(app.ws, outside)
     for route in ("/gradio_api/file=", "/gradio_api/file/", "/file="):
-        status, body = _raw_get(app.url, route + path)
+        status, body = raw_get(app.url, route + path)
         assert status in (403, 404), f"{route}{path} -> {status}"
         assert SECRET.encode() not in body and b"root:" not in body
 
@@ -115,7 +102,7 @@ def test_auth_is_required_when_set(workspace: Workspace, port: int, tmp_path_fac
                                                                       ("ann", "s3cret"), quiet=True))
     try:
         thumb = thumbnail(workspace, read_user(workspace, "id1").records[0].image_path)
-        status, _ = _raw_get(url, "/gradio_api/file=" + quote(str(thumb)))
+        status, _ = raw_get(url, "/gradio_api/file=" + quote(str(thumb)))
         assert status in (401, 403)
         assert httpx.get(url + "config", timeout=30).status_code in (401, 403)
         bad = httpx.post(url + "login", data={"username": "ann", "password": "wrong"}, timeout=30)

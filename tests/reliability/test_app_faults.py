@@ -3,22 +3,21 @@ description), a broken user does not blank the others, only what pages show can 
 carries no workspace data, and a killed app comes back with every run listed. Data is never changed."""
 from __future__ import annotations
 
-import http.client
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 import pytest
 
 from fuzzing import fuzz
+from support import free_port, raw_get
 from pss.api import Workspace, open_workspace, read_user, thumbnail
 
 K = 4
@@ -26,27 +25,8 @@ K = 4
 CI_VALUES_PER_PARAM = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _get(url: str, path: str) -> tuple[int, bytes]:
-    """GET ``path`` exactly as written (no client-side normalisation)."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        connection.putrequest("GET", path, skip_accept_encoding=True)
-        connection.endheaders()
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +49,7 @@ def app(broken_ws: Workspace) -> Iterator[tuple[str, object]]:
     from pss_app.app import build_app, launch_kwargs
 
     demo = build_app(broken_ws, default_k=K)
-    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(broken_ws, "127.0.0.1", _free_port(), None,
+    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(broken_ws, "127.0.0.1", free_port(), None,
                                                                        quiet=True))
     yield url, demo
     demo.close()
@@ -129,14 +109,14 @@ def test_only_what_pages_show_can_be_downloaded(app, broken_ws: Workspace) -> No
     url, _ = app
     record = read_user(broken_ws, "id1").records[0]
     thumb = thumbnail(broken_ws, record.image_path)
-    assert _get(url, "/gradio_api/file=" + quote(str(thumb)))[0] == 200  # what the gallery and scatter show
+    assert raw_get(url, "/gradio_api/file=" + quote(str(thumb)))[0] == 200  # what the gallery and scatter show
     run_dir = next(p for p in broken_ws.runs.iterdir() if p.is_dir() and not p.name.startswith("."))
     refused = [broken_ws.runs / "index.sqlite", run_dir / "checkpoints" / "step_1.pt", run_dir / "config.yaml",
                run_dir / "run.json", record.image_path, broken_ws.personal / "id1" / "imgLabelList.txt",
                broken_ws.data / "VOC2012" / "list" / "train_aug.txt"]
     for path in refused:
         for route in ("/gradio_api/file=", "/gradio_api/file/", "/file="):
-            status, body = _get(url, route + quote(str(path)))
+            status, body = raw_get(url, route + quote(str(path)))
             assert status in (403, 404), f"{route}{path} -> {status}"
             assert b"CHECKPOINT-BYTES" not in body and b"SQLite format" not in body
 
@@ -145,7 +125,7 @@ def test_the_login_page_carries_no_workspace_data(broken_ws: Workspace) -> None:
     from pss_app.app import build_app, launch_kwargs
 
     demo = build_app(broken_ws, default_k=K, private=True)
-    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(broken_ws, "127.0.0.1", _free_port(),
+    _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(broken_ws, "127.0.0.1", free_port(),
                                                                       ("ann", "s3cret"), quiet=True))
     try:
         page = httpx.get(url, timeout=30).text  # the login page, with Gradio's embedded API description
@@ -175,7 +155,7 @@ def test_a_killed_app_comes_back_with_every_run_listed(broken_ws: Workspace, tmp
     runs_before = sorted(r.run_id for r in broken_ws.store().list_runs())
 
     def serve() -> tuple[subprocess.Popen, str]:
-        port = _free_port()
+        port = free_port()
         env = {**os.environ, "PSS_WARM_JOBS": "0"}
         proc = subprocess.Popen([sys.executable, "-m", "pss_app", "--workspace", str(broken_ws.root), "--port",
                                  str(port), "--k", str(K)], env=env, stdout=subprocess.DEVNULL,
