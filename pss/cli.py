@@ -14,6 +14,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from pss.errors import PssError, explain_os_error
+from pss.status import Status
 from pss.workspace import Workspace
 
 DEFAULT_WORKSPACE = "pss-workspace"
@@ -101,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"  FIoU {outcome.report.fiou * 100:.2f}  MIoU(pss) {outcome.report.miou['pss'] * 100:.2f}  "
               f"MIoU(present) {outcome.report.miou['present'] * 100:.2f}  "
               f"({outcome.report.num_images} labelled images)")
-    return 0 if outcome.status == "done" else 1
+    return 0 if outcome.status == Status.DONE else 1
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -34,6 +34,7 @@ from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter, build_segmenter
 from pss.runs import Run, RunStore
 from pss.workspace import Workspace
+from pss.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class RunOutcome:
     run_id: str
-    status: str
+    status: Status
     report: SegReport | None
     train: TrainResult | None
     seconds: float
@@ -99,7 +100,7 @@ def finish_run(run: Run, model: Segmenter, config: ExperimentConfig, data: Exper
     run.write_report({**report.to_dict(), "mean_entropy": entropies, "groups": data.evaluation_groups,
                       **(extra_report or {})})
     run.log_event("eval", step, fiou=report.fiou, miou=report.miou["pss"], miou_present=report.miou["present"])
-    run.set_status("done", fiou=report.fiou, miou=report.miou["pss"], duration_s=time.time() - started, **status)
+    run.set_status(Status.DONE, fiou=report.fiou, miou=report.miou["pss"], duration_s=time.time() - started, **status)
     return report
 
 
@@ -123,7 +124,7 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
     except ValueError:  # not the main thread (e.g. called from a test thread): cancellation by flag only
         previous = None
     try:
-        run.set_status("running")
+        run.set_status(Status.RUNNING)
         model = build_segmenter(config.model)
         method = build_method(config.method_name, config.method_params(), config.model.num_classes)
         policy = method.pseudo_policy()
@@ -167,19 +168,19 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         result = trainer.run()
         # bad files were skipped where training met them; name them all now that it ended (issue 15)
         log_skipped(streams, run.log, {"source": data.source_groups, "target": data.target_groups})
-        if result.status == "cancelled":
-            run.set_status("cancelled", duration_s=time.time() - started)
-            return RunOutcome(run.run_id, "cancelled", None, result, time.time() - started)
+        if result.status == Status.CANCELLED:
+            run.set_status(Status.CANCELLED, duration_s=time.time() - started)
+            return RunOutcome(run.run_id, Status.CANCELLED, None, result, time.time() - started)
         extra: dict[str, Any] = {}
         if source_val is not None:
             final = source_val_values(source_val.score(trainer.model, result.step))
             curve = [{k: e.get(k) for k in ("step", *final)} for e in run.events("source_val")]
             extra["source_val"] = {**final, "curve": curve}  # the curve includes points from before a resume
         report = finish_run(run, trainer.model, config, data, settings, result.step, started, extra)
-        return RunOutcome(run.run_id, "done", report, result, time.time() - started)
+        return RunOutcome(run.run_id, Status.DONE, report, result, time.time() - started)
     except BaseException as exc:
         run.log(traceback.format_exc())
-        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        status = Status.CANCELLED if isinstance(exc, KeyboardInterrupt) else Status.FAILED
         run.set_status(status, error=f"{type(exc).__name__}: {exc}", duration_s=time.time() - started)
         raise
     finally:

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from tqdm import tqdm
 
+from pss.status import Status
+
 if TYPE_CHECKING:
     import torch
 
@@ -59,7 +61,7 @@ class RunStoreHook(Hook):
         self.started = time.time()
 
     def on_start(self, trainer: "Trainer") -> None:
-        self.run.set_status("running")
+        self.run.set_status(Status.RUNNING)
         self.started = time.time()
 
     def on_log(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None:

@@ -28,6 +28,7 @@ from pss.engine.streams import BatchStream, to_device
 from pss.methods import Method, StepBatch
 from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter
+from pss.status import Status
 
 
 def _total(losses: dict[str, torch.Tensor], if_empty: str) -> torch.Tensor:
@@ -39,7 +40,7 @@ def _total(losses: dict[str, torch.Tensor], if_empty: str) -> torch.Tensor:
 
 @dataclass
 class TrainResult:
-    status: str  # "done" or "cancelled"
+    status: Status  # DONE or CANCELLED
     step: int
     seconds: float
     last_losses: dict[str, float]
@@ -164,7 +165,7 @@ class Trainer:
         for hook in self.hooks:
             hook.on_start(self)
         last: dict[str, float] = {}
-        status = "done"
+        status = Status.DONE
         while self.step < self.total_steps:
             losses = self.train_step()
             self.step += 1
@@ -184,7 +185,7 @@ class Trainer:
             if self.train_cfg.checkpoint_every > 0 and self.step % self.train_cfg.checkpoint_every == 0:
                 self.save()
             if self.stop_requested and self.step < self.total_steps:
-                status = "cancelled"
+                status = Status.CANCELLED
                 break
         self.save()
         for hook in self.hooks:

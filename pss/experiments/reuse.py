@@ -12,6 +12,7 @@ import shutil
 import time
 import traceback
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from pss.api import runs as api
@@ -19,6 +20,7 @@ from pss.config import ExperimentConfig, config_to_dict, resolve_config
 from pss.errors import CheckpointError
 from pss.runs.index import RunRecord
 from pss.workspace import Workspace
+from pss.status import Status
 
 
 def canonical(config: dict[str, Any]) -> str:
@@ -41,7 +43,7 @@ def ensure_run(ws: Workspace, config: ExperimentConfig, device: str, console: bo
     """
     matches = matching_runs(ws, config)
     for record in matches:
-        if record.status == "done":
+        if record.status == Status.DONE:
             return record, "reused"
     store = ws.store()
     for record in matches:
@@ -73,7 +75,7 @@ def evaluation_run(ws: Workspace, source: RunRecord, user: str, tag: str, device
     config = replace(src_config, tag=f"{tag}:eval", data=replace(src_config.data, user=user),
                      train=replace(src_config.train, init_from=source.run_id))
     for record in matching_runs(ws, config):
-        if record.status == "done":
+        if record.status == Status.DONE:
             return record, "reused"
     checkpoint = ws.store().open_run(source.run_id).latest_checkpoint()
     if checkpoint is None:
@@ -81,7 +83,7 @@ def evaluation_run(ws: Workspace, source: RunRecord, user: str, tag: str, device
     return _evaluate_into_run(ws, config, checkpoint, source, device), "evaluated"
 
 
-def _evaluate_into_run(ws: Workspace, config: ExperimentConfig, checkpoint: os.PathLike, source: RunRecord,
+def _evaluate_into_run(ws: Workspace, config: ExperimentConfig, checkpoint: Path, source: RunRecord,
                        device: str) -> RunRecord:
     from pss.engine.checkpoint import load_model_weights
     from pss.engine.data import load_experiment_data
@@ -93,7 +95,7 @@ def _evaluate_into_run(ws: Workspace, config: ExperimentConfig, checkpoint: os.P
     started = time.time()
     run = prepare_run(config, ws, device)
     try:
-        run.set_status("running")
+        run.set_status(Status.RUNNING)
         run.log(f"evaluation only: the model of run {source.run_id} (no training)")
         torch_device = resolve_device(device)
         model = build_segmenter(config.model)
@@ -104,6 +106,6 @@ def _evaluate_into_run(ws: Workspace, config: ExperimentConfig, checkpoint: os.P
                    source.steps, started, steps=source.steps)
     except BaseException as exc:
         run.log(traceback.format_exc())
-        run.set_status("failed", error=f"{type(exc).__name__}: {exc}", duration_s=time.time() - started)
+        run.set_status(Status.FAILED, error=f"{type(exc).__name__}: {exc}", duration_s=time.time() - started)
         raise
     return run.record
