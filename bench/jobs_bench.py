@@ -45,11 +45,11 @@ STATE = 8  # index of the run state JSON in /runs_poll's outputs
 def serve(ws) -> tuple["gr.Blocks", str]:
     import gradio as gr
 
-    from pss_app.app import launch_kwargs
+    from pss_app.app import launch_kwargs, shared_context
     from pss_app.tabs import runs as runs_tab
 
     with gr.Blocks() as demo:
-        runs_tab.build(ws, demo.load)
+        runs_tab.build(shared_context(ws, demo))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
