@@ -74,7 +74,7 @@ class UserCollection:
         raise DatasetError(f"{self.root}: no image named {name!r} in user {self.user}")
 
     def group_ids(self, records: list[ImageRecord] | None = None) -> list[int]:
-        """Group id of each record (default: all), aligned with the list; for ``GroupBatchSampler``."""
+        """Group id of each record (default: all), aligned with the list; for ``pss.data.loaders.group_batches``."""
         records = self.records if records is None else records
         if self.groups is None:
             raise DatasetError(f"{self.root}: user {self.user} has no train_cluster<K>.txt; run `pss group` first")
