@@ -15,16 +15,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pss.data.image_io import IMAGE_SUFFIXES
 from pss.data.labels import NUM_CLASSES, class_index
+from pss.data.problems import Problem
 from pss.data.records import ImageRecord
 from pss.data.voc_layout import read_list_file
 from pss.errors import DatasetError
-
-if TYPE_CHECKING:
-    from pss.data.validate import Problem
 
 _USER_RE = re.compile(r"^id(\d+)$")
 _CLUSTER_RE = re.compile(r"^train_cluster(\d+)\.txt$")
@@ -44,7 +41,7 @@ class UserCollection:
         groups: group id per image name from ``train_cluster<K>.txt``, or ``None`` when no grouping is stored.
         group_k: the K of the grouping file read (``None`` without groups).
         eval_names: names listed in ``val_all.txt`` (``None`` if the file is absent).
-        problems: everything odd found while reading (see ``pss.data.validate.Problem``).
+        problems: everything odd found while reading (``pss.data.problems.Problem``).
     """
 
     user: str
@@ -123,8 +120,6 @@ def parse_tag_line(line: str) -> tuple[str, tuple[int, ...]]:
 
 def _read_tags(user_dir: Path, stems: set[str], problems: list[Problem]) -> dict[str, tuple[int, ...]] | None:
     """Tags per image stem; ``None`` when there is no tag file (reported once, not once per image)."""
-    from pss.data.validate import Problem
-
     tag_file = next((user_dir / f for f in TAG_FILES if (user_dir / f).is_file()), None)
     if tag_file is None:
         problems.append(Problem(user_dir / TAG_FILES[0], "missing_file", "no image-level tag file; create it with "
@@ -178,8 +173,6 @@ def _pick_cluster_file(user_dir: Path, k: int | None) -> tuple[Path, int] | None
 
 def _read_groups(user_dir: Path, stems: set[str], k: int | None, problems: list[Problem]
                  ) -> tuple[dict[str, int] | None, int | None]:
-    from pss.data.validate import Problem
-
     picked = _pick_cluster_file(user_dir, k)
     if picked is None:
         return None, None
@@ -201,8 +194,6 @@ def _read_groups(user_dir: Path, stems: set[str], k: int | None, problems: list[
 
 
 def _read_eval_names(user_dir: Path, stems: set[str], problems: list[Problem]) -> set[str] | None:
-    from pss.data.validate import Problem
-
     path = user_dir / "val_all.txt"
     if not path.is_file():
         return None
@@ -221,8 +212,6 @@ def _read_eval_names(user_dir: Path, stems: set[str], problems: list[Problem]) -
 
 
 def _list_images(user_dir: Path, problems: list[Problem]) -> dict[str, Path]:
-    from pss.data.validate import Problem
-
     folder = user_dir / "JPEGImages"
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found; a user folder needs JPEGImages/ with the user's photos")
@@ -244,8 +233,6 @@ def read_user(personal_root: Path, user: str, k: int | None = None, *, strict: b
     Raises ``DatasetError`` if the user folder or its ``JPEGImages`` is missing, or, with ``strict``, on the
     first problem; otherwise problems are collected in ``UserCollection.problems``.
     """
-    from pss.data.validate import Problem
-
     user_dir = Path(personal_root) / user
     if not user_dir.is_dir():
         raise DatasetError(f"{user_dir}: user folder not found; users here: {list_users(Path(personal_root))}")
