@@ -11,7 +11,7 @@ from PIL import Image, ImageFile
 import pss.data
 from pss.data.image_io import image_size, load_mask, load_rgb
 from pss.data.labels import write_label_png
-from pss.data.pss_layout import list_users, parse_tag_line, read_user, write_cluster_list
+from pss.data.pss_layout import list_users, read_user, write_cluster_list
 from pss.data.voc_layout import ListEntry, parse_list_line, read_voc
 from pss.errors import DatasetError
 
@@ -110,17 +110,22 @@ def test_mask_of_rotated_image(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- PSS layout
-def test_parse_tag_line() -> None:
-    assert parse_tag_line("a.jpg:dog,cat") == ("a.jpg", (8, 12))
-    assert parse_tag_line(" e.jpg: Cat , dog ,cat\r\n") == ("e.jpg", (8, 12))
-    assert parse_tag_line("b.jpg:UNKNOWN") == ("b.jpg", ())
-    assert parse_tag_line("c.jpg:") == ("c.jpg", ())
-    assert parse_tag_line("d.jpg:background,person") == ("d.jpg", (15,))
-    for line in ("no colon here", "x.jpg:cat:dog", ":cat", "x.txt:cat"):
-        with pytest.raises(DatasetError, match="expected '<name>.jpg:<class>,<class>'"):
-            parse_tag_line(line)
-    with pytest.raises(DatasetError, match="unicorn"):
-        parse_tag_line("x.jpg:cat,unicorn")
+def test_tag_lines_as_read(tmp_path: Path) -> None:
+    """The tag syntax through the reader: spaces, case and repeats; UNKNOWN, background or nothing = no tag."""
+    for name in "abcdef":
+        save_image(tmp_path / "id1" / "JPEGImages" / f"{name}.jpg", halves(6, 8))
+    (tmp_path / "id1" / "imgLabelList.txt").write_text(
+        "a.jpg:dog,cat\n e.jpg: Cat , dog ,cat\r\nb.jpg:UNKNOWN\nc.jpg:\nd.jpg:background,person\n"
+        "no colon here\nx.jpg:cat:dog\n:cat\nx.txt:cat\nf.jpg:cat,unicorn\n", newline="")
+    user = read_user(tmp_path, "id1")
+    assert {r.name: r.tags for r in user.records} == {"a": (8, 12), "b": (), "c": (), "d": (15,), "e": (8, 12),
+                                                      "f": (8,)}
+    tag_problems = [p for p in user.problems if p.kind in ("bad_tag_line", "unknown_class")]
+    assert [(p.kind, p.line) for p in tag_problems] == [("bad_tag_line", 6), ("bad_tag_line", 7),
+                                                        ("bad_tag_line", 8), ("bad_tag_line", 9),
+                                                        ("unknown_class", 10)]
+    assert all("expected '<name>.jpg:<class>,<class>'" in p.message for p in tag_problems[:4])
+    assert "unicorn" in tag_problems[4].message
 
 
 def make_user(root: Path) -> Path:
@@ -165,7 +170,6 @@ def test_cluster_list_round_trip(tmp_path: Path) -> None:
         "/JPEGImages/c.png /SegmentationClass/c.png 2", "/JPEGImages/d.jpg /SegmentationClass/d.png 1"]
     users = read_user(tmp_path, "id1")
     assert users.groups == {"a": 0, "b": 1, "c": 2, "d": 1} and users.group_k == 3
-    assert users.group_ids() == [0, 1, 2, 1]
     assert read_user(tmp_path, "id1", k=3).groups == users.groups
     with pytest.raises(DatasetError, match="K=5"):
         read_user(tmp_path, "id1", k=5)

@@ -70,17 +70,6 @@ class UserCollection:
                 return r
         raise DatasetError(f"{self.root}: no image named {name!r} in user {self.user}")
 
-    def group_ids(self, records: list[ImageRecord] | None = None) -> list[int]:
-        """Group id of each record (default: all), aligned with the list; for ``pss.data.loaders.group_batches``."""
-        records = self.records if records is None else records
-        if self.groups is None:
-            raise DatasetError(f"{self.root}: user {self.user} has no train_cluster<K>.txt; run `pss group` first")
-        missing = [r.name for r in records if r.name not in self.groups]
-        if missing:
-            raise DatasetError(f"{self.root}: {len(missing)} image(s) have no group (e.g. {missing[0]!r}); the "
-                               f"grouping file is older than the images: run `pss group` again")
-        return [self.groups[r.name] for r in records]
-
 
 def list_users(root: Path) -> list[str]:
     """User folders (``id<N>``) under a personal root (or a data root holding ``personal/``), natural order."""
@@ -103,19 +92,6 @@ def _split_tag_line(line: str) -> tuple[str, list[str]]:
     if not name or Path(name).suffix.lower() not in IMAGE_SUFFIXES or "," in name:
         raise DatasetError(f"malformed tag line {text!r}: expected {TAG_FORMAT}")
     return name, [t.strip() for t in tags.split(",") if t.strip().lower() not in _NO_TAG]
-
-
-def parse_tag_line(line: str) -> tuple[str, tuple[int, ...]]:
-    """Parse ``"<name>.jpg:<cls>,<cls>"`` into (image file name as written, sorted unique class indices).
-
-    ``UNKNOWN``, ``background`` and empty entries mean no tag. Raises ``DatasetError`` naming the line for a
-    malformed line or an unknown class name.
-    """
-    name, raw = _split_tag_line(line)
-    try:
-        return name, tuple(sorted({class_index(t) for t in raw}))
-    except DatasetError as exc:
-        raise DatasetError(f"tag line {line.strip()!r}: {exc}") from None
 
 
 def _read_tags(user_dir: Path, stems: set[str], problems: list[Problem]) -> dict[str, tuple[int, ...]] | None:
