@@ -4,13 +4,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pss.data.demo import DemoConfig, generate_demo
 from pss.data.labels import read_label_png, write_label_png
 from pss.data.pss_layout import read_user
-from pss.data.validate import Problem, check_root, format_problems
+from pss.data.problems import Problem
+from pss.data.validate import check_root, format_problems
 from pss.data.voc_layout import read_voc
 
 

@@ -1,9 +1,8 @@
-"""Transforms, SegDataset and the batch samplers."""
+"""Transforms, SegDataset, and BatchStream over SegDataset (loader processes, skipped files, resume)."""
 from __future__ import annotations
 
 import logging
 import pickle
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -13,58 +12,9 @@ from PIL import Image
 
 from pss.data.datasets import SegDataset
 from pss.data.labels import write_label_png
-from pss.data.loaders import GroupBatchSampler, ShuffledBatchSampler, collate_skip_none, forever, make_loader
+from pss.data.loaders import BatchStream, collate_skip_none, group_batches, shuffled_batches
 from pss.data.records import ImageRecord
 from pss.data.transforms import MEAN_FILL, EvalTransform, TrainTransform
-from pss.errors import DatasetError
-
-GROUPS = [0] * 10 + [1] * 3 + [2] * 1 + [5] * 7  # indices 0-9, 10-12, 13, 14-20
-
-
-# ---------------------------------------------------------------- samplers
-def test_group_sampler_in_order_is_hand_computed() -> None:
-    sampler = GroupBatchSampler(GROUPS, batch_size=4, shuffle=False)
-    assert list(sampler) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1], [10, 11, 12, 10], [13, 13, 13, 13],
-                             [14, 15, 16, 17], [18, 19, 20, 14]]
-    assert len(sampler) == 7
-
-
-@pytest.mark.parametrize("batch_size", [1, 3, 4, 11])
-def test_group_sampler_invariants(batch_size: int) -> None:
-    sampler = GroupBatchSampler(GROUPS, batch_size=batch_size, seed=3)
-    for epoch in range(3):
-        sampler.set_epoch(epoch)
-        batches = list(sampler)
-        assert len(batches) == len(sampler)
-        assert all(len(b) == batch_size for b in batches)
-        assert all(len({GROUPS[i] for i in b}) == 1 for b in batches)  # one group per batch
-        assert set().union(*map(set, batches)) == set(range(len(GROUPS)))  # every item each epoch
-        for group in set(GROUPS):  # each group holds ceil(n / batch) batches
-            size = GROUPS.count(group)
-            assert sum(GROUPS[b[0]] == group for b in batches) == -(-size // batch_size)
-
-
-def test_group_sampler_deterministic_per_seed_and_epoch() -> None:
-    def batches(seed: int, epoch: int) -> list[list[int]]:
-        sampler = GroupBatchSampler(GROUPS, batch_size=4, seed=seed)
-        sampler.set_epoch(epoch)
-        return list(sampler)
-
-    assert batches(0, 1) == batches(0, 1)
-    assert batches(0, 1) != batches(0, 2)
-    assert batches(0, 1) != batches(1, 1)
-
-
-def test_sampler_set_start_skips_once() -> None:
-    sampler = ShuffledBatchSampler(10, batch_size=3, seed=1)
-    full = list(sampler)
-    assert len(full) == len(sampler) == 4 and sorted(sum(full, [])) == list(range(10))
-    sampler.set_start(2)
-    assert list(sampler) == full[2:]
-    assert list(sampler) == full
-    dropping = ShuffledBatchSampler(10, 3, drop_last=True)
-    assert len(dropping) == 3 == len(list(dropping)) and all(len(b) == 3 for b in dropping)
-
 
 # ---------------------------------------------------------------- transforms
 def test_train_transform_pads_with_mean_and_ignore() -> None:
@@ -155,11 +105,16 @@ def test_dataset_is_deterministic_per_seed_epoch_index(tmp_path: Path) -> None:
     assert torch.equal(first[3]["label"], second[3]["label"]) and torch.equal(first[3]["image"], second[3]["image"])
 
 
-def test_loader_same_batches_with_workers(tmp_path: Path) -> None:
-    dataset = SegDataset(make_records(tmp_path), True, 24, seed=2)
-    serial = [b["image"] for b in make_loader(dataset, 2, seed=4)]
-    parallel = [b["image"] for b in make_loader(dataset, 2, seed=4, num_workers=2)]
-    assert len(serial) == 3 and all(torch.equal(a, b) for a, b in zip(serial, parallel))
+def test_stream_same_batches_with_loader_processes(tmp_path: Path) -> None:
+    records = make_records(tmp_path)
+    # Each stream has a dataset of its own: the serial one's prefetch thread sets the epoch of its dataset.
+    serial = BatchStream(SegDataset(records, True, 24, seed=2), shuffled_batches(6, 2, seed=4))
+    parallel = BatchStream(SegDataset(records, True, 24, seed=2), shuffled_batches(6, 2, seed=4), num_workers=2)
+    assert serial.prefetch and not parallel.prefetch  # loader processes already load ahead
+    for _ in range(4):  # 3 batches an epoch: crosses an epoch, where the workers start again
+        a, b = next(serial), next(parallel)
+        assert a["name"] == b["name"] and torch.equal(a["image"], b["image"])
+    serial.close()
 
 
 def test_corrupt_file_is_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -167,8 +122,8 @@ def test_corrupt_file_is_skipped_and_counted(tmp_path: Path, caplog: pytest.LogC
     with caplog.at_level(logging.WARNING):
         assert dataset[2] is None
     assert "im2" in caplog.text and "pss doctor" in caplog.text
-    batches = list(make_loader(dataset, 3, shuffle=False, num_workers=2))  # the flag comes back from a worker
-    assert [b["name"] for b in batches] == [["im0", "im1"], ["im3", "im4", "im5"]]
+    stream = BatchStream(dataset, lambda epoch: [[0, 1, 2], [3, 4, 5]], num_workers=2)  # flags come from workers
+    assert [next(stream)["name"] for _ in range(2)] == [["im0", "im1"], ["im3", "im4", "im5"]]
     assert dataset.skipped == 1 and [r.name for r in dataset.skipped_records] == ["im2"]
     assert collate_skip_none([None, None]) is None
     copied = pickle.loads(pickle.dumps(dataset))  # outside a worker start: a private snapshot of the count
@@ -182,22 +137,24 @@ def test_mask_size_mismatch_is_skipped(tmp_path: Path) -> None:
     assert dataset[0] is None and dataset.skipped == 1
 
 
-def test_group_loader_and_forever_resume(tmp_path: Path) -> None:
-    dataset = SegDataset(make_records(tmp_path), True, 16, seed=0)
+def test_group_stream_resumes_with_the_same_augmentations(tmp_path: Path) -> None:
+    records = make_records(tmp_path)
     groups = [0, 0, 0, 1, 1, 2]
-    loader = make_loader(dataset, 2, groups=groups, seed=9)
-    images = [b["image"] for b in islice(forever(loader), 12)]  # 4 batches per epoch
-    names = [b["name"] for b in islice(forever(loader), 12)]
+
+    def stream() -> BatchStream:  # a dataset of its own, as in a resumed run (set_epoch is per dataset)
+        return BatchStream(SegDataset(records, True, 16, seed=0), group_batches(groups, 2, seed=9))
+
+    uninterrupted = stream()
+    batches = [next(uninterrupted) for _ in range(12)]  # 4 batches an epoch
+    names = [b["name"] for b in batches]
     assert all(len({groups[int(n[2:])] for n in batch}) == 1 for batch in names)
     assert sorted({n for batch in names[:4] for n in batch}) == [f"im{i}" for i in range(6)]
-    assert names[:4] != names[4:8]  # set_epoch reshuffles
+    assert names[:4] != names[4:8]  # each epoch reshuffles
     # Resuming at epoch 1, batch 2 gives exactly the batches (and augmentations) of the uninterrupted run.
-    resumed = list(islice(forever(make_loader(dataset, 2, groups=groups, seed=9), 1, 2), 6))
-    assert [b["name"] for b in resumed] == names[6:12]
-    assert all(torch.equal(b["image"], image) for b, image in zip(resumed, images[6:12]))
-
-
-def test_forever_stops_on_all_bad_data(tmp_path: Path) -> None:
-    records = make_records(tmp_path, count=1, corrupt=0)
-    with pytest.raises(DatasetError, match="pss doctor"):
-        next(forever(make_loader(SegDataset(records, True, 16), 1)))
+    resumed = stream()
+    resumed.load_state_dict({"epoch": 1, "batch": 2})
+    for expected in batches[6:12]:
+        batch = next(resumed)
+        assert batch["name"] == expected["name"] and torch.equal(batch["image"], expected["image"])
+    uninterrupted.close()
+    resumed.close()

@@ -1,16 +1,18 @@
-"""Image IO, PSS-layout and VOC-layout readers on tiny hand-made folders."""
+"""Image IO, PSS-layout and VOC-layout readers on tiny hand-made folders; the data layer's imports."""
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
+import pss.data
 from pss.data.image_io import image_size, load_mask, load_rgb
 from pss.data.labels import write_label_png
-from pss.data.pss_layout import list_users, parse_tag_line, read_user, write_cluster_list
-from pss.data.voc_layout import ListEntry, parse_list_line, read_voc, read_voc_groups
+from pss.data.pss_layout import list_users, read_user, write_cluster_list
+from pss.data.voc_layout import ListEntry, parse_list_line, read_voc
 from pss.errors import DatasetError
 
 RED, BLUE = (230, 20, 20), (20, 20, 230)
@@ -108,17 +110,22 @@ def test_mask_of_rotated_image(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- PSS layout
-def test_parse_tag_line() -> None:
-    assert parse_tag_line("a.jpg:dog,cat") == ("a.jpg", (8, 12))
-    assert parse_tag_line(" e.jpg: Cat , dog ,cat\r\n") == ("e.jpg", (8, 12))
-    assert parse_tag_line("b.jpg:UNKNOWN") == ("b.jpg", ())
-    assert parse_tag_line("c.jpg:") == ("c.jpg", ())
-    assert parse_tag_line("d.jpg:background,person") == ("d.jpg", (15,))
-    for line in ("no colon here", "x.jpg:cat:dog", ":cat", "x.txt:cat"):
-        with pytest.raises(DatasetError, match="expected '<name>.jpg:<class>,<class>'"):
-            parse_tag_line(line)
-    with pytest.raises(DatasetError, match="unicorn"):
-        parse_tag_line("x.jpg:cat,unicorn")
+def test_tag_lines_as_read(tmp_path: Path) -> None:
+    """The tag syntax through the reader: spaces, case and repeats; UNKNOWN, background or nothing = no tag."""
+    for name in "abcdef":
+        save_image(tmp_path / "id1" / "JPEGImages" / f"{name}.jpg", halves(6, 8))
+    (tmp_path / "id1" / "imgLabelList.txt").write_text(
+        "a.jpg:dog,cat\n e.jpg: Cat , dog ,cat\r\nb.jpg:UNKNOWN\nc.jpg:\nd.jpg:background,person\n"
+        "no colon here\nx.jpg:cat:dog\n:cat\nx.txt:cat\nf.jpg:cat,unicorn\n", newline="")
+    user = read_user(tmp_path, "id1")
+    assert {r.name: r.tags for r in user.records} == {"a": (8, 12), "b": (), "c": (), "d": (15,), "e": (8, 12),
+                                                      "f": (8,)}
+    tag_problems = [p for p in user.problems if p.kind in ("bad_tag_line", "unknown_class")]
+    assert [(p.kind, p.line) for p in tag_problems] == [("bad_tag_line", 6), ("bad_tag_line", 7),
+                                                        ("bad_tag_line", 8), ("bad_tag_line", 9),
+                                                        ("unknown_class", 10)]
+    assert all("expected '<name>.jpg:<class>,<class>'" in p.message for p in tag_problems[:4])
+    assert "unicorn" in tag_problems[4].message
 
 
 def make_user(root: Path) -> Path:
@@ -163,7 +170,6 @@ def test_cluster_list_round_trip(tmp_path: Path) -> None:
         "/JPEGImages/c.png /SegmentationClass/c.png 2", "/JPEGImages/d.jpg /SegmentationClass/d.png 1"]
     users = read_user(tmp_path, "id1")
     assert users.groups == {"a": 0, "b": 1, "c": 2, "d": 1} and users.group_k == 3
-    assert users.group_ids() == [0, 1, 2, 1]
     assert read_user(tmp_path, "id1", k=3).groups == users.groups
     with pytest.raises(DatasetError, match="K=5"):
         read_user(tmp_path, "id1", k=5)
@@ -215,7 +221,6 @@ def test_read_voc_both_list_formats(tmp_path: Path) -> None:
     bare = read_voc(root, Path("ImageSets/Segmentation/val.txt"))
     assert [(r.name, r.mask_path) for r in bare] == [("c", root / "SegmentationClass/c.png"),
                                                      ("b", root / "SegmentationClassAug/b.png")]
-    assert read_voc_groups(root) is None
 
 
 def test_read_voc_problems(tmp_path: Path) -> None:
@@ -237,12 +242,43 @@ def test_read_voc_without_list_says_where_it_looked(tmp_path: Path) -> None:
         read_voc(tmp_path)
 
 
-def test_read_voc_groups_third_column(tmp_path: Path) -> None:
-    root = make_voc(tmp_path)
-    (root / "list" / "train_cluster2.txt").write_text(
-        "/JPEGImages/a.jpg /SegmentationClassAug/a.png 1\n/JPEGImages/b.jpg /SegmentationClassAug/b.png 0\n")
-    assert read_voc_groups(root) == {"a": 1, "b": 0}
-    (root / "list" / "mixed.txt").write_text(
-        "/JPEGImages/a.jpg /SegmentationClassAug/a.png 1\n/JPEGImages/b.jpg /SegmentationClassAug/b.png\n")
-    with pytest.raises(DatasetError, match="mixed.txt:2"):
-        read_voc_groups(root, root / "list" / "mixed.txt")
+def _data_imports(path: Path) -> set[str]:
+    """The ``pss.data`` modules a module imports, at any depth (inside functions too), but not under
+    ``if TYPE_CHECKING:`` (those never run)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
+            return
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pss.data."):
+            found.add(node.module)
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("pss.data."))
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")))
+    return found
+
+
+def test_data_modules_import_each_other_one_way() -> None:
+    # The readers put their problems in pss.data.problems, below them and the doctor (validate), which imports
+    # the readers: a function-level import that dodges a cycle at import time would still be one.
+    folder = Path(pss.data.__file__).parent
+    graph = {f"pss.data.{p.stem}": _data_imports(p) for p in folder.glob("*.py")}
+    done: set[str] = set()
+
+    def cycle_from(module: str, path: list[str]) -> list[str] | None:
+        if module in path:
+            return path[path.index(module):] + [module]
+        if module in done:
+            return None
+        for imported in sorted(graph.get(module, ())):
+            if (found := cycle_from(imported, path + [module])) is not None:
+                return found
+        done.add(module)
+        return None
+
+    cycles = [" -> ".join(found) for module in sorted(graph) if (found := cycle_from(module, [])) is not None]
+    assert cycles == []
+    assert "pss.data.validate" not in graph["pss.data.pss_layout"] | graph["pss.data.voc_layout"]

@@ -14,17 +14,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pss.data.image_io import IMAGE_SUFFIXES
 from pss.data.labels import NUM_CLASSES, class_index
+from pss.data.problems import Problem
 from pss.data.records import ImageRecord
 from pss.data.voc_layout import read_list_file
 from pss.errors import DatasetError
 from pss.fileio import write_text_atomic
-
-if TYPE_CHECKING:
-    from pss.data.validate import Problem
 
 _USER_RE = re.compile(r"^id(\d+)$")
 _CLUSTER_RE = re.compile(r"^train_cluster(\d+)\.txt$")
@@ -44,7 +41,7 @@ class UserCollection:
         groups: group id per image name from ``train_cluster<K>.txt``, or ``None`` when no grouping is stored.
         group_k: the K of the grouping file read (``None`` without groups).
         eval_names: names listed in ``val_all.txt`` (``None`` if the file is absent).
-        problems: everything odd found while reading (see ``pss.data.validate.Problem``).
+        problems: everything odd found while reading (``pss.data.problems.Problem``).
     """
 
     user: str
@@ -73,17 +70,6 @@ class UserCollection:
                 return r
         raise DatasetError(f"{self.root}: no image named {name!r} in user {self.user}")
 
-    def group_ids(self, records: list[ImageRecord] | None = None) -> list[int]:
-        """Group id of each record (default: all), aligned with the list; for ``GroupBatchSampler``."""
-        records = self.records if records is None else records
-        if self.groups is None:
-            raise DatasetError(f"{self.root}: user {self.user} has no train_cluster<K>.txt; run `pss group` first")
-        missing = [r.name for r in records if r.name not in self.groups]
-        if missing:
-            raise DatasetError(f"{self.root}: {len(missing)} image(s) have no group (e.g. {missing[0]!r}); the "
-                               f"grouping file is older than the images: run `pss group` again")
-        return [self.groups[r.name] for r in records]
-
 
 def list_users(root: Path) -> list[str]:
     """User folders (``id<N>``) under a personal root (or a data root holding ``personal/``), natural order."""
@@ -108,23 +94,8 @@ def _split_tag_line(line: str) -> tuple[str, list[str]]:
     return name, [t.strip() for t in tags.split(",") if t.strip().lower() not in _NO_TAG]
 
 
-def parse_tag_line(line: str) -> tuple[str, tuple[int, ...]]:
-    """Parse ``"<name>.jpg:<cls>,<cls>"`` into (image file name as written, sorted unique class indices).
-
-    ``UNKNOWN``, ``background`` and empty entries mean no tag. Raises ``DatasetError`` naming the line for a
-    malformed line or an unknown class name.
-    """
-    name, raw = _split_tag_line(line)
-    try:
-        return name, tuple(sorted({class_index(t) for t in raw}))
-    except DatasetError as exc:
-        raise DatasetError(f"tag line {line.strip()!r}: {exc}") from None
-
-
 def _read_tags(user_dir: Path, stems: set[str], problems: list[Problem]) -> dict[str, tuple[int, ...]] | None:
     """Tags per image stem; ``None`` when there is no tag file (reported once, not once per image)."""
-    from pss.data.validate import Problem
-
     tag_file = next((user_dir / f for f in TAG_FILES if (user_dir / f).is_file()), None)
     if tag_file is None:
         problems.append(Problem(user_dir / TAG_FILES[0], "missing_file", "no image-level tag file; create it with "
@@ -178,8 +149,6 @@ def _pick_cluster_file(user_dir: Path, k: int | None) -> tuple[Path, int] | None
 
 def _read_groups(user_dir: Path, stems: set[str], k: int | None, problems: list[Problem]
                  ) -> tuple[dict[str, int] | None, int | None]:
-    from pss.data.validate import Problem
-
     picked = _pick_cluster_file(user_dir, k)
     if picked is None:
         return None, None
@@ -201,8 +170,6 @@ def _read_groups(user_dir: Path, stems: set[str], k: int | None, problems: list[
 
 
 def _read_eval_names(user_dir: Path, stems: set[str], problems: list[Problem]) -> set[str] | None:
-    from pss.data.validate import Problem
-
     path = user_dir / "val_all.txt"
     if not path.is_file():
         return None
@@ -221,8 +188,6 @@ def _read_eval_names(user_dir: Path, stems: set[str], problems: list[Problem]) -
 
 
 def _list_images(user_dir: Path, problems: list[Problem]) -> dict[str, Path]:
-    from pss.data.validate import Problem
-
     folder = user_dir / "JPEGImages"
     if not folder.is_dir():
         raise DatasetError(f"{folder}: folder not found; a user folder needs JPEGImages/ with the user's photos")
@@ -244,8 +209,6 @@ def read_user(personal_root: Path, user: str, k: int | None = None, *, strict: b
     Raises ``DatasetError`` if the user folder or its ``JPEGImages`` is missing, or, with ``strict``, on the
     first problem; otherwise problems are collected in ``UserCollection.problems``.
     """
-    from pss.data.validate import Problem
-
     user_dir = Path(personal_root) / user
     if not user_dir.is_dir():
         raise DatasetError(f"{user_dir}: user folder not found; users here: {list_users(Path(personal_root))}")

@@ -11,50 +11,18 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-
 
 from pss.data.image_io import IMAGE_SUFFIXES, ensure_strict_pillow, load_mask, load_rgb_tensor
 from pss.data.labels import label_value_problem, read_label_png
+from pss.data.problems import KINDS, Problem
+from pss.data.pss_layout import list_users, read_user
+from pss.data.voc_layout import DEFAULT_LISTS, MASK_FOLDERS, read_list_file
 from pss.errors import DatasetError
 
 Progress = Callable[[float, str], None]
 
-KINDS: dict[str, str] = {
-    "unknown_layout": "folder is not a data root, VOC root, personal root or user folder",
-    "missing_folder": "an expected folder is missing",
-    "missing_file": "a file named by a list (or a required file) is missing",
-    "corrupt_image": "image cannot be fully decoded (corrupt, truncated or unsupported)",
-    "corrupt_mask": "mask cannot be read as a palette/grey label PNG",
-    "mask_size_mismatch": "mask size differs from its image's size",
-    "mask_orientation_mismatch": "mask is the image's size transposed (EXIF-rotated photo)",
-    "bad_label_values": "mask holds values outside the label space (0..20, 255)",
-    "bad_list_line": "malformed list line",
-    "bad_tag_line": "malformed image-level tag line",
-    "unknown_class": "tag names a class outside the VOC label space",
-    "untagged_image": "image has no line in imgLabelList.txt",
-    "tag_for_missing_image": "tag line for an image that does not exist",
-    "duplicate_tag_line": "image tagged on more than one line",
-    "duplicate_name": "two images share a name",
-    "orphan_mask": "mask without an image",
-    "ungrouped_image": "image missing from the grouping file",
-}
 _USER_RE = re.compile(r"^id\d+$")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a dataset. ``message`` says what is wrong and what to do; ``line`` is 1-based."""
-
-    path: Path
-    kind: str
-    message: str
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = str(self.path) if self.line is None else f"{self.path}:{self.line}"
-        return f"{where}: [{self.kind}] {self.message}"
 
 
 def check_files(pairs: Iterable[tuple[Path, list[Path]]], progress: Progress | None = None,
@@ -105,8 +73,6 @@ def _check_mask(path: Path, image_hw: tuple[int, int]) -> Problem | None:
 
 def check_voc(voc_root: Path, progress: Progress | None = None) -> list[Problem]:
     """Check a VOC root: folders, every list file under ``list/`` and ``ImageSets/Segmentation/``, every image/mask."""
-    from pss.data.voc_layout import DEFAULT_LISTS, MASK_FOLDERS, read_list_file
-
     problems: list[Problem] = []
     image_dir = voc_root / "JPEGImages"
     if not image_dir.is_dir():
@@ -147,8 +113,6 @@ def _image_files(folder: Path) -> dict[str, Path]:
 
 def check_user(personal_root: Path, user: str, progress: Progress | None = None) -> list[Problem]:
     """Check one user folder: the reader's problems (tags, lists, groups) plus every image and mask decoded."""
-    from pss.data.pss_layout import read_user
-
     try:
         collection = read_user(personal_root, user)
     except DatasetError as exc:
@@ -167,8 +131,6 @@ def _scaled(progress: Progress | None, start: float, span: float, label: str) ->
 def check_root(root: Path, progress: Progress | None = None) -> list[Problem]:
     """Find every problem under ``root``: a data root (``VOC2012/`` and/or ``personal/``), a VOC root, a
     personal root (``id<N>/`` folders) or a single user folder. Never raises for dataset content."""
-    from pss.data.pss_layout import list_users
-
     root = Path(root)
     if not root.is_dir():
         return [Problem(root, "missing_folder", "folder not found; pass a data root (with VOC2012/ and personal/), "

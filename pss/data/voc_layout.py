@@ -11,14 +11,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pss.data.image_io import IMAGE_SUFFIXES
+from pss.data.problems import Problem
 from pss.data.records import ImageRecord
 from pss.errors import DatasetError
-
-if TYPE_CHECKING:
-    from pss.data.validate import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +66,6 @@ def parse_list_line(line: str) -> ListEntry | None:
 
 def read_list_file(list_file: Path, problems: list[Problem] | None = None) -> list[tuple[int, ListEntry]]:
     """Parse a list file into (line number, entry) pairs. Malformed lines go to ``problems`` or raise if it is None."""
-    from pss.data.validate import Problem  # validate imports the readers; import here to avoid a cycle
-
     try:
         text = list_file.read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
@@ -132,8 +127,6 @@ def read_voc(voc_root: Path, list_file: Path | None = None, *, strict: bool = Fa
     Every such problem is appended to ``problems`` if given, logged as one warning otherwise, and raised as
     ``DatasetError`` when ``strict``. Raises ``DatasetError`` when no list or no image is found.
     """
-    from pss.data.validate import Problem
-
     voc_root = Path(voc_root)
     path = find_list_file(voc_root, list_file)
     found: list[Problem] = []
@@ -159,25 +152,3 @@ def read_voc(voc_root: Path, list_file: Path | None = None, *, strict: bool = Fa
         raise DatasetError(f"{path}: no usable image in this list (under {voc_root}); check that the list matches "
                            "the JPEGImages folder, or pass another list (CLI --list)")
     return records
-
-
-def read_voc_groups(voc_root: Path, list_file: Path | None = None) -> dict[str, int] | None:
-    """Group id per image name from a list's third column (e.g. ``list/train_cluster500.txt``).
-
-    With no ``list_file``, uses the newest ``list/train_cluster<K>.txt`` if any, else the default list.
-    Returns ``None`` when the list has no group column. Raises ``DatasetError`` if only some lines have one.
-    """
-    voc_root = Path(voc_root)
-    if list_file is None:
-        clustered = sorted((voc_root / "list").glob("train_cluster*.txt"), key=lambda p: p.stat().st_mtime)
-        list_file = clustered[-1] if clustered else None
-    path = find_list_file(voc_root, list_file)
-    entries = read_list_file(path)
-    with_group = [(number, entry) for number, entry in entries if entry.group is not None]
-    if not with_group:
-        return None
-    if len(with_group) != len(entries):
-        number = next(n for n, e in entries if e.group is None)
-        raise DatasetError(f"{path}:{number}: line has no group column although other lines do; "
-                           "every line of a grouped list needs '<image> <mask> <group>'")
-    return {entry.name: int(entry.group) for _, entry in with_group}  # type: ignore[arg-type]

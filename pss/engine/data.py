@@ -11,11 +11,10 @@ import torch
 
 from pss.config import ExperimentConfig, GroupingConfig
 from pss.data.datasets import SegDataset
-from pss.data.loaders import collate_skip_none
+from pss.data.loaders import BatchStream, collate_skip_none, group_batches, shuffled_batches
 from pss.data.pss_layout import list_users, read_user
 from pss.data.records import ImageRecord
 from pss.data.voc_layout import read_voc
-from pss.engine.streams import BatchStream, group_batches, shuffled_batches
 from pss.errors import DatasetError
 from pss.grouping import effective_k, extract_features, kmeans_groups, random_groups, silhouette_k
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from pss.config import ExperimentConfig, config_to_dict
+from pss.data.loaders import BatchStream
 from pss.engine.checkpoint import load_model_weights
 from pss.engine.data import ExperimentData, load_experiment_data, make_stream
 from pss.engine.skipped import log_skipped
@@ -25,7 +26,6 @@ from pss.engine.device import resolve_device
 from pss.engine.evaluate import EvalSettings, evaluate_records
 from pss.engine.hooks import ConsoleHook, Hook, RunStoreHook, SourceValHook, source_val_values
 from pss.engine.pseudo import PseudoContext
-from pss.engine.streams import BatchStream
 from pss.engine.trainer import Trainer, TrainResult
 from pss.errors import CheckpointError, ConfigError
 from pss.methods import build_method

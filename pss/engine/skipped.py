@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pss.data.datasets import SegDataset
+from pss.data.loaders import BatchStream
 from pss.data.records import ImageRecord
-from pss.engine.streams import BatchStream
 from pss.errors import DatasetError
 
 logger = logging.getLogger(__name__)

@@ -20,11 +20,11 @@ from typing import Callable, cast
 import torch
 
 from pss.config import ExperimentConfig, config_to_dict
+from pss.data.loaders import BatchStream, to_device
 from pss.engine.checkpoint import load_checkpoint, save_checkpoint
 from pss.engine.device import fast_path
 from pss.engine.hooks import Hook
 from pss.engine.schedule import set_poly_lr
-from pss.engine.streams import BatchStream, to_device
 from pss.methods import Method, StepBatch
 from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter
