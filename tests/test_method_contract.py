@@ -15,6 +15,7 @@ from pss.config import build_config
 from pss.engine.data import make_stream
 from pss.engine.hooks import Hook
 from pss.engine.trainer import Trainer
+from pss.errors import ConfigError
 from pss.methods import METHODS, StepBatch, StepLosses, build_method
 from pss.methods.advent import Advent, AdventConfig
 from pss.methods.base import SegLossWeights
@@ -315,3 +316,42 @@ def test_train_help_lists_every_registered_method(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--method", "advnet"])
     assert "invalid choice: 'advnet'" in capsys.readouterr().err
+
+
+class _TagAware(SourceOnly):
+    """Declares the ``tags`` field; records what the loop fed it."""
+
+    name = "tag_aware"
+    fields = ("tags",)
+    seen: list[torch.Tensor] = []
+
+    def segmenter_losses(self, model: nn.Module, batch: StepBatch) -> StepLosses:
+        self.seen.append(batch.source["tags"].clone())
+        return super().segmenter_losses(model, batch)  # type: ignore[arg-type]
+
+
+def test_declared_batch_fields_reach_the_method(records: dict) -> None:
+    torch.manual_seed(0)
+    config = build_config("tiny", ["train.steps=2"])
+    method = _TagAware(SegLossWeights(), C)
+    streams = {"source": make_stream(records["source"], None, config, 1, fields=method.fields)}
+    Trainer(config, build_segmenter(config.model), method, streams, torch.device("cpu")).run()
+    assert len(method.seen) == 2
+    for tags in method.seen:  # the fixed records: image i holds class 1 + i % 3 only (tags from its mask)
+        assert tags.shape == (len(tags), C) and set(tags.sum(dim=1).tolist()) == {1.0}
+        assert tags[:, 0].sum() == 0 and set(tags.argmax(dim=1).tolist()) <= {1, 2, 3}
+    with pytest.raises(ConfigError, match="batch field.*saliency.*provides tags"):
+        make_stream(records["source"], None, config, 1, fields=("saliency",))
+
+
+def test_image_tags_come_from_the_record_else_from_the_mask() -> None:
+    from pss.data.datasets import image_tags
+    from pss.data.records import ImageRecord
+
+    label = torch.tensor([[0, 1], [255, 1]], dtype=torch.uint8)
+    tagged = ImageRecord("a", Path("a.jpg"), None, tags=(3, 5))
+    untagged = ImageRecord("b", Path("b.jpg"), Path("b.png"))
+    assert torch.nonzero(image_tags(tagged, label)).flatten().tolist() == [3, 5]  # the user's tags win
+    assert torch.nonzero(image_tags(untagged, label)).flatten().tolist() == [1]   # else the mask's classes
+    blank = torch.full((2, 2), 255, dtype=torch.uint8)
+    assert image_tags(ImageRecord("c", Path("c.jpg"), None), blank).sum() == 0   # neither: all zeros

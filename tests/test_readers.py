@@ -1,14 +1,12 @@
-"""Image IO, PSS-layout and VOC-layout readers on tiny hand-made folders; the data layer's imports."""
+"""Image IO, PSS-layout and VOC-layout readers on tiny hand-made folders."""
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-import pss.data
 from pss.data.image_io import image_size, load_mask, load_rgb
 from pss.data.labels import write_label_png
 from pss.data.pss_layout import list_users, read_user, write_cluster_list
@@ -240,45 +238,3 @@ def test_read_voc_without_list_says_where_it_looked(tmp_path: Path) -> None:
     save_image(tmp_path / "JPEGImages" / "a.jpg", halves(6, 8))
     with pytest.raises(DatasetError, match=r"list/train_aug.txt.*ImageSets/Segmentation/train.txt.*list_file"):
         read_voc(tmp_path)
-
-
-def _data_imports(path: Path) -> set[str]:
-    """The ``pss.data`` modules a module imports, at any depth (inside functions too), but not under
-    ``if TYPE_CHECKING:`` (those never run)."""
-    found: set[str] = set()
-
-    def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING"):
-            return
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pss.data."):
-            found.add(node.module)
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("pss.data."))
-        for child in ast.iter_child_nodes(node):
-            visit(child)
-
-    visit(ast.parse(path.read_text(encoding="utf-8")))
-    return found
-
-
-def test_data_modules_import_each_other_one_way() -> None:
-    # The readers put their problems in pss.data.problems, below them and the doctor (validate), which imports
-    # the readers: a function-level import that dodges a cycle at import time would still be one.
-    folder = Path(pss.data.__file__).parent
-    graph = {f"pss.data.{p.stem}": _data_imports(p) for p in folder.glob("*.py")}
-    done: set[str] = set()
-
-    def cycle_from(module: str, path: list[str]) -> list[str] | None:
-        if module in path:
-            return path[path.index(module):] + [module]
-        if module in done:
-            return None
-        for imported in sorted(graph.get(module, ())):
-            if (found := cycle_from(imported, path + [module])) is not None:
-                return found
-        done.add(module)
-        return None
-
-    cycles = [" -> ".join(found) for module in sorted(graph) if (found := cycle_from(module, [])) is not None]
-    assert cycles == []
-    assert "pss.data.validate" not in graph["pss.data.pss_layout"] | graph["pss.data.voc_layout"]

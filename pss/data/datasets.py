@@ -11,10 +11,22 @@ import torch
 from torch.utils.data import Dataset
 
 from pss.data.image_io import load_mask, load_rgb_tensor
-from pss.data.labels import IGNORE_INDEX
+from pss.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pss.data.records import ImageRecord
 from pss.data.transforms import EvalMode, EvalTransform, TrainTransform
-from pss.errors import DatasetError
+from pss.errors import ConfigError, DatasetError
+
+EXTRA_FIELDS = ("tags",)  # per-image batch fields beyond image/label/name/index that a method may ask for
+
+
+def image_tags(record: ImageRecord, label: torch.Tensor) -> torch.Tensor:
+    """The image-level tags as a multi-hot (NUM_CLASSES,) float32 vector (background, index 0, never set): the
+    record's own tags (a PSS user's ``imgLabelList.txt``), else the classes of its full mask (source images); an
+    image with neither gives all zeros (the weakly supervised stages report such images, they do not guess)."""
+    tags = torch.zeros(NUM_CLASSES, dtype=torch.float32)
+    present = record.tags or tuple(int(c) for c in torch.unique(label).tolist() if 0 < c < NUM_CLASSES)
+    tags[list(present)] = 1.0
+    return tags
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +48,14 @@ class SegDataset(Dataset):
 
     def __init__(self, records: Sequence[ImageRecord], train: bool, crop: int, seed: int = 0, *,
                  eval_mode: EvalMode = "crop", eval_size: int | None = None,
-                 scale: tuple[float, float] = (0.5, 2.0), flip: bool = True) -> None:
+                 scale: tuple[float, float] = (0.5, 2.0), flip: bool = True, fields: Sequence[str] = ()) -> None:
         if crop < 1:
             raise ValueError(f"crop must be a positive number of pixels, got {crop}")
+        unknown = sorted(set(fields) - set(EXTRA_FIELDS))
+        if unknown:
+            raise ConfigError(f"batch field(s) {unknown} asked for (a method's `fields`); the data path provides "
+                              f"{', '.join(EXTRA_FIELDS)}")
+        self.fields = tuple(fields)
         self.records = list(records)
         self.train = train
         self.seed = seed
@@ -79,8 +96,9 @@ class SegDataset(Dataset):
         except DatasetError as exc:
             self._skip(index, exc)
             return None
+        extra = {"tags": image_tags(record, label)} if "tags" in self.fields else {}
         image, label = self.transform(image, label, self.rng(index) if self.train else None)
-        return {"image": image, "label": label, "name": record.name, "index": index}
+        return {"image": image, "label": label, "name": record.name, "index": index, **extra}
 
     def _skip(self, index: int, exc: DatasetError) -> None:
         self._skipped_flags[index] = 1

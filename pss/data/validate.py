@@ -97,7 +97,7 @@ def check_voc(voc_root: Path, progress: Progress | None = None) -> list[Problem]
                                         "restore the file(s) or delete the line", line=number))
     images = _image_files(image_dir)
     masks = {d: {p.stem: p for p in d.glob("*.png")} for d in mask_dirs}
-    for folder, by_stem in masks.items():
+    for by_stem in masks.values():
         for stem in sorted(by_stem.keys() - images.keys()) if image_dir.is_dir() else []:
             problems.append(Problem(by_stem[stem], "orphan_mask", "mask without an image in JPEGImages; restore "
                                     "the image or delete the mask"))

@@ -141,9 +141,10 @@ def load_experiment_data(config: ExperimentConfig, device: torch.device, cache_d
 
 
 def make_stream(records: Sequence[ImageRecord], groups: dict[str, int] | None, config: ExperimentConfig,
-                seed: int, pin_memory: bool = False) -> BatchStream:
-    """Training batches of ``records``: one k-means group per batch when ``groups`` is given (methods.md §1.4)."""
-    dataset = SegDataset(list(records), train=True, crop=config.data.crop, seed=seed)
+                seed: int, pin_memory: bool = False, fields: Sequence[str] = ()) -> BatchStream:
+    """Training batches of ``records``: one k-means group per batch when ``groups`` is given (methods.md §1.4);
+    ``fields``: the extra per-image fields the method declares (``pss.data.datasets.EXTRA_FIELDS``)."""
+    dataset = SegDataset(list(records), train=True, crop=config.data.crop, seed=seed, fields=fields)
     bs = config.train.batch_size
     if groups is not None:
         plan = group_batches([groups.get(r.name, -1) for r in records], bs, seed)

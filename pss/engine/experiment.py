@@ -75,7 +75,7 @@ def prepare_run(config: ExperimentConfig, workspace: Workspace, device_spec: str
 
 
 def _pseudo_stream(model: Segmenter, policy: PseudoPolicy, config: ExperimentConfig, data: ExperimentData,
-                   run: Run, settings: EvalSettings, seed: int) -> BatchStream:
+                   run: Run, settings: EvalSettings, seed: int, fields: tuple[str, ...]) -> BatchStream:
     """Second stage: predict the target set with the starting model (and any extra teachers the method's policy
     names) and build the pseudo labels with the method's policy (``pss.methods.pseudo``)."""
     def load_teacher(ref: str) -> Segmenter:
@@ -88,7 +88,7 @@ def _pseudo_stream(model: Segmenter, policy: PseudoPolicy, config: ExperimentCon
     run.log(f"pseudo labels: {len(pseudo.selected)} of {len(pseudo.mean_entropy)} images selected"
             + (f"; {pseudo.summary}" if pseudo.summary else ""))
     groups = {name: data.target_groups[name] for name in pseudo.selected} if data.target_groups else None
-    return make_stream(pseudo.records, groups, config, seed + 2)
+    return make_stream(pseudo.records, groups, config, seed + 2, fields=fields)
 
 
 def finish_run(run: Run, model: Segmenter, config: ExperimentConfig, data: ExperimentData, settings: EvalSettings,
@@ -140,13 +140,14 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         data = load_experiment_data(config, device, workspace.cache, need_groups)
         seed = config.train.seed
         settings = EvalSettings.from_config(config, device)
-        streams = {"source": make_stream(data.source, data.source_groups, config, seed)}
+        streams = {"source": make_stream(data.source, data.source_groups, config, seed, fields=method.fields)}
         if method.uses("target"):
-            streams["target"] = make_stream(data.target, data.target_groups, config, seed + 1)
+            streams["target"] = make_stream(data.target, data.target_groups, config, seed + 1, fields=method.fields)
         if method.uses("pseudo"):
             if policy is None:
                 raise ConfigError(f"method {method.name!r} draws pseudo batches but has no pseudo_policy()")
-            streams["pseudo"] = _pseudo_stream(model.to(device), policy, config, data, run, settings, seed)
+            streams["pseudo"] = _pseudo_stream(model.to(device), policy, config, data, run, settings, seed,
+                                               method.fields)
 
         def evaluator(m: Segmenter) -> SegReport:
             return evaluate_records(m, data.evaluation, data.evaluation_groups, settings)[0]

@@ -51,7 +51,6 @@ class SegLossWeights:
 
 
 STREAMS = ("source", "target", "pseudo")  # the batch streams the loop can draw
-BATCH_FIELDS = ("image", "label")  # what every batch carries; a method's ``fields`` asks for more (issue 17: tags)
 
 
 class Method(nn.Module):
@@ -61,7 +60,8 @@ class Method(nn.Module):
     Declared (class attributes, read by the engine and the app before anything is built):
         streams: the batch streams the loop draws (``source`` always; ``target``: unlabelled target images;
             ``pseudo``: target images with the labels of :meth:`pseudo_policy`, built before training).
-        fields: extra per-image batch fields the method needs besides ``image`` and ``label``.
+        fields: extra per-image batch fields the method needs besides ``image`` and ``label``
+            (``pss.data.datasets.EXTRA_FIELDS``: ``tags``, the multi-hot image-level tags).
         default_context: the context mode (``none``/``global``/``group``) when the config leaves it unset.
         starts_from: for a second stage, the method whose run it starts from (``train.init_from``).
 
