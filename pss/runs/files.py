@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import yaml
 
@@ -35,6 +35,12 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+@overload
+def iso_to_epoch(value: str) -> float: ...
+@overload
+def iso_to_epoch(value: None) -> None: ...
+@overload
+def iso_to_epoch(value: str | None) -> float | None: ...
 def iso_to_epoch(value: str | None) -> float | None:
     """Seconds since the epoch for a string from :func:`now_iso` (None stays None)."""
     return None if value is None else datetime.fromisoformat(value).timestamp()

@@ -112,7 +112,7 @@ class Index:
     case the store fills it from the run directories.
     """
 
-    def __init__(self, path: Path, on_fresh: Callable[[], None] | None = None) -> None:
+    def __init__(self, path: Path, on_fresh: Callable[[], object] | None = None) -> None:
         self.path = path
         self.root = path.parent
         self.fresh = False
@@ -232,7 +232,8 @@ class Index:
             if row is not None and row[0] > SCHEMA_VERSION:
                 raise RunStoreError(
                     f"the run index {self.path} has schema version {row[0]}, newer than this pss "
-                    f"(version {SCHEMA_VERSION}); upgrade pss, or delete the index to rebuild it from the run directories"
+                    f"(version {SCHEMA_VERSION}); upgrade pss, or delete the index to rebuild it from the "
+                    "run directories"
                 )
             if row is not None and row[0] == SCHEMA_VERSION:
                 return

@@ -151,7 +151,7 @@ class RunStore:
         if not (path / "run.json").exists():
             raise RunStoreError(f"no run {run_id!r} in {self.root}; list the runs with `pss runs`")
         run = Run(self, path)
-        run.meta  # validates run.json (format version, JSON) now rather than on first use
+        _ = run.meta  # read only to validate run.json (format version, JSON) now rather than on first use
         return run
 
     def list_runs(self, user: str | None = None, method: str | None = None, status: str | None = None,

@@ -81,7 +81,7 @@ class Worker(threading.Thread):
         with self._lock:
             self._collect()
             self.queue.reap(exclude=list(self._children))
-            started = []
+            started: list[str] = []
             while True:
                 busy = {device for _, device in self._children.values()}
                 job = self.queue.next_runnable(busy, devices=self.devices)
@@ -148,9 +148,11 @@ class Worker(threading.Thread):
         if spare.poll() is not None:
             return None
         try:
+            if spare.stdin is None:  # not expected: _ready_spare opens it with stdin=PIPE; start the job cold
+                raise OSError("the spare job process has no stdin pipe")
             spare.stdin.write(order_line(command, env, os.getcwd(), str(log_path)))
             spare.stdin.close()
-        except OSError:  # it died meanwhile: start the job cold
+        except OSError:  # it died meanwhile (or has no pipe): start the job cold
             spare.kill()
             spare.wait()
             return None
