@@ -83,10 +83,11 @@ class SegDataset(Dataset):
         """Decoded image (3, H, W) uint8 and label (H, W) uint8 (all 255 if unlabelled). Raises ``DatasetError``."""
         record = self.records[index]
         image = load_rgb_tensor(record.image_path)
+        _, height, width = image.shape  # (3, H, W)
         if record.mask_path is None:
-            label = torch.full(tuple(image.shape[1:]), IGNORE_INDEX, dtype=torch.uint8)
+            label = torch.full((height, width), IGNORE_INDEX, dtype=torch.uint8)
         else:
-            label = torch.from_numpy(load_mask(record.mask_path, tuple(image.shape[1:])))
+            label = torch.from_numpy(load_mask(record.mask_path, (height, width)))
         return image, label
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
@@ -97,7 +98,10 @@ class SegDataset(Dataset):
             self._skip(index, exc)
             return None
         extra = {"tags": image_tags(record, label)} if "tags" in self.fields else {}
-        image, label = self.transform(image, label, self.rng(index) if self.train else None)
+        if isinstance(self.transform, TrainTransform):  # train=True; the only transform that draws randomness
+            image, label = self.transform(image, label, self.rng(index))
+        else:
+            image, label = self.transform(image, label)
         return {"image": image, "label": label, "name": record.name, "index": index, **extra}
 
     def _skip(self, index: int, exc: DatasetError) -> None:
