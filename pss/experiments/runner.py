@@ -132,7 +132,7 @@ class Runner:
             self.say(f"[{self.opts.table} {user} {index + 1}/{len(self.plan.rows)}] {row.label}, seed {seed}")
             self.run_cell(row, cell, cells, seen)
             self.work += cell.action in ("trained", "resumed", "evaluated")
-            scores = f": FIoU {cell.fiou * 100:.2f} MIoU {cell.miou * 100:.2f}" if cell.fiou is not None else ""
+            scores = f": FIoU {_percent(cell.fiou)} MIoU {_percent(cell.miou)}" if cell.fiou is not None else ""
             self.say(f"    -> {cell.status}, {cell.action or cell.note} run {cell.run_id}{scores}")
         return list(cells.values())
 
@@ -193,6 +193,12 @@ def record(cell: Cell, outcome: Outcome | None) -> None:
     cell.fiou, cell.miou, cell.seconds = run.fiou, run.miou, run.duration_s
 
 
+def _percent(score: float | None) -> str:
+    """A score in [0, 1] as a percentage with 2 decimals; "n/a" for a missing one (a run's ``miou`` is None when its
+    run.json has none, e.g. written by hand or by another tool, even where ``fiou`` is set)."""
+    return "n/a" if score is None else f"{score * 100:.2f}"
+
+
 def _worker_init(threads: int) -> None:
     import torch
 
@@ -233,15 +239,15 @@ def run_cells(ws: Workspace, plan: Plan, users: list[str], seeds: list[int], say
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
                                  initargs=(threads,)) as pool:
             # the shared rows first (the users' cells evaluate them), each in a process of its own
-            for row, future in [(row, pool.submit(_shared_job, ws.root, quiet, row.key, seed, start_seed))
-                                for row in shared]:
-                record_, work = future.result()
+            for row, shared_future in [(row, pool.submit(_shared_job, ws.root, quiet, row.key, seed, start_seed))
+                                       for row in shared]:
+                record_, work = shared_future.result()
                 plan.shared[(row.key, seed)] = record_
                 runner.work += work
             quiet = replace(plan, opts=replace(plan.opts, console=False))
             futures = [pool.submit(_user_job, ws.root, quiet, user, seed, start_seed) for user in users]
-            for future in futures:
-                cells, notes, work = future.result()
+            for user_future in futures:
+                cells, notes, work = user_future.result()
                 runner.cells += cells
                 runner.notes += notes
                 runner.work += work
