@@ -19,7 +19,8 @@ from pss.grouping.result import GroupingResult
 from pss.grouping.user import export_cluster_list, group_records, group_user, load_grouping
 
 __all__ = [
-    "DEFAULT_K", "DEFAULT_K_GRID", "FEATURE_MODELS", "KChoice", "random_groups", "silhouette_k", "INPUT_SIZE", "MIN_GROUP_SIZE", "PREP_VERSION", "FeatureSet", "GroupingResult",
+    "DEFAULT_K", "DEFAULT_K_GRID", "FEATURE_MODELS", "KChoice", "random_groups", "silhouette_k", "INPUT_SIZE",
+    "MIN_GROUP_SIZE", "PREP_VERSION", "FeatureSet", "GroupingResult",
     "SkippedImage", "effective_k", "export_cluster_list", "extract_features", "feature_namespace", "group_images",
     "group_records", "group_user", "kmeans_groups", "load_grouping", "umap_embedding",
 ]
