@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from pss.api import maps
-from pss.api.inspect import RunContext, load_inference, pseudo_status, save_inference
+from pss.api.inference_cache import load_inference, save_inference
+from pss.api.inspect import RunContext
+from pss.api.pseudo import pseudo_status
 from pss.config import build_config
 from pss.inference import ImageInference
 

@@ -26,7 +26,7 @@ from pss.errors import ConfigError, RunStoreError
 from pss.runs import JobQueue, RunStore
 from pss.runs.procs import process_alive
 from pss.workspace import Workspace
-from pss_app.services.runs import latest_series
+from pss.api.progress import latest_series
 
 TINY = DemoConfig(num_source=16, num_users=2, images_per_user=12)
 

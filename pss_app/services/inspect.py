@@ -10,8 +10,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pss.api import Workspace
-from pss.api.inspect import done_runs, user_records
+from pss.api import Workspace, done_runs, user_records
 from pss.api.inspect_maps import InspectMaps, PixelInspection, inspect_maps, inspect_pixel
 from pss.api.maps import DisplaySize
 from pss.errors import DatasetError

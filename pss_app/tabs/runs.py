@@ -8,7 +8,7 @@ from __future__ import annotations
 import gradio as gr
 
 from pss.api import Workspace, list_users
-from pss.api.jobs import device_choices
+from pss.api.devices import device_choices
 from pss_app.feedback import guarded, refused
 from pss_app.services import runs as svc
 
