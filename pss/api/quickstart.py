@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pss.api import runs as api_runs
+import pss.api.runs as api_runs
 from pss.api.devices import AUTO_DEVICE, visible_gpus
 from pss.api.jobs import RESUMABLE, JobService, job_service
 from pss.api.launch_form import LaunchRequest, validate_launch

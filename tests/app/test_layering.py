@@ -56,3 +56,61 @@ def test_the_scan_sees_imports_inside_functions(tmp_path: Path) -> None:
     source = tmp_path / "probe.py"
     source.write_text("def f():\n    from pss.runs import RunRecord\n    import pss.data.labels\n")
     assert [m for _, m in imported_modules(source)] == ["pss.runs.RunRecord", "pss.data.labels"]
+
+
+def _runtime_imports(path: Path) -> list[str]:
+    """Modules ``path`` imports when it runs (top level or inside functions), leaving out ``if TYPE_CHECKING:``
+    blocks. ``from pkg import name`` runs ``pkg/__init__.py``, so it counts as ``pkg``, and as ``pkg.name`` too when
+    that is a module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+                   for child in node.body for n in ast.walk(child)}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append(node.module)
+            found += [f"{node.module}.{alias.name}" for alias in node.names
+                      if _module_path(f"{node.module}.{alias.name}") is not None]
+    return found
+
+
+def _module_path(module: str) -> Path | None:
+    base = ROOT.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def test_no_import_cycles_in_the_api_and_the_app_services() -> None:
+    """Function-level imports that dodge a cycle count as the cycle; ``TYPE_CHECKING`` imports do not."""
+    roots = ("pss.api", "pss_app")
+    graph: dict[str, set[str]] = {}
+    for package in roots:
+        for path in sorted(ROOT.joinpath(*package.split(".")).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            graph[module] = {m for m in _runtime_imports(path) if any(_within(m, r) for r in roots) and m != module}
+    cycles: list[str] = []
+
+    def visit(module: str, trail: list[str]) -> None:
+        for target in sorted(graph.get(module, ())):
+            if target in trail:
+                cycle = trail[trail.index(target):] + [target]
+                # a package's __init__ importing its own submodules is how a package is built, not a cycle
+                if not all(_within(b, a) for a, b in zip(cycle, cycle[1:])):
+                    cycles.append(" -> ".join(cycle))
+            elif target not in done:
+                visit(target, trail + [target])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(sorted(set(cycles)))
