@@ -24,10 +24,10 @@ __all__ = [
 ]
 
 # Runs as jobs (launch / cancel / resume / delete, the worker); pss.api.jobs itself imports only the run store.
-from pss.api.devices import device_choices  # noqa: E402
-from pss.api.jobs import JobService, Launched, job_service  # noqa: E402
-from pss.api.launch_form import LaunchRequest  # noqa: E402
-from pss.api.progress import Progress, latest_series, measure_progress  # noqa: E402
+from pss.api.devices import device_choices
+from pss.api.jobs import JobService, Launched, job_service
+from pss.api.launch_form import LaunchRequest
+from pss.api.progress import Progress, latest_series, measure_progress
 
 __all__ += ["JobService", "LaunchRequest", "Launched", "Progress", "device_choices", "job_service", "latest_series",
             "measure_progress"]

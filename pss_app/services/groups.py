@@ -13,9 +13,9 @@ from plotly.colors import qualitative
 
 from pss.api import CLASS_NAMES, ImageRecord, Workspace, cached_grouping, read_user, thumbnail
 from pss.errors import DatasetError, PssError
+from pss_app.services.gallery import ALL, GalleryFilter, GalleryPage, class_histogram, filter_records, page_of
 # parse_group lives in gallery (the Images tab's group filter uses it too); named here for the Groups tab
-from pss_app.services.gallery import (ALL, GalleryFilter, GalleryPage, class_histogram, filter_records, page_of,
-                                     parse_group)
+from pss_app.services.gallery import parse_group  # noqa: F401
 
 _COLOURS = qualitative.Dark24 + qualitative.Light24 + qualitative.Alphabet
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pss-hover-thumbs")

@@ -18,7 +18,8 @@ import pandas as pd
 import plotly.graph_objects as go
 import yaml
 
-from pss.api import ACTIVE, FINISHED, JobService, Progress, Status, Workspace, job_service, latest_series, measure_progress
+from pss.api import (ACTIVE, FINISHED, JobService, Progress, Status, Workspace, job_service, latest_series,
+                     measure_progress)
 from pss.errors import RunStoreError
 from pss_app.services.run_figures import class_iou_figure, eval_figure, loss_figure, pct
 from pss_app.services.run_form import (PRESETS, LaunchResult, context_choices, form_defaults, init_choices,
