@@ -23,7 +23,8 @@ __all__ = [
     "user_records", "write_bytes_atomic", "write_text_atomic",
 ]
 
-# Runs as jobs (launch / cancel / resume / delete, the worker); pss.api.jobs itself imports only the run store.
+# Runs as jobs (launch / cancel / resume / delete, the worker), the launch form, devices and a run's progress; none of
+# these imports torch (GPUs are probed in a subprocess).
 from pss.api.devices import device_choices
 from pss.api.jobs import JobService, Launched, job_service
 from pss.api.launch_form import LaunchRequest

@@ -50,8 +50,8 @@ __all__ = [
     "CLASS_NAMES", "DEFAULT_WORKSPACE", "NUM_CLASSES", "THUMB_SIZE", "VOC_PALETTE", "DatasetStatistics",
     "ImageRecord", "UserCollection", "Workspace", "colorize", "compute_grouping", "create_demo_workspace",
     "dataset_statistics", "file_key", "list_users", "load_image", "load_label", "open_workspace",
-    "cached_grouping", "read_user", "thumbnail",
-]
+    "cached_grouping", "thumbnail",
+]  # read_user: pss.api.users (imported here for compute_grouping and the statistics)
 
 
 def open_workspace(root: str | Path) -> Workspace:
