@@ -117,10 +117,13 @@ def _maps(ws: Workspace, ctx: RunContext, name: str, opacity: float, stretch: bo
              "entropy": Path(f"{base}-entropy-{'stretch' if stretch else 'full'}.png"),
              "pseudo": Path(f"{base}-pseudo-{status.pixel_keep_rate:.3f}.png")}
     missing = [k for k, p in paths.items() if not p.exists()]
-    pseudo = inference.pseudo_label(status.pixel_keep_rate) if missing else None
-    # share of ignored pseudo-label pixels (a quantile per image): derived once, kept with the inference
-    ignored = derived(paths["pseudo"], lambda: float(np.mean(
-        (pseudo if pseudo is not None else inference.pseudo_label(status.pixel_keep_rate)) == 255)))
+    # the share of ignored pseudo-label pixels (a quantile per image): derived once, kept with the inference
+    if missing:
+        pseudo = inference.pseudo_label(status.pixel_keep_rate)
+        ignored = derived(paths["pseudo"], lambda: float(np.mean(pseudo == 255)))
+    else:
+        ignored = derived(paths["pseudo"],
+                          lambda: float(np.mean(inference.pseudo_label(status.pixel_keep_rate) == 255)))
     if missing:
         photo = _photo(record.image_path, size)
         shown = (size.width, size.height)
