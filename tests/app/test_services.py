@@ -307,3 +307,18 @@ def test_quickstart_banner_offers_the_chain_before_anything_ran(tmp_path: Path) 
     assert "Train the demo comparison" in banner_svc.empty_state(ws, "id2", "compare", 0)
     assert banner_svc.empty_state(ws, "id2", "compare", 2) == ""
     assert banner_svc.compare_selection(ws, "id2") == [] == qs.status(ws, "id2").compare_runs
+
+
+def test_every_caller_shares_the_one_cached_user_reader(workspace: Workspace) -> None:
+    """The gallery, Inspect / Compare (``user_records``) and statistics read a user through ``pss.api.read_user``:
+    one parse, one name rule."""
+    from pss.api import user_records
+    from pss.api.users import check_user_name
+
+    collection = read_user(workspace, "id1")
+    assert user_records(workspace, "id1") is collection.records
+    assert gallery_page(workspace, "id1", 1).total == len(collection.records)
+    assert check_user_name(workspace, "id12") == "id12"
+    for bad in ("id1/..", "ID1", "id", "id1 ", None):
+        with pytest.raises(DatasetError, match="unknown user"):
+            check_user_name(workspace, bad)
