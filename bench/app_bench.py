@@ -81,7 +81,6 @@ def bench_gallery(ws: Workspace, user: str, repeats: int) -> None:
     """Server side: the service alone, then with Gradio's postprocessing of the 48 files (what a request costs
     the server before the response is sent)."""
     from pss_app.app import serve_from_workspace
-    from pss_app.services.collection import collection
     from pss_app.services.gallery import GalleryFilter, gallery_page
 
     serve_from_workspace(ws)
@@ -89,7 +88,7 @@ def bench_gallery(ws: Workspace, user: str, repeats: int) -> None:
     from gradio import processing_utils
 
     shutil.rmtree(ws.thumbs, ignore_errors=True)
-    collection(ws, user)  # the listing is read once per app, not per page: keep it out of the page time
+    read_user(ws, user)  # the listing is read once per app, not per page: keep it out of the page time
     start = time.perf_counter()
     page = gallery_page(ws, user, 1, GalleryFilter())
     cold = time.perf_counter() - start

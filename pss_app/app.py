@@ -19,7 +19,7 @@ import gradio as gr
 import plotly
 
 from pss.api import Workspace, list_users
-from pss.fileio import atomic_path  # TODO(lead): via pss.api (pss_app may import only pss.api/errors/config)
+from pss.api import atomic_path
 from pss_app.services.statistics import scope_choices
 from pss_app.tabs import compare as compare_tab
 from pss_app.tabs import groups as groups_tab

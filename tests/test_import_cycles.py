@@ -19,15 +19,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pss", "pss_app")
 
-#: Cycles that exist on main and are being broken on other branches. Each entry is the set of modules of one
-#: strongly connected component of the graph; a cycle found by the test must lie inside one entry. The lead
-#: empties this list after merging (an entry that no longer matches any cycle fails the test, so it cannot linger).
-KNOWN_CYCLES: list[frozenset[str]] = [
-    # pss_app/services (the app engineer): gallery -> groups -> gallery
-    frozenset({"pss_app.services.gallery", "pss_app.services.groups"}),
-]
-
-
 def module_files(root: Path = ROOT, packages: Iterable[str] = PACKAGES) -> dict[str, Path]:
     """Dotted module name -> file, for every ``.py`` file of ``packages`` (``pkg/__init__.py`` is ``pkg``)."""
     modules: dict[str, Path] = {}
@@ -158,14 +149,10 @@ def test_graph_builder_sees_function_level_imports_and_skips_type_checking(tmp_p
     assert one_cycle(graph, cycles(graph)[0]) == ["p.a", "p.b", "p.c", "p.a"]
 
 
-def test_no_new_import_cycles() -> None:
+def test_no_import_cycles() -> None:
     graph = import_graph(module_files())
-    found = cycles(graph)
-    new = [c for c in found if not any(c <= known for known in KNOWN_CYCLES)]
-    stale = [known for known in KNOWN_CYCLES if not any(c & known for c in found)]
-    message = [f"new import cycle: {' -> '.join(one_cycle(graph, c))} (modules: {', '.join(sorted(c))}); "
-               "move what both sides need into a module of the lower layer" for c in new]
-    message += [f"KNOWN_CYCLES entry {sorted(known)} no longer exists: remove it from the list" for known in stale]
+    message = [f"import cycle: {' -> '.join(one_cycle(graph, c))} (modules: {', '.join(sorted(c))}); "
+               "move what both sides need into a module of the lower layer" for c in cycles(graph)]
     assert not message, "\n".join(message)
 
 

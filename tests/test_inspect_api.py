@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from pss.api import maps
-from pss.api.inspect import RunContext, load_inference, pseudo_status, save_inference
+from pss.api.inference_cache import load_inference, save_inference
+from pss.api.inspect import RunContext
+from pss.api.pseudo import pseudo_status
 from pss.config import build_config
 from pss.inference import ImageInference
 
@@ -138,3 +140,14 @@ def test_pseudo_status_of_an_image_missing_from_the_report_uses_its_own_entropy(
     status = pseudo_status(ctx, "new", 0.2)
     assert (status.rank, status.total, status.keep, status.selected) == (2, 4, 4, True)
     assert status.pixel_keep_rate == 0.6
+
+
+def test_pseudo_status_uses_the_policy_of_the_stage_that_continues_the_run() -> None:
+    """The policy comes from the registry (Method.starts_from), not a hard-coded PSS config: an FDA run's next
+    stage (fda_ssl) labels every image, a PSS run's (pss_s2) the easiest half, a No-DA run's defaults to pss_s2."""
+    scores = {"a": 0.5, "b": 0.1, "c": 0.9, "d": 0.3}
+    fda = pseudo_status(_context({"mean_entropy": scores}, {"name": "fda"}), "c", 0.0)
+    assert (fda.stage, fda.keep, fda.selected, fda.select_rate, fda.pixel_keep_rate) == ("fda_ssl", 4, True, 1.0, 1.0)
+    pss = pseudo_status(_context({"mean_entropy": scores}, {"name": "pss"}), "c", 0.0)
+    assert (pss.stage, pss.keep, pss.selected, pss.rank) == ("pss_s2", 2, False, 4)
+    assert pseudo_status(_context({"mean_entropy": scores}, {"name": "source_only"}), "b", 0.0).stage == "pss_s2"

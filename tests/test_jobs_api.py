@@ -18,15 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from pss.api.jobs import (JobService, LaunchRequest, job_service, pick_device, stop_job_service, train_command,
-                          validate_launch)
+from pss.api.devices import pick_device
+from pss.api.jobs import JobService, job_service, stop_job_service, train_command
+from pss.api.launch_form import LaunchRequest, validate_launch
+from pss.api.progress import latest_series
 from pss.data.demo import DemoConfig, generate_demo
 from pss.data.pss_layout import read_user
 from pss.errors import ConfigError, RunStoreError
 from pss.runs import JobQueue, RunStore
 from pss.runs.procs import process_alive
 from pss.workspace import Workspace
-from pss_app.services.runs import latest_series
 from support import wait_for as support_wait_for
 
 TINY = DemoConfig(num_source=16, num_users=2, images_per_user=12)
@@ -135,17 +136,17 @@ def test_validation_resolves_the_method_context_and_checks_init_from(ws: Workspa
 
 
 def test_devices_auto_picks_the_least_busy_gpu_else_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pss.api.jobs as jobs
+    import pss.api.devices as devices
 
     store = RunStore(tmp_path / "runs")
     queue = JobQueue(store)
-    monkeypatch.setattr(jobs, "visible_gpus", lambda: ())
+    monkeypatch.setattr(devices, "visible_gpus", lambda: ())
     assert pick_device("auto", queue) == "cpu" and pick_device("CPU", queue) == "cpu"
-    monkeypatch.setattr(jobs, "visible_gpus", lambda: ("cuda:0", "cuda:1"))
+    monkeypatch.setattr(devices, "visible_gpus", lambda: ("cuda:0", "cuda:1"))
     assert pick_device("auto", queue) == "cuda:0"  # a tie goes to the first GPU
     queue.enqueue(store.create_run("id1", "pss", {}, "cuda:0", 1).run_id, ["true"], "cuda:0")
     assert pick_device("auto", queue) == "cuda:1"
-    assert pick_device("cuda", queue) == "cuda:0" and jobs.device_choices() == ["auto", "cpu", "cuda:0", "cuda:1"]
+    assert pick_device("cuda", queue) == "cuda:0" and devices.device_choices() == ["auto", "cpu", "cuda:0", "cuda:1"]
     with pytest.raises(ConfigError, match="choose one of auto, cpu, cuda:0, cuda:1"):
         pick_device("cuda:2", queue)
 

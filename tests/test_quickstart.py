@@ -18,7 +18,6 @@ from pss.experiments.reuse import canonical
 from pss.runs import JobQueue, RunStore
 from pss.runs.procs import process_alive
 from pss.workspace import Workspace
-from pss_app.services import quickstart as banner_svc
 from support import wait_for as support_wait_for
 
 TINY = DemoConfig(num_source=16, num_users=2, images_per_user=12)
@@ -67,10 +66,6 @@ def test_estimate_before_anything_ran_uses_the_measured_constants(ws: Workspace)
                    + qs.MEASURED["tiny"][(r.method, r.context)][1] for r in state.runs)
     assert estimate.total_s == pytest.approx(expected) and estimate.device == "cpu"
     assert estimate.bases == ["measured tiny runs on two CPU cores"]
-    view = banner_svc.banner(ws, "id2")
-    assert view.can_start and not view.active and qs.format_minutes(estimate.total_s) in view.button
-    assert "Train the demo comparison" in banner_svc.empty_state(ws, "id2", "compare", 0)
-    assert banner_svc.empty_state(ws, "id2", "compare", 2) == ""
     with pytest.raises(ConfigError, match="unknown user"):
         qs.start(ws, "id7")
 
@@ -116,7 +111,6 @@ def test_one_action_trains_the_chain_through_the_queue_and_pss_experiment_reuses
     state = qs.status(ws, "id1")
     assert state.done, [(r.label, r.status, r.error) for r in state.runs]
     assert len(state.compare_runs) == 4
-    assert banner_svc.compare_selection(ws, "id1") == state.compare_runs
     assert qs.estimate(ws, state).total_s == 0.0
     again = qs.start(ws, "id1")  # pressing it again launches nothing
     assert [r.run_id for r in again.runs] == [r.run_id for r in state.runs]

@@ -15,10 +15,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from pss.api import maps
-from pss.api.inspect import RunChoice, done_runs, engine_workspace, find_record, image_inference, user_records
+import pss.api.maps as maps
+from pss.api.data import file_key, load_image
+from pss.api.inspect import image_inference
+from pss.api.run_choice import RunChoice, done_runs
+from pss.api.runs import results_tables
+from pss.api.users import find_record, user_records
 from pss.data.labels import CLASS_NAMES, read_label_png
 from pss.errors import DatasetError, PssError
+from pss.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -50,7 +55,7 @@ class Comparison:
     panels: list[RunPanel]
 
 
-def runs_by_id(ws: Any, user: str, run_ids: Sequence[str]) -> list[RunChoice]:
+def runs_by_id(ws: Workspace, user: str, run_ids: Sequence[str]) -> list[RunChoice]:
     """The finished runs of ``user`` named in ``run_ids`` (in that order); DatasetError for any other id."""
     known = {r.run_id: r for r in done_runs(ws, user)}
     unknown = [r for r in run_ids if r not in known]
@@ -60,10 +65,10 @@ def runs_by_id(ws: Any, user: str, run_ids: Sequence[str]) -> list[RunChoice]:
     return [known[r] for r in run_ids]
 
 
-def image_scores(ws: Any, run_id: str) -> dict[str, tuple[float, float]]:
+def image_scores(ws: Workspace, run_id: str) -> dict[str, tuple[float, float]]:
     """{image name: (FIoU, MIoU)} of a run's labelled images from its report (MIoU: the report's per-image
     convention, "present"); empty when the run has no report."""
-    report = engine_workspace(ws).store().open_run(run_id).read_report() or {}
+    report = ws.store().open_run(run_id).read_report() or {}
     return {i["name"]: (_nan(i.get("fiou")), _nan(i.get("miou"))) for i in report.get("images", [])}
 
 
@@ -71,9 +76,9 @@ def _nan(value: Any) -> float:
     return math.nan if value is None else float(value)
 
 
-def run_prediction(ws: Any, run_id: str, name: str, device: str = "auto") -> np.ndarray:
+def run_prediction(ws: Workspace, run_id: str, name: str, device: str = "auto") -> np.ndarray:
     """A run's label map of image ``name``: the saved prediction PNG, else the model's (cached) inference."""
-    path = engine_workspace(ws).store().open_run(run_id).predictions_dir / f"{name}.png"
+    path = ws.store().open_run(run_id).predictions_dir / f"{name}.png"
     if path.is_file():
         return read_label_png(path)
     inference = image_inference(ws, run_id, name, device)
@@ -99,15 +104,13 @@ def _pct(value: float | None) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value * 100:.1f}"
 
 
-def compare_image(ws: Any, user: str, name: str, run_ids: Sequence[str], device: str = "auto") -> Comparison:
+def compare_image(ws: Workspace, user: str, name: str, run_ids: Sequence[str], device: str = "auto") -> Comparison:
     """The image, its GT and each run's prediction side by side at the same size, each titled with its FIoU /
     MIoU on this image, and an error map under each prediction (when the image is labelled).
 
     A run whose prediction cannot be produced (no saved map, and no usable checkpoint) gets an empty panel
     and a message instead of failing the whole figure.
     """
-    from pss.api.data import file_key
-
     runs = runs_by_id(ws, user, run_ids)
     record = find_record(user_records(ws, user), name, user)
     target = read_label_png(record.mask_path) if record.mask_path is not None else None
@@ -117,7 +120,7 @@ def compare_image(ws: Any, user: str, name: str, run_ids: Sequence[str], device:
     for run, panel, pred in columns:
         keys += [run.run_id, panel.message, "-" if pred is None else hashlib.blake2b(pred.tobytes()).hexdigest()]
     key = hashlib.blake2b("|".join(keys).encode(), digest_size=10).hexdigest()
-    out = Path(engine_workspace(ws).cache) / "compare" / user / f"{name}-{key}.png"
+    out = Path(ws.cache) / "compare" / user / f"{name}-{key}.png"
     if not out.exists():
         maps.save_png(_figure(record, target, columns, user), out)
     return Comparison(user, name, out, target is not None, [panel for _, panel, _ in columns])
@@ -125,8 +128,6 @@ def compare_image(ws: Any, user: str, name: str, run_ids: Sequence[str], device:
 
 def _figure(record: Any, target: np.ndarray | None, columns: list, user: str) -> np.ndarray:
     """Row 1: photo, GT, each run's prediction; row 2 (labelled images): each run's error map."""
-    from pss.api.data import load_image
-
     photo = load_image(record.image_path)
     if target is not None and target.shape != photo.shape[:2]:
         raise DatasetError(f"the GT mask {record.mask_path} does not match its image's size "
@@ -152,7 +153,7 @@ def _figure(record: Any, target: np.ndarray | None, columns: list, user: str) ->
     return maps.grid([top, bottom] if gt is not None else [top])
 
 
-def _run_panel(ws: Any, run: RunChoice, name: str, target: np.ndarray | None,
+def _run_panel(ws: Workspace, run: RunChoice, name: str, target: np.ndarray | None,
                device: str) -> tuple[RunPanel, np.ndarray | None]:
     try:
         pred = run_prediction(ws, run.run_id, name, device)
@@ -170,7 +171,7 @@ def _run_panel(ws: Any, run: RunChoice, name: str, target: np.ndarray | None,
     return RunPanel(run, scores[0], scores[1], errors), pred
 
 
-def image_differences(ws: Any, user: str, run_a: str, run_b: str, metric: str = "FIoU") -> pd.DataFrame:
+def image_differences(ws: Workspace, user: str, run_a: str, run_b: str, metric: str = "FIoU") -> pd.DataFrame:
     """Per labelled image: the metric (%) under run A and run B and ``B - A``, largest gain of B first."""
     import pandas as pd
 
@@ -187,13 +188,13 @@ def image_differences(ws: Any, user: str, run_a: str, run_b: str, metric: str = 
     return table.sort_values(["B - A", "image"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 
-def per_class_table(ws: Any, user: str, run_ids: Sequence[str]) -> pd.DataFrame:
+def per_class_table(ws: Workspace, user: str, run_ids: Sequence[str]) -> pd.DataFrame:
     """Per-class IoU (%, PSS convention) of each run on its user: rows classes + MIoU, columns runs."""
     import pandas as pd
 
     columns: dict[str, list[float]] = {}
     for run in runs_by_id(ws, user, run_ids):
-        report = engine_workspace(ws).store().open_run(run.run_id).read_report() or {}
+        report = ws.store().open_run(run.run_id).read_report() or {}
         values = (report.get("per_class_iou") or {}).get("pss") or [None] * len(CLASS_NAMES)
         miou = (report.get("miou") or {}).get("pss")
         columns[run.short] = [math.nan if v is None else round(v * 100, 2) for v in values] + \
@@ -201,16 +202,14 @@ def per_class_table(ws: Any, user: str, run_ids: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame(columns, index=[*CLASS_NAMES, "MIoU"])
 
 
-def results_for_runs(ws: Any, user: str, run_ids: Sequence[str]) -> dict[str, pd.DataFrame]:
+def results_for_runs(ws: Workspace, user: str, run_ids: Sequence[str]) -> dict[str, pd.DataFrame]:
     """The paper's Tables 1-2 layout (rows methods, columns users + Mean, %) for the methods of the chosen
     runs: the latest finished run of each (method, user) counts, as in ``results_tables``."""
-    from pss.api.runs import results_tables
-
     methods = sorted({run.method for run in runs_by_id(ws, user, run_ids)})
-    return results_tables(engine_workspace(ws), methods=methods)
+    return results_tables(ws, methods=methods)
 
 
-def export_tables(ws: Any, user: str, run_ids: Sequence[str], run_a: str | None = None, run_b: str | None = None,
+def export_tables(ws: Workspace, user: str, run_ids: Sequence[str], run_a: str | None = None, run_b: str | None = None,
                   metric: str = "FIoU") -> list[Path]:
     """Write the Compare tables as CSV files under ``WS/cache/exports/`` and return their paths."""
     tables = {"per_class_iou": per_class_table(ws, user, run_ids)}
@@ -220,7 +219,7 @@ def export_tables(ws: Any, user: str, run_ids: Sequence[str], run_a: str | None 
         tables[f"images_{metric.lower()}_difference"] = image_differences(ws, user, run_a, run_b, metric)
     stamp = hashlib.blake2b("|".join([user, *run_ids, str(run_a), str(run_b), metric]).encode(),
                             digest_size=6).hexdigest()
-    out_dir = Path(engine_workspace(ws).cache) / "exports" / f"{user}-{stamp}"
+    out_dir = Path(ws.cache) / "exports" / f"{user}-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for key, table in tables.items():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,9 @@ from pss.data import pss_layout
 from pss.data.labels import CLASS_NAMES, NUM_CLASSES, VOC_PALETTE, colorize, read_label_png
 from pss.data.pss_layout import UserCollection
 from pss.data.records import ImageRecord
+from pss.api.users import read_user
 from pss.errors import DatasetError
+from pss.fileio import atomic_path
 from pss.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -49,8 +50,8 @@ __all__ = [
     "CLASS_NAMES", "DEFAULT_WORKSPACE", "NUM_CLASSES", "THUMB_SIZE", "VOC_PALETTE", "DatasetStatistics",
     "ImageRecord", "UserCollection", "Workspace", "colorize", "compute_grouping", "create_demo_workspace",
     "dataset_statistics", "file_key", "list_users", "load_image", "load_label", "open_workspace",
-    "cached_grouping", "read_user", "thumbnail",
-]
+    "cached_grouping", "thumbnail",
+]  # read_user: pss.api.users (imported here for compute_grouping and the statistics)
 
 
 def open_workspace(root: str | Path) -> Workspace:
@@ -90,15 +91,6 @@ def list_users(ws: Workspace) -> list[str]:
     return pss_layout.list_users(ws.personal)
 
 
-def read_user(ws: Workspace, user: str) -> UserCollection:
-    """Read one user's collection. ``user`` must be one of ``list_users(ws)``: a name coming from a client
-    is never joined into a path unchecked (``../`` or an absolute path would escape the workspace)."""
-    users = list_users(ws)
-    if user not in users:
-        raise DatasetError(f"unknown user {user!r} in {ws.personal}; known users: {', '.join(users) or 'none'}")
-    return pss_layout.read_user(ws.personal, user)
-
-
 def file_key(path: Path, *extra: object) -> str:
     """A short hex key of a file's resolved path, mtime and size (plus ``extra``): changes when the file does.
 
@@ -110,19 +102,6 @@ def file_key(path: Path, *extra: object) -> str:
         raise DatasetError(f"{path}: cannot read the file ({exc.strerror}); was it moved or deleted?") from exc
     text = "|".join([str(Path(path).resolve()), str(stat.st_mtime_ns), str(stat.st_size), *map(str, extra)])
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
-
-
-def _save_atomic(image: Image.Image, out: Path, **save_kwargs: object) -> None:
-    """Write an image via a temporary file + ``os.replace`` so a reader never sees half a file."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        image.save(tmp, **save_kwargs)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def thumbnail(ws: Workspace, image_path: Path, size: int = THUMB_SIZE) -> Path:
@@ -142,7 +121,8 @@ def thumbnail(ws: Workspace, image_path: Path, size: int = THUMB_SIZE) -> Path:
             image.thumbnail((size, size), Image.Resampling.BILINEAR)
     except (OSError, UnidentifiedImageError, SyntaxError) as exc:
         raise DatasetError(f"{image_path}: cannot decode the image ({exc}); re-export or remove it") from exc
-    _save_atomic(image, out, format="JPEG", quality=85)
+    with atomic_path(out) as tmp:  # a concurrent page request never sees half a thumbnail
+        image.save(tmp, format="JPEG", quality=85)
     return out
 
 
@@ -158,33 +138,25 @@ def load_label(path: Path) -> np.ndarray:
     return read_label_png(path)
 
 
-def _device(device: str | None):
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def compute_grouping(ws: Workspace, user: str, k: int, seed: int = 0, device: str | None = "auto",
                      progress: Progress | None = None) -> GroupingResult:
     """Group ``user``'s photos into (at most) ``k`` k-means groups with a 2-D UMAP embedding (paper §3.3).
 
     Cached under ``WS/cache``: a second call on unchanged photos reads the result back.
     """
+    from pss.engine.device import resolve_device
     from pss.grouping import group_records
 
-    collection = read_user(ws, user)
-    return group_records(user, collection.records, k=k, cache_dir=ws.cache, device=_device(device),
-                         seed=seed, progress=progress)
+    records = read_user(ws, user).records
+    return group_records(user, records, k=k, cache_dir=ws.cache, device=resolve_device(device or "auto"), seed=seed,
+                         progress=progress)
 
 
 def cached_grouping(ws: Workspace, user: str, k: int, seed: int = 0) -> GroupingResult | None:
     """The last grouping computed for ``user`` with this ``k``/``seed``, or ``None`` (no feature extraction)."""
     from pss.grouping import load_grouping
 
-    if user not in list_users(ws):
-        raise DatasetError(f"unknown user {user!r} in {ws.personal}")
+    read_user(ws, user)  # the one user-name rule (cached: the gallery has read the user already)
     return load_grouping(ws.cache, user, k, seed)
 
 

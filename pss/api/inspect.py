@@ -8,86 +8,49 @@ Three layers of reuse:
 
 * models: the last few runs' models stay loaded (LRU), keyed by checkpoint path and mtime;
 * inference in memory: a small LRU bounded in bytes;
-* inference on disk: ``WS/cache/inference/<run>/<name>.npz`` (compressed, probabilities as float16),
-  valid while the checkpoint and the image file are unchanged; written by a background thread.
+* inference on disk: ``WS/cache/inference/<run>/<name>.npz`` (``pss.api.inference_cache``), valid while the
+  checkpoint and the image file are unchanged; written by a background thread.
+
+This module owns every in-memory cache of the Inspect / Compare views (models, run contexts, inference and the
+small values derived from it, ``derived``); ``clear_caches`` forgets them all. Finished runs for the pickers:
+``pss.api.run_choice``; the step-2 pseudo-label caption: ``pss.api.pseudo``; user records: ``pss.api.users``.
 """
 from __future__ import annotations
 
-import io
-import json
 import os
-import tempfile
+import shutil
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
-
-from pss.api.runs import METHOD_LABELS
-from pss.data.pss_layout import read_user
+from pss.api.data import file_key
+from pss.api.inference_cache import CACHE_VERSION, inference_cache_path, load_inference, save_inference
+from pss.api.runs import load_run_model
+from pss.api.users import find_record, forget_users, user_records
 from pss.data.records import ImageRecord
-from pss.errors import CheckpointError, DatasetError, RunStoreError
-from pss.workspace import Workspace as EngineWorkspace
+from pss.errors import CheckpointError
+from pss.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
     from pss.config import ExperimentConfig
     from pss.inference import ImageInference
 
-CACHE_VERSION = 2  # 2: chunk sides in steps of 32 (pss.engine.evaluate.SIZE_STEP), was 8
 MODEL_SLOTS = 3
 MEMORY_BUDGET_BYTES = 256 * 2**20
+T = TypeVar("T")
 
 _LOCK = threading.RLock()  # one model load / forward pass at a time: the CPU threads are shared anyway
 _MODELS: OrderedDict[tuple, tuple[Any, Any, Any]] = OrderedDict()
 _INFERENCES: OrderedDict[tuple, ImageInference] = OrderedDict()
-DERIVED: dict[Any, Any] = {}  # small values derived from cached inference by the drawing code (cleared with it)
+_DERIVED: dict[Hashable, Any] = {}  # small values the drawing code derives from cached inference (see ``derived``)
 # The npz is written after the response (compressing the probabilities is ~1/4 of a cold request); the
 # in-memory LRU serves the image meanwhile, and a reader only ever sees a complete file (rename).
 _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pss-inference-cache")
 _PENDING: list[Future] = []
-
-
-def engine_workspace(ws: Any) -> EngineWorkspace:
-    """The engine's ``Workspace`` (with ``store()``) for any workspace object with a ``root``."""
-    return ws if isinstance(ws, EngineWorkspace) else EngineWorkspace(Path(ws.root))
-
-
-@dataclass(frozen=True)
-class RunChoice:
-    """A finished run as the Inspect / Compare pickers list it."""
-
-    run_id: str
-    user: str | None
-    method: str
-    fiou: float | None
-    miou: float | None
-    context: str
-
-    @property
-    def method_label(self) -> str:
-        return METHOD_LABELS.get(self.method, self.method)
-
-    @property
-    def short(self) -> str:
-        """``OURS-S1 #0a88``: the paper's row name and the run id's random suffix."""
-        return f"{self.method_label} #{self.run_id.rsplit('-', 1)[-1]}"
-
-    @property
-    def label(self) -> str:
-        score = "" if self.fiou is None else f" · FIoU {self.fiou * 100:.1f}"
-        return f"{self.short}{score} · {self.run_id}"
-
-
-def done_runs(ws: Any, user: str | None = None) -> list[RunChoice]:
-    """Finished runs (of ``user``), newest first."""
-    out = []
-    for record in engine_workspace(ws).store().list_runs(user=user, status="done"):
-        context = str(record.config.get("model", {}).get("context", {}).get("mode", "none"))
-        out.append(RunChoice(record.run_id, record.user, record.method, record.fiou, record.miou, context))
-    return out
 
 
 @dataclass
@@ -107,7 +70,6 @@ class RunContext:
 
 
 _CONTEXTS: dict[tuple[str, str], tuple[tuple, RunContext]] = {}
-_RECORDS: dict[tuple[str, str], tuple[tuple, list[ImageRecord]]] = {}
 
 
 def _mtime(path: Path) -> int:
@@ -117,7 +79,7 @@ def _mtime(path: Path) -> int:
         return 0
 
 
-def run_context(ws: Any, run_id: str) -> RunContext:
+def run_context(ws: Workspace, run_id: str) -> RunContext:
     """Open a run for inspection. RunStoreError for an unknown run, CheckpointError without a checkpoint.
 
     Parsing config.yaml dominates a warm request, so the context is kept while the run's config, report and
@@ -126,7 +88,7 @@ def run_context(ws: Any, run_id: str) -> RunContext:
     from pss.config import resolve_config
     from pss.runs.store import check_run_id
 
-    run = engine_workspace(ws).store().open_run(check_run_id(run_id))
+    run = ws.store().open_run(check_run_id(run_id))
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
         raise CheckpointError(f"run {run_id} has no checkpoint ({run.checkpoints_dir} is empty or missing), so its "
@@ -144,34 +106,19 @@ def run_context(ws: Any, run_id: str) -> RunContext:
     return ctx
 
 
-def user_records(ws: Any, user: str) -> list[ImageRecord]:
-    """The user's image records (DatasetError for an unknown user), re-read when the user's folders change."""
-    root = Path(ws.root) / "data" / "personal"
-    user_dir = root / str(user)
-    if not user or "/" in user or user.startswith(".") or not user_dir.is_dir():
-        raise DatasetError(f"unknown user {user!r} in {root}")
-    signature = tuple(_mtime(user_dir / part) for part in ("", "JPEGImages", "SegmentationClass", "imgLabelList.txt"))
-    key = (str(root), user)
+def derived(key: Hashable, compute: Callable[[], T]) -> T:
+    """A small value derived from cached inference (e.g. the share of ignored pseudo-label pixels, a quantile per
+    image), computed once per ``key`` and kept until ``clear_caches``, like the inference it comes from."""
     with _LOCK:
-        hit = _RECORDS.get(key)
-    if hit is not None and hit[0] == signature:
-        return hit[1]
-    records = read_user(root, user).records
+        if key in _DERIVED:
+            return _DERIVED[key]
+    value = compute()
     with _LOCK:
-        _RECORDS[key] = (signature, records)
-    return records
+        _DERIVED[key] = value
+    return value
 
 
-def find_record(records: list[ImageRecord], name: str, user: str) -> ImageRecord:
-    for record in records:
-        if record.name == name:
-            return record
-    raise DatasetError(f"user {user!r} has no image named {name!r}")
-
-
-def _load_model(ws: EngineWorkspace, ctx: RunContext, device: str) -> tuple[Any, Any, Any]:
-    from pss.api.runs import load_run_model
-
+def _load_model(ws: Workspace, ctx: RunContext, device: str) -> tuple[Any, Any, Any]:
     key = (str(ws.root), *ctx.key, device)
     with _LOCK:
         if key in _MODELS:
@@ -184,7 +131,7 @@ def _load_model(ws: EngineWorkspace, ctx: RunContext, device: str) -> tuple[Any,
         return loaded
 
 
-def evaluation_group(ctx: RunContext, records: list[ImageRecord], record: ImageRecord, ws: EngineWorkspace,
+def evaluation_group(ctx: RunContext, records: list[ImageRecord], record: ImageRecord, ws: Workspace,
                      device: Any) -> list[ImageRecord]:
     """The images ``record`` was evaluated with: its chunk of the run's evaluation (``chunk_by_group`` over the
     user's records with the report's groups, or freshly computed groups if the report has none)."""
@@ -206,51 +153,9 @@ def evaluation_group(ctx: RunContext, records: list[ImageRecord], record: ImageR
     return [record]  # pragma: no cover - every index is in one chunk
 
 
-def inference_cache_path(ws: Any, run_id: str, name: str) -> Path:
-    return Path(ws.root) / "cache" / "inference" / run_id / f"{name}.npz"
-
-
 def _meta(ctx: RunContext, record: ImageRecord) -> dict[str, Any]:
-    from pss.api.data import file_key
-
     return {"version": CACHE_VERSION, "run_id": ctx.run_id, "checkpoint": ctx.checkpoint.name,
             "checkpoint_mtime": ctx.checkpoint_mtime, "image": file_key(record.image_path)}
-
-
-def save_inference(path: Path, inference: ImageInference, meta: dict[str, Any]) -> None:
-    """Write ``inference`` as a compressed npz (probabilities as float16) atomically."""
-    arrays = {"prob": inference.prob.astype(np.float16), "label": inference.label, "entropy": inference.entropy,
-              "meta": np.array(json.dumps({**meta, "name": inference.name, "group_images": inference.group_images,
-                                           "grid": list(inference.grid), "size": list(inference.size)}))}
-    if inference.attention is not None:
-        arrays["attention"] = inference.attention
-        arrays["region_masks"] = inference.region_masks
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(buffer.getvalue())
-    os.replace(tmp, path)
-
-
-def load_inference(path: Path, meta: dict[str, Any]) -> ImageInference | None:
-    """The cached inference at ``path`` if it was made with ``meta`` (same checkpoint and image), else None."""
-    from pss.inference import ImageInference
-
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            stored = json.loads(str(data["meta"]))
-            if any(stored.get(k) != v for k, v in meta.items()):
-                return None
-            return ImageInference(
-                name=stored["name"], prob=data["prob"].astype(np.float32), label=data["label"],
-                entropy=data["entropy"], group_images=list(stored["group_images"]), grid=tuple(stored["grid"]),
-                attention=data["attention"] if "attention" in data else None,
-                region_masks=data["region_masks"] if "region_masks" in data else None,
-                size=tuple(stored["size"]) if "size" in stored else None)  # older caches: maps at the image's size
-    except (OSError, ValueError, KeyError):  # missing, truncated or foreign file: recompute
-        return None
 
 
 def _nbytes(inference: ImageInference) -> int:
@@ -265,34 +170,33 @@ def _remember(key: tuple, inference: ImageInference) -> None:
         _INFERENCES.popitem(last=False)
 
 
-def image_inference(ws: Any, run_id: str, name: str, device: str = "auto",
+def image_inference(ws: Workspace, run_id: str, name: str, device: str = "auto",
                     ctx: RunContext | None = None) -> ImageInference:
     """The run's inference of image ``name`` of its user (memory LRU, then disk cache, then the model).
 
     Raises RunStoreError (unknown run), CheckpointError (no or unreadable checkpoint, another format),
     DatasetError (unknown or unreadable image).
     """
-    engine_ws = engine_workspace(ws)
-    ctx = ctx or run_context(engine_ws, run_id)
-    records = user_records(engine_ws, ctx.user)
+    ctx = ctx or run_context(ws, run_id)
+    records = user_records(ws, ctx.user)
     record = find_record(records, name, ctx.user)
     meta = _meta(ctx, record)
-    key = (str(engine_ws.root), *ctx.key, name, meta["image"])
+    key = (str(ws.root), *ctx.key, name, meta["image"])
     with _LOCK:
         if key in _INFERENCES:
             _INFERENCES.move_to_end(key)
             return _INFERENCES[key]
-        path = inference_cache_path(engine_ws, ctx.run_id, name)
+        path = inference_cache_path(ws, ctx.run_id, name)
         inference = load_inference(path, meta) if path.exists() else None
         if inference is None:
-            inference = _compute(engine_ws, ctx, records, record, device)
+            inference = _compute(ws, ctx, records, record, device)
             _PENDING[:] = [f for f in _PENDING if not f.done()]
             _PENDING.append(_WRITER.submit(save_inference, path, inference, meta))
         _remember(key, inference)
         return inference
 
 
-def _compute(ws: EngineWorkspace, ctx: RunContext, records: list[ImageRecord], record: ImageRecord,
+def _compute(ws: Workspace, ctx: RunContext, records: list[ImageRecord], record: ImageRecord,
              device: str) -> ImageInference:
     from pss.inference import infer_image
 
@@ -307,64 +211,29 @@ def flush_writes() -> None:
         _PENDING.pop(0).result()
 
 
-def clear_caches(memory_only: bool = True, ws: Any | None = None, keep_models: bool = False) -> None:
+def clear_caches(memory_only: bool = True, ws: Workspace | None = None, keep_models: bool = False) -> None:
     """Forget in-memory inference, run contexts, record lists and (unless ``keep_models``) loaded models; with
     ``memory_only=False`` also delete the disk cache (npz files and drawn PNGs) of workspace ``ws``."""
-    import shutil
-
     flush_writes()
     with _LOCK:
-        for cache in (_INFERENCES, _CONTEXTS, _RECORDS, DERIVED):
+        for cache in (_INFERENCES, _CONTEXTS, _DERIVED):
             cache.clear()
         if not keep_models:
             _MODELS.clear()
+    forget_users()
     if not memory_only and ws is not None:
         shutil.rmtree(Path(ws.root) / "cache" / "inference", ignore_errors=True)
 
 
-@dataclass
-class PseudoStatus:
-    """Whether step 2 (``pss_s2`` started from this run) would pseudo-label the image, and why.
-
-    ``rank`` is 1-based among the user's images by ascending mean entropy; the ``keep`` lowest are selected
-    (``select_easy_images``: ``max(1, floor(total * select_rate))``).
-    """
-
-    mean_entropy: float
-    rank: int
-    total: int
-    keep: int
-    selected: bool
-    select_rate: float
-    pixel_keep_rate: float
-
-
-def pseudo_status(ctx: RunContext, name: str, mean_entropy: float) -> PseudoStatus:
-    """Rank ``name`` among the mean entropies of the run's report (its own value from ``mean_entropy`` when the
-    report has none) and apply the step-2 selection of the run's (or the default) pseudo-label settings."""
-    from pss.losses import select_easy_images
-    from pss.methods.pseudo import EntropyRankedPseudoConfig
-
-    params = ctx.config.method.get("pseudo") or {}
-    config = EntropyRankedPseudoConfig(**{k: v for k, v in params.items() if k in ("select_rate", "pixel_keep_rate")})
-    scores = dict(ctx.report.get("mean_entropy") or {})
-    scores.setdefault(name, mean_entropy)
-    names = list(scores)
-    chosen = select_easy_images([scores[n] for n in names], config.select_rate)
-    order = sorted(range(len(names)), key=lambda i: (scores[names[i]], i))
-    rank = order.index(names.index(name)) + 1
-    return PseudoStatus(float(scores[name]), rank, len(names), len(chosen), names.index(name) in chosen,
-                        config.select_rate, config.pixel_keep_rate)
-
-
-def check_inspectable(ws: Any, run_id: str, device: str = "auto") -> RunContext:
+def check_inspectable(ws: Workspace, run_id: str, device: str = "auto") -> RunContext:
     """``run_context`` plus a load of its model now, so a checkpoint of another format fails with a message
     before anything is drawn. Raises RunStoreError / CheckpointError."""
     ctx = run_context(ws, run_id)
-    _load_model(engine_workspace(ws), ctx, device)
+    _load_model(ws, ctx, device)
     return ctx
 
 
-__all__ = ["CheckpointError", "PseudoStatus", "RunChoice", "RunContext", "RunStoreError", "check_inspectable",
-           "clear_caches", "done_runs", "engine_workspace", "find_record", "flush_writes", "image_inference",
-           "inference_cache_path", "pseudo_status", "run_context", "user_records"]
+# user_records / find_record live in pss.api.users (the one user reader); named here as well because the
+# Inspect view's callers (and tests) have always found them here.
+__all__ = ["RunContext", "check_inspectable", "clear_caches", "derived", "evaluation_group", "find_record",
+           "flush_writes", "image_inference", "run_context", "user_records"]

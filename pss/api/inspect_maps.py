@@ -15,11 +15,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pss.api import maps
-from pss.api.inspect import (DERIVED, PseudoStatus, RunContext, engine_workspace, find_record, image_inference,
-                             pseudo_status, run_context, user_records)
+import pss.api.maps as maps
+from pss.api.data import file_key, load_image
+from pss.api.inspect import RunContext, derived, image_inference, run_context
+from pss.api.pseudo import PseudoStatus, pseudo_status
+from pss.api.users import find_record, user_records
 from pss.data.labels import CLASS_NAMES
 from pss.inference import RegionWeight
+from pss.workspace import Workspace
 
 MAPS_VERSION = "m2"  # part of every PNG name: bump when a drawing changes
 
@@ -73,20 +76,16 @@ class PixelInspection:
     region_maps: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def _png_dir(ws: Any, run_id: str) -> Path:
+def _png_dir(ws: Workspace, run_id: str) -> Path:
     return Path(ws.root) / "cache" / "inference" / run_id / "png"
 
 
 def _base_key(ctx: RunContext, image_path: Path) -> str:
-    from pss.api.data import file_key
-
     text = f"{ctx.key}|{file_key(image_path)}|{MAPS_VERSION}"
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def _photo(image_path: Path, size: maps.DisplaySize) -> np.ndarray:
-    from pss.api.data import load_image
-
     return maps.resize_rgb(load_image(image_path), (size.width, size.height))
 
 
@@ -97,16 +96,15 @@ def _legend(label: np.ndarray) -> list[tuple[str, str, float]]:
     return sorted(rows, key=lambda row: -row[2])
 
 
-def inspect_maps(ws: Any, run_id: str, name: str, opacity: float = 0.6, stretch: bool = False,
+def inspect_maps(ws: Workspace, run_id: str, name: str, opacity: float = 0.6, stretch: bool = False,
                  device: str = "auto") -> InspectMaps:
     """Prediction overlay, entropy heat map (with colour bar; ``stretch`` maps this image's min..max instead
     of the full 0..1 range) and step-2 pseudo label of image ``name`` under run ``run_id``."""
-    ws = engine_workspace(ws)
     ctx = run_context(ws, run_id)
     return _maps(ws, ctx, name, opacity, stretch, device)
 
 
-def _maps(ws: Any, ctx: RunContext, name: str, opacity: float, stretch: bool, device: str) -> InspectMaps:
+def _maps(ws: Workspace, ctx: RunContext, name: str, opacity: float, stretch: bool, device: str) -> InspectMaps:
     inference = image_inference(ws, ctx.run_id, name, device, ctx)
     record = find_record(user_records(ws, ctx.user), name, ctx.user)
     height, width = inference.size  # the image's; the maps may be smaller (pss.inference.MAX_MAP_SIDE)
@@ -119,10 +117,13 @@ def _maps(ws: Any, ctx: RunContext, name: str, opacity: float, stretch: bool, de
              "entropy": Path(f"{base}-entropy-{'stretch' if stretch else 'full'}.png"),
              "pseudo": Path(f"{base}-pseudo-{status.pixel_keep_rate:.3f}.png")}
     missing = [k for k, p in paths.items() if not p.exists()]
-    ignored = DERIVED.get(paths["pseudo"])  # share of ignored pseudo-label pixels (a quantile per image)
-    if missing or ignored is None:
+    # the share of ignored pseudo-label pixels (a quantile per image): derived once, kept with the inference
+    if missing:
         pseudo = inference.pseudo_label(status.pixel_keep_rate)
-        ignored = DERIVED[paths["pseudo"]] = float(np.mean(pseudo == 255))
+        ignored = derived(paths["pseudo"], lambda: float(np.mean(pseudo == 255)))
+    else:
+        ignored = derived(paths["pseudo"],
+                          lambda: float(np.mean(inference.pseudo_label(status.pixel_keep_rate) == 255)))
     if missing:
         photo = _photo(record.image_path, size)
         shown = (size.width, size.height)
@@ -141,7 +142,7 @@ def _maps(ws: Any, ctx: RunContext, name: str, opacity: float, stretch: bool, de
 REGION_SIDE = 320  # long side of the region soft-mask maps (a gallery of a few small pictures)
 
 
-def _region_map(ws: Any, ctx: RunContext, records: list, region: RegionWeight,
+def _region_map(ws: Workspace, ctx: RunContext, records: list, region: RegionWeight,
                 mask: np.ndarray) -> tuple[Path, Callable[[], Path] | None]:
     """Path of the soft-mask map of ``region`` over its image, and the job drawing it (None if drawn before)."""
     record = find_record(records, region.image, ctx.user)
@@ -163,14 +164,13 @@ def _region_map(ws: Any, ctx: RunContext, records: list, region: RegionWeight,
     return out, draw
 
 
-def inspect_pixel(ws: Any, run_id: str, name: str, x: int, y: int, top: int = 8, top_images: int = 3,
+def inspect_pixel(ws: Workspace, run_id: str, name: str, x: int, y: int, top: int = 8, top_images: int = 3,
                   opacity: float = 0.6, device: str = "auto") -> PixelInspection:
     """Probabilities, entropy and group attention at image pixel (x, y) (clamped into the image).
 
     Region soft masks are drawn for the ``top_images`` images of the group that receive the most attention in
     total (each with its highest-weighted region). Models without group context return no regions.
     """
-    ws = engine_workspace(ws)
     ctx = run_context(ws, run_id)
     inference = image_inference(ws, run_id, name, device, ctx)
     height, width = inference.size  # the image's; the maps may be smaller (pss.inference.MAX_MAP_SIDE)

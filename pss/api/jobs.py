@@ -11,84 +11,31 @@ thread that starts queued jobs, one per device; on start it reaps jobs whose pro
 crashed, or left by a previous app), which then become ``failed`` — resumable when a checkpoint exists.
 
 Nothing here imports torch at module import: the config modules (which import the model code) are
-imported inside the functions that validate a launch, and visible GPUs are asked of torch in a
-subprocess, so the app process never initialises CUDA.
+imported inside the functions that validate a launch (``pss.api.launch_form``), and visible GPUs are asked of
+torch in a subprocess (``pss.api.devices``), so the app process never initialises CUDA.
 """
 from __future__ import annotations
 
-import functools
-import math
 import os
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+# The form model and its validation (pss.api.launch_form) and device probing and placement (pss.api.devices) are
+# modules of their own; the names the service's callers use with it are importable from here too.
+from pss.api.devices import AUTO_DEVICE, device_choices, pick_device, visible_gpus
+from pss.api.launch_form import LaunchRequest, validate_launch
 from pss.api.waiting import ReleasingWorker, cancel_waiting, defer, waiting_for
 from pss.errors import ConfigError, RunStoreError
-from pss.runs import TERMINAL_STATUSES, JobQueue, RunStore, Worker
+from pss.runs import JobQueue, RunStore, Worker
+from pss.status import ACTIVE, FINISHED, Status
 from pss.workspace import Workspace
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pss.config import Bounds, ExperimentConfig
-
-DEFAULT_PRESET = "demo"
-AUTO_DEVICE = "auto"
-METHOD_DEFAULT = "default"  # context mode: the method's own default (``group`` for PSS, ``none`` otherwise)
-CONTEXT_MODES = ("none", "global", "group")
-RESUMABLE_STATUSES = ("failed", "cancelled")
-ACTIVE_JOB_STATUSES = ("queued", "running")
+RESUMABLE: tuple[Status, ...] = (Status.FAILED, Status.CANCELLED)  # a run that stopped early, from its checkpoint
 STARTUP_KILL_S = 3.0  # a job cancelled before its first step has no checkpoint to write: stop it this fast
-
-
-@dataclass
-class LaunchRequest:
-    """The Runs form. ``None`` numbers keep the preset's value; ``context="default"`` the method's own mode.
-
-    ``init_from``: a run id of this workspace (its latest checkpoint) or a ``.pt`` path. ``extra``: further
-    dotted overrides (``train.log_every=1``).
-    """
-
-    user: str
-    method: str = "pss"
-    context: str = METHOD_DEFAULT
-    k: float | None = None
-    steps: float | None = None
-    lr: float | None = None
-    batch_size: float | None = None
-    seed: float | None = None
-    device: str = AUTO_DEVICE
-    init_from: str | None = None
-    preset: str = DEFAULT_PRESET
-    extra: tuple[str, ...] = ()
-
-    def overrides(self) -> list[str]:
-        """Dotted overrides of the preset (values checked: whole numbers where a count is meant)."""
-        out = [f"method.name={self.method}", f"data.user={self.user}"]
-        if self.context not in (None, "", METHOD_DEFAULT):
-            if self.context not in CONTEXT_MODES:
-                raise ConfigError(f"context mode {self.context!r} is not one of {', '.join(CONTEXT_MODES)} "
-                                  f"(or {METHOD_DEFAULT!r} for the method's own)")
-            out.append(f"model.context.mode={self.context}")
-        from pss.config import BATCH_SIZE, K, LR, SEED, STEPS
-
-        # batch norm needs two images per batch: the form asks for 2 where the config allows 1
-        for bounds, value, minimum in ((K, self.k, None), (STEPS, self.steps, None), (BATCH_SIZE, self.batch_size, 2),
-                                       (SEED, self.seed, None)):
-            if value is not None:
-                out.append(f"{bounds.name}={_whole(bounds, value, minimum)}")
-        if self.lr is not None:
-            lr = _form_number(LR.name, self.lr)
-            if not lr > 0:
-                raise ConfigError(f"learning rate must be > 0 (got {self.lr})")
-            LR.check(lr)
-            out.append(f"train.lr={lr!r}")
-        if self.init_from:
-            out.append(f"train.init_from={self.init_from}")
-        return out + list(self.extra)
 
 
 @dataclass
@@ -101,139 +48,7 @@ class Launched:
     warnings: list[str] = field(default_factory=list)
 
 
-def _form_number(name: str, value: Any) -> float:
-    """A form value as a finite float (numbers, or text such as ``5e-4``), else ConfigError naming the field."""
-    text = value.strip() if isinstance(value, str) else value
-    try:
-        if isinstance(text, bool):
-            raise TypeError
-        number = float(text)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name.split('.')[-1].replace('_', ' ')} must be a number, got {value!r}") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{name.split('.')[-1].replace('_', ' ')} must be a finite number, got {value!r}")
-    return number
-
-
-def _whole(bounds: Bounds, value: Any, minimum: int | None = None) -> int:
-    """A form value as a whole number inside ``bounds`` (``minimum`` raises its lower end), else ConfigError."""
-    from pss.config import show_number
-
-    number = _form_number(bounds.name, value)
-    low = bounds.minimum if minimum is None else minimum
-    if not number.is_integer() or not low <= number <= bounds.maximum:
-        why = "batch norm needs two images per batch" if bounds.name == "train.batch_size" else \
-            (bounds.why or "it is a count")
-        raise ConfigError(f"{bounds.name.split('.')[-1].replace('_', ' ')} must be a whole number from "
-                          f"{show_number(low)} to {show_number(bounds.maximum)} (got {value}: {why})")
-    return int(number)
-
-
-# ---- devices --------------------------------------------------------------------------------------------
-
-def _may_have_gpu() -> bool:
-    """Cheap pre-check (device files), so CPU-only machines never pay for asking torch."""
-    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists()
-
-
-@functools.lru_cache(maxsize=1)
-def visible_gpus() -> tuple[str, ...]:
-    """``("cuda:0", ...)`` as torch sees them, asked in a subprocess (once per process; empty without GPUs)."""
-    if not _may_have_gpu():
-        return ()
-    code = "import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)"
-    try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
-        count = int(out.stdout.strip().splitlines()[-1])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return ()
-    return tuple(f"cuda:{i}" for i in range(count))
-
-
-def device_choices() -> list[str]:
-    """What the form offers: ``auto``, ``cpu``, then each visible GPU."""
-    return [AUTO_DEVICE, "cpu", *visible_gpus()]
-
-
-def pick_device(spec: str, queue: JobQueue) -> str:
-    """A concrete device for ``spec``: ``auto`` = the GPU with the fewest queued/running jobs, else ``cpu``."""
-    if spec is not None and not isinstance(spec, str):
-        raise ConfigError(f"device must be a name such as {', '.join(device_choices())}; got {spec!r}")
-    spec = (spec or AUTO_DEVICE).strip().lower()
-    gpus = list(visible_gpus())
-    if spec == AUTO_DEVICE:
-        if not gpus:
-            return "cpu"
-        load = {gpu: 0 for gpu in gpus}
-        for job in queue.list_jobs():
-            if job.status in ACTIVE_JOB_STATUSES and job.device in load:
-                load[job.device] += 1
-        return min(gpus, key=lambda gpu: (load[gpu], gpus.index(gpu)))
-    if spec == "cuda":
-        spec = "cuda:0"
-    if spec == "cpu" or spec in gpus:
-        return spec
-    raise ConfigError(f"device {spec!r} is not available here; choose one of {', '.join(device_choices())}")
-
-
-# ---- configs --------------------------------------------------------------------------------------------
-
-def method_default_context(method: str) -> str:
-    """The context mode a method uses when the form leaves it at ``default``."""
-    from pss.methods import method_class
-
-    return str(method_class(method).default_context)
-
-
-def preset_defaults(preset: str = DEFAULT_PRESET) -> dict[str, Any]:
-    """The form's starting values from a preset: ``method``, ``k``, ``steps``, ``lr``, ``batch_size``, ``seed``."""
-    from pss.config import build_config
-
-    config = build_config(preset)
-    return {"method": config.method_name, "k": config.grouping.k, "steps": config.train.steps,
-            "lr": config.train.lr, "batch_size": config.train.batch_size, "seed": config.train.seed}
-
-
-def validate_launch(ws: Workspace, request: LaunchRequest, store: RunStore | None = None,
-                    after: str | None = None) -> ExperimentConfig:
-    """The resolved config of ``request``, or ``ConfigError`` saying what to change (nothing is written).
-
-    ``after``: the run this launch will wait for (``JobService.launch``); an init-from run that is ``after`` may
-    still lack its checkpoint (it is checked for model settings only)."""
-    from pss.config import build_config, config_to_dict
-    from pss.data.pss_layout import list_users
-
-    users = list_users(Path(ws.data) / "personal") if (Path(ws.data) / "personal").is_dir() else []
-    if request.user not in users:
-        raise ConfigError(f"unknown user {request.user!r}; users of this workspace: {', '.join(users) or 'none'}")
-    config = build_config(request.preset, request.overrides(), base={"data": {"root": str(ws.data)}})
-    init = config.train.init_from
-    if init:
-        if init.endswith(".pt") or "/" in init:
-            # checkpoints are pickles (arbitrary code when loaded): only those our own runs wrote are accepted
-            path = Path(init).expanduser().resolve()
-            if not path.is_relative_to(Path(ws.runs).resolve()) or not path.is_file():
-                raise ConfigError(f"init-from checkpoint {init} is not a checkpoint file under {ws.runs}; "
-                                  "pick a run (its latest checkpoint is used)")
-        else:
-            store = store or RunStore(ws.runs)
-            try:
-                source = store.open_run(init)
-            except RunStoreError as exc:
-                raise ConfigError(f"init-from: {exc}") from exc
-            if source.latest_checkpoint() is None and init != after:
-                raise ConfigError(f"init-from run {init} has no checkpoint yet; wait until it is done")
-            mine, theirs = config_to_dict(config)["model"], source.config.get("model", {})
-            diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
-            if (theirs.get("context") or {}).get("mode") == "none":
-                # a context model starts from a context-free one with fresh context layers (the engine's init)
-                diff = [k for k in diff if k != "context"]
-            if diff:
-                raise ConfigError(f"init-from run {init} has other model settings ({', '.join(diff)}: "
-                                  f"{[theirs.get(k) for k in diff]} there, {[mine.get(k) for k in diff]} here); "
-                                  "its weights would not fit — pick the same context mode and backbone")
-    return config
-
+# ---- the job's command line ------------------------------------------------------------------------------
 
 def train_command(ws: Workspace, run_id: str, device: str, config_path: Path | None = None,
                   resume: bool = False) -> list[str]:
@@ -299,7 +114,7 @@ class JobService:
 
         if after:
             parent = self.store.index.get_run(after)
-            if parent is None or parent.status in RESUMABLE_STATUSES:
+            if parent is None or parent.status in RESUMABLE:
                 state = parent.status if parent else "not in this workspace"
                 raise ConfigError(f"run {after} to start after is {state}; resume or relaunch it first")
         config = validate_launch(self.ws, request, self.store, after=after)
@@ -327,11 +142,11 @@ class JobService:
         """Cancel the run's queued or running job; returns the job status (``running`` while it stops)."""
         job = self.queue.latest_job(run_id)
         if job is None and cancel_waiting(self.store, run_id):
-            return "cancelled"
-        if job is None or job.status not in ACTIVE_JOB_STATUSES:
+            return Status.CANCELLED
+        if job is None or job.status not in ACTIVE:
             raise RunStoreError(f"run {run_id} has no queued or running job to cancel")
         status = self.queue.cancel(job.job_id)
-        if status == "running" and not self.store.open_run(run_id).events("train"):
+        if status == Status.RUNNING and not self.store.open_run(run_id).events("train"):
             # still loading data / grouping: the engine only stops between steps, and there is nothing to save
             timer = threading.Timer(STARTUP_KILL_S, self._kill_if_still_starting, (job.job_id, run_id))
             timer.daemon = True
@@ -344,7 +159,7 @@ class JobService:
         from pss.runs.procs import process_alive, signal_group
 
         job = self.queue.get(job_id)
-        if job.status == "running" and job.pid and process_alive(job.pid, job.proc_start) \
+        if job.status == Status.RUNNING and job.pid and process_alive(job.pid, job.proc_start) \
                 and not self.store.open_run(run_id).events("train"):
             signal_group(job.pid, signal.SIGKILL)
 
@@ -356,14 +171,22 @@ class JobService:
         """A failed or cancelled run with a checkpoint and no active job."""
         run = self.store.open_run(run_id)
         job = self.queue.latest_job(run_id)
-        return (run.meta["status"] in RESUMABLE_STATUSES and run.latest_checkpoint() is not None
-                and (job is None or job.status not in ACTIVE_JOB_STATUSES))
+        return (run.meta["status"] in RESUMABLE and run.latest_checkpoint() is not None
+                and (job is None or job.status not in ACTIVE))
+
+    def runs_signature(self) -> list[Any]:
+        """One aggregate row of the run index that changes when any run is added, removed, or changes status, steps
+        or scores: cheap enough for the app to poll instead of re-reading the history."""
+        with self.store.index.connect() as conn:
+            row = conn.execute("SELECT COUNT(*), MAX(updated), TOTAL(steps), TOTAL(fiou), "
+                               "GROUP_CONCAT(run_id || status, ',') FROM runs").fetchone()
+        return list(row)
 
     def resume(self, run_id: str, device: str | None = None) -> Launched:
         """Queue a job continuing ``run_id`` from its latest checkpoint (on its own device unless given)."""
         run = self.store.open_run(run_id)
         status = run.meta["status"]
-        if status not in RESUMABLE_STATUSES:
+        if status not in RESUMABLE:
             raise RunStoreError(f"run {run_id} is {status}; only failed or cancelled runs can be resumed")
         if run.latest_checkpoint() is None:
             raise RunStoreError(f"run {run_id} has no checkpoint to resume from; launch it again instead")
@@ -379,10 +202,10 @@ class JobService:
         a moment; the worker collects it first (up to ``wait_s``) instead of refusing the delete.
         """
         job = self.queue.latest_job(run_id)
-        if job is not None and job.status == "running" and \
-                self.store.open_run(run_id).meta["status"] in TERMINAL_STATUSES:
+        if job is not None and job.status == Status.RUNNING and \
+                self.store.open_run(run_id).meta["status"] in FINISHED:
             deadline = time.monotonic() + wait_s
-            while self.queue.get(job.job_id).status == "running" and time.monotonic() < deadline:
+            while self.queue.get(job.job_id).status == Status.RUNNING and time.monotonic() < deadline:
                 self._kick()
                 time.sleep(0.1)
         self.store.delete_run(run_id)
@@ -408,3 +231,7 @@ def stop_job_service(ws: Workspace) -> None:
         service = _SERVICES.pop(Path(ws.root).resolve(), None)
     if service is not None:
         service.stop()
+
+
+__all__ = ["AUTO_DEVICE", "JobService", "LaunchRequest", "Launched", "device_choices", "job_service", "pick_device",
+           "stop_job_service", "train_command", "validate_launch", "visible_gpus"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pss.data.labels import IGNORE_INDEX, VOC_PALETTE, colorize
+from pss.fileio import atomic_path
 
 MAX_VIEW_SIDE = 1024  # the browser never needs more than this
 MIN_VIEW_SIDE = 480  # small images (the demo's 192 px) are enlarged by an integer factor to at least this
@@ -242,19 +242,12 @@ def grid(rows: Sequence[Sequence[np.ndarray | None]], gap: int = 6) -> np.ndarra
 
 
 def save_png(image: np.ndarray, path: Path, compress_level: int = 1) -> Path:
-    """Write ``image`` as PNG atomically (temp file + rename), so a concurrent reader never sees half a file.
+    """Write ``image`` as PNG atomically (``pss.fileio``), so a concurrent reader never sees half a file.
 
     Level 1 compression: the maps are regenerated from cached inference anyway; encoding speed matters more.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG", compress_level=compress_level)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

@@ -32,12 +32,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pss.api import runs as api_runs
-from pss.api.jobs import (ACTIVE_JOB_STATUSES, AUTO_DEVICE, JobService, LaunchRequest, job_service, validate_launch,
-                          visible_gpus)
+import pss.api.runs as api_runs
+from pss.api.devices import AUTO_DEVICE, visible_gpus
+from pss.api.jobs import RESUMABLE, JobService, job_service
+from pss.api.launch_form import LaunchRequest, validate_launch
 from pss.errors import ConfigError, PssError, RunStoreError
 from pss.runs.files import now_iso, read_json, write_json_atomic
 from pss.runs.meta import flatten
+from pss.status import ACTIVE, Status
 from pss.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,9 @@ HISTORY_RUNS = 5  # the newest finished runs per (method, context) that a rate i
 # A job's process start before the engine's clock runs (imports: torch 2.3 s, torchvision 2.7 s, ...), measured on
 # the idle two-core machine (commit e417a33); a run's recorded duration does not include it.
 JOB_START_S = 5.7
+# States of a chain run besides the run store's (pss.status.Status): not launched yet, waiting for its start run
+# (pss.api.waiting), deleted.
+NOT_STARTED, WAITING, MISSING = "not started", "waiting", "missing"
 
 #: (seconds per training step, fixed seconds per run) on the CPU of a two-core machine, per preset and
 #: (method, context mode): the fallback when this workspace has no finished run to measure. Demo, No-DA: measured
@@ -153,7 +158,7 @@ class RunState:
     shown: bool
     steps: int
     run_id: str | None = None
-    status: str = "not started"
+    status: str = NOT_STARTED
     step: int = 0
     error: str | None = None
     parent: str | None = None
@@ -161,7 +166,7 @@ class RunState:
 
     @property
     def fraction(self) -> float:
-        return 1.0 if self.status == "done" else (min(1.0, self.step / self.steps) if self.steps else 0.0)
+        return 1.0 if self.status == Status.DONE else (min(1.0, self.step / self.steps) if self.steps else 0.0)
 
 
 @dataclass
@@ -176,20 +181,20 @@ class Quickstart:
 
     @property
     def done(self) -> bool:
-        return bool(self.runs) and all(r.status == "done" for r in self.runs)
+        return bool(self.runs) and all(r.status == Status.DONE for r in self.runs)
 
     @property
     def active(self) -> bool:
-        return any(r.status in ("waiting", "queued", "running") for r in self.runs)
+        return any(r.status in (WAITING, *ACTIVE) for r in self.runs)
 
     @property
     def compare_runs(self) -> list[str]:
         """The finished runs of the four compared rows, in table order (what the Compare tab preselects)."""
-        return [r.run_id for r in self.runs if r.shown and r.status == "done" and r.run_id]
+        return [r.run_id for r in self.runs if r.shown and r.status == Status.DONE and r.run_id]
 
     @property
     def finished(self) -> int:
-        return sum(r.status == "done" for r in self.runs)
+        return sum(r.status == Status.DONE for r in self.runs)
 
 
 def _state_file(ws: Workspace, user: str) -> Path:
@@ -203,12 +208,12 @@ def _run_state(service: JobService, step: Step, run_id: str | None) -> RunState:
         return state
     record = service.store.index.get_run(run_id)
     if record is None:
-        state.status = "missing"
+        state.status = MISSING
         return state
     state.status, state.step, state.steps = record.status, record.steps, record.total_steps or step.steps
-    if record.status == "queued" and service.waiting_for(run_id):
-        state.status = "waiting"
-    if record.status in ("failed", "cancelled"):
+    if record.status == Status.QUEUED and service.waiting_for(run_id):
+        state.status = WAITING
+    if record.status in RESUMABLE:
         try:
             state.error = service.store.open_run(run_id).meta.get("error")
         except RunStoreError:
@@ -218,10 +223,10 @@ def _run_state(service: JobService, step: Step, run_id: str | None) -> RunState:
 
 def _alive(service: JobService, run_id: str, status: str) -> bool:
     """A queued run with a job or a waiting record, or a running one (also one trained by ``pss experiment``)."""
-    if status == "running":
+    if status == Status.RUNNING:
         return True
     job = service.queue.latest_job(run_id)
-    return (job is not None and job.status in ACTIVE_JOB_STATUSES) or service.waiting_for(run_id) is not None
+    return (job is not None and job.status in ACTIVE) or service.waiting_for(run_id) is not None
 
 
 def _find(service: JobService, config) -> tuple[str | None, str]:
@@ -231,9 +236,9 @@ def _find(service: JobService, config) -> tuple[str | None, str]:
     matches = matching_runs(service.ws, config)
     for status_wanted in ("done", "alive", "resumable"):
         for record in matches:
-            if status_wanted == "done" and record.status == "done":
+            if status_wanted == "done" and record.status == Status.DONE:
                 return record.run_id, "reused"
-            if status_wanted == "alive" and record.status in ("queued", "running") \
+            if status_wanted == "alive" and record.status in ACTIVE \
                     and _alive(service, record.run_id, record.status):
                 return record.run_id, "in progress"
             if status_wanted == "resumable" and service.can_resume(record.run_id):
@@ -263,7 +268,7 @@ def _resolve(ws: Workspace, user: str, preset: str, launch: bool, device: str = 
             messages.append(f"{step.label}: resumed {run_id}")
         elif launch and run_id is None:
             parent = service.store.index.get_run(start) if start else None
-            after = start if parent is not None and parent.status != "done" else None
+            after = start if parent is not None and parent.status != Status.DONE else None
             request = _request(chain, step, user, start, preset, device)
             launched_config = validate_launch(ws, request, service.store, after=after)
             if canonical(config_to_dict(launched_config)) != canonical(config_to_dict(config)):
@@ -351,7 +356,7 @@ def _history_rate(ws: Workspace, method: str, shape: dict[str, Any], device_kind
     """Seconds per step and fixed seconds measured on the newest finished runs alike in method and shape."""
     store = ws.store()
     per_step, fixed = [], []
-    for record in store.list_runs(method=method, status="done"):
+    for record in store.list_runs(method=method, status=Status.DONE):
         if (record.device or "cpu").split(":")[0] != device_kind or record.duration_s is None:
             continue
         flat = flatten(record.config)
@@ -394,7 +399,7 @@ def estimate(ws: Workspace, state: Quickstart, device: str = AUTO_DEVICE) -> Est
     bases: list[str] = []
     total: float | None = 0.0
     for run in state.runs:
-        if run.status == "done":
+        if run.status == Status.DONE:
             per_run[run.key] = 0.0
             continue
         rate = rate_for(ws, state.preset, run.method, run.context, device_kind, shape)
@@ -402,10 +407,10 @@ def estimate(ws: Workspace, state: Quickstart, device: str = AUTO_DEVICE) -> Est
             per_run[run.key] = None
             total = None
             continue
-        if run.status in ("running", "failed", "cancelled"):  # running on, or resumed from its checkpoint
+        if run.status in (Status.RUNNING, *RESUMABLE):  # running on, or resumed from its checkpoint
             left = max(0, run.steps - run.step)
             seconds = left * rate.seconds_per_step + (rate.fixed_s if run.step == 0 else rate.fixed_s / 2)
-            seconds += JOB_START_S if run.status != "running" else 0.0
+            seconds += JOB_START_S if run.status != Status.RUNNING else 0.0
         else:
             seconds = rate.seconds(run.steps)
         per_run[run.key] = seconds

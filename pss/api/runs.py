@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from pss.config import ExperimentConfig, build_config, resolve_config
-from pss.errors import ConfigError
+from pss.status import Status
 from pss.workspace import Workspace
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -167,7 +167,7 @@ def results_tables(ws: Workspace, methods: Sequence[str] | None = None, users: S
     """
     import pandas as pd
 
-    records = [r for r in ws.store().list_runs(status="done") if r.fiou is not None]
+    records = [r for r in ws.store().list_runs(status=Status.DONE) if r.fiou is not None]
     if run_filter is not None:
         records = [r for r in records if run_filter(r)]
     latest: dict[tuple[str, str], Any] = {}
@@ -209,11 +209,6 @@ def format_report(report: SegReport) -> str:
     for name, iou in zip(report.class_names, report.per_class_iou["pss"]):
         lines.append(f"  {name:<12} {iou * 100:6.2f}")
     return "\n".join(lines)
-
-
-def check_method(name: str) -> None:
-    if name not in registered_methods():
-        raise ConfigError(f"unknown method {name!r}; registered: {', '.join(registered_methods())}")
 
 
 def seed_tables(cells: Sequence[dict[str, Any]], rows: Sequence[str], users: Sequence[str],

@@ -20,11 +20,12 @@ from typing import Any
 from pss.errors import RunStoreError
 from pss.runs import JobQueue, RunStore, Worker
 from pss.runs.files import now_iso, read_json, write_json_atomic
+from pss.status import ACTIVE, Status
 
 log = logging.getLogger(__name__)
 
 WAITING_FILE = "waiting.json"
-GIVE_UP_STATUSES = ("failed", "cancelled")
+GIVE_UP_STATUSES = (Status.FAILED, Status.CANCELLED)  # the awaited run ended without its final checkpoint
 
 
 def defer(store: RunStore, run_id: str, after: str, command: list[str], device: str) -> None:
@@ -61,7 +62,7 @@ def cancel_waiting(store: RunStore, run_id: str, reason: str = "cancelled by the
     if _entry(run_dir) is None:
         return False
     _done_waiting(run_dir)
-    store.open_run(run_id).set_status("cancelled", error=reason)
+    store.open_run(run_id).set_status(Status.CANCELLED, error=reason)
     return True
 
 
@@ -71,7 +72,7 @@ def release(store: RunStore, queue: JobQueue) -> list[str]:
     Returns the run ids that stopped waiting (queued or cancelled).
     """
     changed: list[str] = []
-    for record in store.list_runs(status="queued"):
+    for record in store.list_runs(status=Status.QUEUED):
         run_dir = store.run_dir(record.run_id)
         entry = _entry(run_dir)
         if entry is None:
@@ -79,17 +80,17 @@ def release(store: RunStore, queue: JobQueue) -> list[str]:
         after = entry["after"]
         parent = store.index.get_run(after)
         status = parent.status if parent is not None else None
-        if status == "queued" or status == "running":
+        if status in ACTIVE:
             continue
         try:
             if queue.latest_job(record.run_id) is not None:
                 pass  # released before (e.g. by another app) but the file was left behind
-            elif status == "done":
+            elif status == Status.DONE:
                 queue.enqueue(record.run_id, entry["command"], entry["device"])
             else:
                 why = f"ended {status}" if status in GIVE_UP_STATUSES else "was deleted"
                 store.open_run(record.run_id).set_status(
-                    "cancelled", error=f"not started: the run it starts from, {after}, {why}; "
+                    Status.CANCELLED, error=f"not started: the run it starts from, {after}, {why}; "
                                        "resume or relaunch that run, then launch this one again")
         except RunStoreError as exc:  # another service released it meanwhile, or the run was deleted
             log.info("waiting run %s: %s", record.run_id, exc)

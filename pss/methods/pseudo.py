@@ -19,7 +19,7 @@ evaluation does and writes the label PNGs. So a new policy is one dataclass here
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -77,9 +77,14 @@ class PseudoSource(Protocol):
 
 
 class PseudoPolicy(Protocol):
-    """A pseudo config: ``pseudo_every`` (the loop trains a pseudo batch every that many steps) and ``build``."""
+    """A pseudo config: ``pseudo_every`` (the loop trains a pseudo batch every that many steps), ``build`` and
+    ``selected_images``; ``select_rate``: the fraction of the images labelled; ``pixel_keep_rate``: inside a
+    selected image, the fraction of pixels kept lowest entropy first (1.0 for policies that keep pixels by another
+    rule, which the app's Inspect then names)."""
 
     pseudo_every: int
+    select_rate: float
+    pixel_keep_rate: float
 
     def build(self, model: Segmenter, source: PseudoSource) -> PseudoLabels: ...
 
@@ -220,6 +225,9 @@ class ClassThresholdPseudoConfig:
             raise ValueError("percentile must be in [0, 1) and cap in (0, 1]")
         _check_every(self.pseudo_every)
 
+    select_rate: ClassVar[float] = 1.0  # every image
+    pixel_keep_rate: ClassVar[float] = 1.0  # pixels are kept by class threshold, not by entropy rank
+
     def selected_images(self, mean_entropy: dict[str, float]) -> list[str]:
         return list(mean_entropy)  # every image; the thresholds act on pixels
 
@@ -257,6 +265,9 @@ class FusedArgmaxPseudoConfig:
         if self.aux_weight < 0:
             raise ValueError("aux_weight must be >= 0")
         _check_every(self.pseudo_every)
+
+    select_rate: ClassVar[float] = 1.0
+    pixel_keep_rate: ClassVar[float] = 1.0  # every pixel of every image
 
     def selected_images(self, mean_entropy: dict[str, float]) -> list[str]:
         return list(mean_entropy)

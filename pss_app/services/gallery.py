@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pss.api import CLASS_NAMES, ImageRecord, Workspace, cached_grouping, thumbnail
+from pss.api import CLASS_NAMES, ImageRecord, Workspace, cached_grouping, read_user, thumbnail
 from pss.errors import DatasetError, PssError
-from pss_app.services.collection import collection
 
 PAGE_SIZE = 48
 ALL = "all"
@@ -137,7 +136,7 @@ def page_of(records: Sequence[ImageRecord], ws: Workspace, page: float | int | N
 def gallery_page(ws: Workspace, user: str, page: float | int | None = 1, flt: GalleryFilter | None = None,
                  page_size: int = PAGE_SIZE) -> GalleryPage:
     """One page of ``user``'s images that pass ``flt`` (DatasetError for an unknown or vanished user)."""
-    records = filter_records(collection(ws, user).records, flt or GalleryFilter())
+    records = filter_records(read_user(ws, user).records, flt or GalleryFilter())
     return page_of(records, ws, page, page_size)
 
 
@@ -150,11 +149,19 @@ def group_names(groups: Mapping[str, int] | None, group: int | None) -> tuple[st
     return tuple(name for name, g in groups.items() if g == group)
 
 
+def parse_group(value: str | int | None) -> int | None:
+    """A group dropdown value -> group id, ``None`` for "all"/empty; DatasetError for anything else."""
+    if value is None or value == "" or value == ALL:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError) as exc:
+        raise DatasetError(f"group {value!r} is not a group number") from exc
+
+
 def make_filter(ws: Workspace, user: str, k: float | int, tag: str | None, group: str | int | None,
                 labelled: str | None) -> GalleryFilter:
     """The filter for the Images tab's widgets; a group filter uses the cached grouping of ``user`` at ``k``."""
-    from pss_app.services.groups import parse_group  # groups imports this module
-
     group_id = parse_group(group)
     names = None
     if group_id is not None:

@@ -11,10 +11,11 @@ from urllib.parse import quote
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 
-from pss.api import CLASS_NAMES, ImageRecord, Workspace, cached_grouping, thumbnail
+from pss.api import CLASS_NAMES, ImageRecord, Workspace, cached_grouping, read_user, thumbnail
 from pss.errors import DatasetError, PssError
-from pss_app.services.collection import collection
 from pss_app.services.gallery import ALL, GalleryFilter, GalleryPage, class_histogram, filter_records, page_of
+# parse_group lives in gallery (the Images tab's group filter uses it too); named here for the Groups tab
+from pss_app.services.gallery import parse_group  # noqa: F401
 
 _COLOURS = qualitative.Dark24 + qualitative.Light24 + qualitative.Alphabet
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pss-hover-thumbs")
@@ -33,16 +34,6 @@ def group_choices(grouping, include_all: bool = False) -> list[tuple[str, str]]:
         sizes = grouping.sizes()
         choices += [(f"group {g} · {int(n)} images", str(g)) for g, n in enumerate(sizes) if n > 0]
     return choices
-
-
-def parse_group(value: str | int | None) -> int | None:
-    """A group dropdown value -> group id, ``None`` for "all"/empty; DatasetError for anything else."""
-    if value is None or value == "" or value == ALL:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError) as exc:
-        raise DatasetError(f"group {value!r} is not a group number") from exc
 
 
 def _hover_thumbs(ws: Workspace, records: Sequence[ImageRecord]) -> dict[str, str]:
@@ -199,7 +190,7 @@ def selection_view(ws: Workspace, user: str, k: int, selection_json: str, page: 
     chosen = parse_selection(selection_json)
     grouping = cached_grouping(ws, user, int(k)) if chosen.kind == "group" else None
     wanted = selected_names(chosen, grouping)
-    records = collection(ws, user).records
+    records = read_user(ws, user).records
     if wanted is None:
         return SelectionView(None, "Pick a group or lasso points in the plot.", None)
     result = page_of(filter_records(records, GalleryFilter(names=wanted)), ws, page)

@@ -10,8 +10,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pss.api import Workspace
-from pss.api.inspect import done_runs, user_records
+from pss.api import Workspace, done_runs, user_records
 from pss.api.inspect_maps import InspectMaps, PixelInspection, inspect_maps, inspect_pixel
 from pss.api.maps import DisplaySize
 from pss.errors import DatasetError
@@ -59,9 +58,10 @@ def legend_html(rows: list[tuple[str, str, float]]) -> str:
 
 
 def pseudo_text(view: InspectMaps) -> str:
-    """Whether PSS step 2 pseudo-labels the image, with the rank that decides it."""
+    """Whether the next stage (PSS step 2 for a PSS run) pseudo-labels the image, with the rank that decides it."""
     p = view.pseudo
-    verdict = "**selected** for step 2" if p.selected else "**not selected** for step 2"
+    stage = "step 2" if p.stage == "pss_s2" else f"`{p.stage}`"
+    verdict = f"**selected** for {stage}" if p.selected else f"**not selected** for {stage}"
     return (f"{verdict}: mean entropy rank {p.rank} of {p.total} (the {p.keep} lowest are kept, r = "
             f"{p.select_rate:g}). Inside a selected image the {p.pixel_keep_rate:.0%} most certain pixels keep "
             f"their label; the rest ({view.ignored_fraction:.1%} here) are ignored (255, hatched).")

@@ -9,13 +9,13 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 
-from pss.api import Workspace, list_users
+from pss.api import Status, Workspace, list_users
 from pss.api import quickstart as qs
 
 SHOWN = "No-DA, ADVENT, OURS-S1 and OURS-S2"
 ACTION = "Train the demo comparison"  # the button's words; the empty states name it
 # no emoji: fonts lack them
-_ICONS = {"done": "✓", "running": "▶", "failed": "⚠", "cancelled": "⚠", "missing": "⚠"}
+_ICONS = {Status.DONE: "✓", Status.RUNNING: "▶", Status.FAILED: "⚠", Status.CANCELLED: "⚠", qs.MISSING: "⚠"}
 
 
 @dataclass
@@ -33,10 +33,10 @@ class QuickstartView:
 
 
 def _run_line(run: qs.RunState) -> str:
-    steps = f" · step {run.step}/{run.steps}" if run.status in ("running", "failed", "cancelled") else ""
+    steps = f" · step {run.step}/{run.steps}" if run.status in (Status.RUNNING, Status.FAILED, Status.CANCELLED) else ""
     role = "" if run.shown else " (a start run)"
-    error = f" — {html.escape(run.error)}" if run.error and run.status != "done" else ""
-    what = "waiting for its start run" if run.status == "waiting" else run.status
+    error = f" — {html.escape(run.error)}" if run.error and run.status != Status.DONE else ""
+    what = "waiting for its start run" if run.status == qs.WAITING else run.status
     ident = f" <code>{html.escape(run.run_id)}</code>" if run.run_id else ""
     return (f"<li>{_ICONS.get(run.status, '')} <b>{html.escape(run.label)}</b>{role}: {html.escape(what)}{steps}"
             f"{ident}{error}</li>")
@@ -81,7 +81,7 @@ def banner(ws: Workspace, user: str | None) -> QuickstartView:
                 "Inspect and Compare list the runs as they finish.")
         return QuickstartView(text, _progress_html(state), f"Training… {left} left", False, True,
                               bool(state.compare_runs), state.compare_runs, data)
-    stopped = [r for r in state.runs if r.status in ("failed", "cancelled", "missing")]
+    stopped = [r for r in state.runs if r.status in (Status.FAILED, Status.CANCELLED, qs.MISSING)]
     if stopped or state.finished:
         names = ", ".join(r.label for r in stopped) or "some runs"
         text = (f"⚠ **The demo comparison of {user} is incomplete** ({state.finished} of {len(state.runs)} runs "
@@ -119,7 +119,7 @@ def empty_state(ws: Workspace, user: str | None, tab: str, finished_runs: int) -
         return ""
     state = qs.status(ws, user)
     if state.active:
-        running = next((r for r in state.runs if r.status == "running"), None)
+        running = next((r for r in state.runs if r.status == Status.RUNNING), None)
         now = f" ({running.label}: step {running.step}/{running.steps})" if running else ""
         return (f"▶ The demo comparison of **{user}** is training: {state.finished} of {len(state.runs)} runs "
                 f"done{now}. Finished runs appear here when you open this tab again.")

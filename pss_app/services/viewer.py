@@ -7,18 +7,16 @@ colours; app_anchors §4.2).
 from __future__ import annotations
 
 import html
-import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from pss.api import CLASS_NAMES, VOC_PALETTE, Workspace, colorize, file_key, load_image, load_label
+from pss.api import (CLASS_NAMES, VOC_PALETTE, Workspace, atomic_path, colorize, file_key, load_image, load_label,
+                     read_user)
 from pss.api.maps import MAX_VIEW_SIDE, display_size
 from pss.errors import DatasetError
-from pss_app.services.collection import collection
 
 IGNORE_INDEX = 255
 _VIEW_VERSION = "v2"
@@ -118,7 +116,7 @@ def _read_mask(path: Path | None, image: np.ndarray) -> tuple[np.ndarray | None,
 
 def has_image(ws: Workspace, user: str, name: str) -> bool:
     """Whether ``user`` (a valid, present user) has an image called ``name``."""
-    return any(record.name == name for record in collection(ws, user).records)
+    return any(record.name == name for record in read_user(ws, user).records)
 
 
 def image_view(ws: Workspace, user: str, name: str, opacity: float = 0.6) -> ImageView:
@@ -127,7 +125,7 @@ def image_view(ws: Workspace, user: str, name: str, opacity: float = 0.6) -> Ima
     ``name`` is looked up among the user's records (never joined into a path). Raises DatasetError for an
     unknown user/image or an undecodable photo; a bad mask only produces ``ImageView.message``.
     """
-    records = {record.name: record for record in collection(ws, user).records}
+    records = {record.name: record for record in read_user(ws, user).records}
     if name not in records:
         raise DatasetError(f"user {user!r} has no image named {name!r}")
     record = records[name]
@@ -141,10 +139,8 @@ def image_view(ws: Workspace, user: str, name: str, opacity: float = 0.6) -> Ima
     image, label = fit_for_display(image, label)
     if not out.exists():
         shown = overlay(image, label, opacity) if label is not None else image
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")  # concurrent requests
-        Image.fromarray(shown).save(tmp, format="PNG")
-        tmp.replace(out)
+        with atomic_path(out) as tmp:  # concurrent requests of one view each write their own temporary file
+            Image.fromarray(shown).save(tmp, format="PNG")
     tags = [CLASS_NAMES[t] for t in record.tags if 0 < t < len(CLASS_NAMES)]
     return ImageView(user=user, name=name, path=out, labelled=record.labelled, width=width,
                      height=height, tags=tags, legend=legend(label) if label is not None else [],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from pss.api import Workspace
-from pss.api.inspect import done_runs
+from pss.api.run_choice import done_runs
 from pss_app.feedback import guarded
 from pss_app.services.compare import FILTERS, MAX_RUNS, compare_view, error_legend_html, export, image_table, tables
 from pss_app.services.inspect import image_choices

@@ -8,9 +8,9 @@ from pathlib import Path
 import gradio as gr
 
 from pss.api import Workspace, cached_grouping, compute_grouping
+from pss.api import read_user as collection  # the one cached user reader (pss.api.users)
 from pss_app.feedback import guarded, problem, problems_text
 from pss_app.scatter import scatter_component
-from pss_app.services.collection import collection
 from pss_app.services.groups import (Selection, group_choices, grouping_status, initial_selection, parse_group,
                                      parse_selection, scatter_figure, selection_view)
 from pss_app.tabs.context import TabContext, tab_page

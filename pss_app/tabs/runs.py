@@ -16,7 +16,7 @@ from typing import Any
 import gradio as gr
 
 from pss.api import list_users
-from pss.api.jobs import device_choices
+from pss.api.devices import device_choices
 from pss_app.feedback import guarded, refused, reports_to
 from pss_app.services import runs as svc
 from pss_app.tabs.context import TabContext, tab_page

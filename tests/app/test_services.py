@@ -13,7 +13,6 @@ from PIL import Image
 from pss.api import ImageRecord, Workspace, open_workspace, read_user, thumbnail
 from pss.errors import ConfigError, DatasetError
 from pss_app.__main__ import main, parse_auth
-from pss_app.services import collection as collection_service
 from pss_app.services.gallery import (PAGE_SIZE, GalleryFilter, class_histogram, clamp_page, filter_records,
                                       gallery_page, group_names, page_of)
 from pss_app.services.groups import (Selection, composition_figure, group_choices, parse_group, parse_selection,
@@ -178,17 +177,17 @@ def test_image_view_reports_a_mask_of_the_wrong_size(tmp_path: Path) -> None:
 
 def test_collection_is_reread_only_when_the_folder_changes(extra_user, workspace: Workspace) -> None:
     user, folder = extra_user
-    first = collection_service.collection(workspace, user)
-    assert collection_service.collection(workspace, user) is first
+    first = read_user(workspace, user)
+    assert read_user(workspace, user) is first
     time.sleep(0.01)
     os.remove(next((folder / "JPEGImages").iterdir()))
-    second = collection_service.collection(workspace, user)
+    second = read_user(workspace, user)
     assert second is not first and len(second.records) == len(first.records) - 1
     import shutil
 
     shutil.rmtree(folder)
     with pytest.raises(DatasetError, match="is gone"):
-        collection_service.collection(workspace, user)
+        read_user(workspace, user)
 
 
 # ---------------------------------------------------------------- groups
@@ -291,3 +290,35 @@ def test_first_run_generates_the_demo_with_progress_then_reuses_it(tmp_path: Pat
     again = prepare_workspace(tmp_path / "fresh", config=small)
     assert again == ws and (ws.personal / "id1").stat().st_mtime_ns == stamp
     assert "generating" not in capsys.readouterr().out
+
+
+def test_quickstart_banner_offers_the_chain_before_anything_ran(tmp_path: Path) -> None:
+    """The banner and the empty states of Inspect / Compare on a workspace without runs (moved here from
+    tests/test_quickstart.py, which tests the engine side only)."""
+    from pss.api import create_demo_workspace
+    from pss.api import quickstart as qs
+    from pss.data.demo import DemoConfig
+    from pss_app.services import quickstart as banner_svc
+
+    ws, _ = create_demo_workspace(tmp_path / "ws", config=DemoConfig(num_source=4, num_users=2, images_per_user=6))
+    estimate = qs.estimate(ws, qs.status(ws, "id2"))
+    view = banner_svc.banner(ws, "id2")
+    assert view.can_start and not view.active and qs.format_minutes(estimate.total_s) in view.button
+    assert "Train the demo comparison" in banner_svc.empty_state(ws, "id2", "compare", 0)
+    assert banner_svc.empty_state(ws, "id2", "compare", 2) == ""
+    assert banner_svc.compare_selection(ws, "id2") == [] == qs.status(ws, "id2").compare_runs
+
+
+def test_every_caller_shares_the_one_cached_user_reader(workspace: Workspace) -> None:
+    """The gallery, Inspect / Compare (``user_records``) and statistics read a user through ``pss.api.read_user``:
+    one parse, one name rule."""
+    from pss.api import user_records
+    from pss.api.users import check_user_name
+
+    collection = read_user(workspace, "id1")
+    assert user_records(workspace, "id1") is collection.records
+    assert gallery_page(workspace, "id1", 1).total == len(collection.records)
+    assert check_user_name(workspace, "id12") == "id12"
+    for bad in ("id1/..", "ID1", "id", "id1 ", None):
+        with pytest.raises(DatasetError, match="unknown user"):
+            check_user_name(workspace, bad)
