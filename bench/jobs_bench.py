@@ -2,7 +2,7 @@
 
 (a) Launch → first progress event: a client presses Launch (``/launch_run`` of a served app holding the Runs
     tab) and we wait for the run's first ``train`` event in ``metrics.jsonl``. Target < 5 s. Baseline measured
-    in the same run: a fresh ``python -c "import pss.cli, pss.api.runs, pss.engine.experiment"`` (the imports
+    in the same run: a fresh ``python -c "import pss.cli, pss.api.runs, pss.runs.execute"`` (the imports
     every job pays before it can do anything), so the ratio shows how much is the queue/app and how much is
     Python + torch start-up.
 (b) Progress lag: while the run trains (``tiny`` preset, one event per step), a client calls the timer's
@@ -59,7 +59,7 @@ def serve(ws) -> tuple["gr.Blocks", str]:
 
 def import_floor(repeats: int = 3) -> float:
     """Median seconds of a fresh interpreter importing what a job imports before its first step."""
-    code = "import pss.cli, pss.api.runs, pss.engine.experiment"
+    code = "import pss.cli, pss.api.runs, pss.runs.execute"
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

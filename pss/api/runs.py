@@ -16,7 +16,7 @@ from pss.workspace import Workspace
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-    from pss.engine.experiment import RunOutcome
+    from pss.runs.execute import RunOutcome
     from pss.metrics import SegReport
 
 # Rows of the paper's Tables 1-2, in the paper's order; methods not listed here come after them.
@@ -43,7 +43,7 @@ def train(ws: Workspace, config: ExperimentConfig, device: str = "auto", run_id:
           console: bool = True) -> RunOutcome:
     """Train one run in this process. With ``run_id`` of an existing queued run (the app's job worker
     pre-creates runs), that run is used; otherwise a new run is created."""
-    from pss.engine.experiment import execute_run, prepare_run
+    from pss.runs.execute import execute_run, prepare_run
 
     store = ws.store()
     if run_id is not None and store.run_dir(run_id).exists():
@@ -60,7 +60,7 @@ def run_config(ws: Workspace, run_id: str) -> ExperimentConfig:
 
 def resume_run(ws: Workspace, run_id: str, device: str = "auto", console: bool = True) -> RunOutcome:
     """Continue a run from its latest checkpoint; the result equals an uninterrupted run."""
-    from pss.engine.experiment import execute_run
+    from pss.runs.execute import execute_run
 
     run = ws.store().open_run(run_id)
     return execute_run(run, run_config(ws, run_id), ws, device, resume=True, console=console)

@@ -89,7 +89,7 @@ def _evaluate_into_run(ws: Workspace, config: ExperimentConfig, checkpoint: Path
     from pss.engine.data import load_experiment_data
     from pss.engine.device import resolve_device
     from pss.engine.evaluate import EvalSettings
-    from pss.engine.experiment import finish_run, prepare_run
+    from pss.runs.execute import finish_run, prepare_run
     from pss.models.segmenter import build_segmenter
 
     started = time.time()

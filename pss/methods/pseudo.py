@@ -82,9 +82,14 @@ class PseudoPolicy(Protocol):
     selected image, the fraction of pixels kept lowest entropy first (1.0 for policies that keep pixels by another
     rule, which the app's Inspect then names)."""
 
-    pseudo_every: int
-    select_rate: float
-    pixel_keep_rate: float
+    @property
+    def pseudo_every(self) -> int: ...
+
+    @property
+    def select_rate(self) -> float: ...
+
+    @property
+    def pixel_keep_rate(self) -> float: ...
 
     def build(self, model: Segmenter, source: PseudoSource) -> PseudoLabels: ...
 

@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 # What every training job imports before its first step (measured with ``python -X importtime``).
-PRELOAD = ("torch", "torchvision", "pss.cli", "pss.engine.experiment", "pss.api.runs")
+PRELOAD = ("torch", "torchvision", "pss.cli", "pss.runs.execute", "pss.api.runs")
 
 
 def is_module_command(argv: list[str]) -> bool:

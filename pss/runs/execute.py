@@ -1,7 +1,8 @@
 """One training run, end to end: data, groups, model, method, pseudo labels, the loop, the final evaluation.
 
 This is what ``pss train`` and the app's job worker run. Everything a run produces goes to its run
-directory in the run store (config, events, checkpoints, predictions, entropy maps, report).
+directory in the run store (config, events, checkpoints, predictions, entropy maps, report). It lives with the
+run store, above the engine (``pss.engine`` knows nothing of runs; the trainer reports through hooks).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from pss.methods import build_method
 from pss.methods.pseudo import PseudoPolicy
 from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter, build_segmenter
-from pss.runs import Run, RunStore
+from pss.runs.run import Run
+from pss.runs.store import RunStore
 from pss.workspace import Workspace
 from pss.status import Status
 
