@@ -132,9 +132,10 @@ class JobService:
             self.store.discard_run(run.run_id)  # launch fully happens or leaves nothing behind
             raise
         warnings = []
-        if method_class(config.method_name).uses("pseudo") and not config.train.init_from:
+        method = method_class(config.method_name)
+        if method.uses("pseudo") and not config.train.init_from:
             warnings.append(f"{config.method_name} builds pseudo labels from its starting model; without "
-                            "init-from that model is untrained on this task")
+                            f"init-from (a finished {method.starts_from} run) that model is untrained on this task")
         self._kick()
         return Launched(run.run_id, job_id, device, warnings)
 
