@@ -135,8 +135,3 @@ def pixel_view(ws: Workspace, run_id: str, name: str, x: float, y: float, opacit
         view.region_gallery = [(str(path), caption) for path, caption in pixel.region_maps]
     return view
 
-
-def check_user_image(ws: Workspace, user: str, name: str) -> None:
-    """DatasetError unless ``name`` is an image of ``user``."""
-    if name not in {r.name for r in user_records(ws, user)}:
-        raise DatasetError(f"user {user!r} has no image named {name!r}")
