@@ -63,7 +63,8 @@ def _input_checks(fn: Callable[..., Any]) -> list[tuple[str, tuple[tuple[type, .
 def check_inputs(checks: list[tuple[str, tuple[tuple[type, ...], str, bool] | None]], args: tuple) -> None:
     """``InputError`` naming the first argument whose type does not match its annotation. ``None`` passes (an
     empty field), and so does anything the annotation does not describe (Gradio's own values)."""
-    for (name, expected), value in zip(checks, args):
+    # not strict: a call may pass fewer positional args than there are parameters (defaults, keyword args)
+    for (name, expected), value in zip(checks, args, strict=False):
         if expected is None or value is None:
             continue
         accepted, description, is_list = expected

@@ -82,7 +82,7 @@ def run_prediction(ws: Workspace, run_id: str, name: str, device: str = "auto") 
     if path.is_file():
         return read_label_png(path)
     inference = image_inference(ws, run_id, name, device)
-    height, width = inference.size  # the label may be at the bounded map size (pss.inference.MAX_MAP_SIDE)
+    height, width = inference._image_size()  # the label may be at the bounded map size (pss.inference.MAX_MAP_SIDE)
     return maps.resize_label(inference.label, (width, height))
 
 
@@ -147,9 +147,11 @@ def _figure(record: Any, target: np.ndarray | None, columns: list, user: str) ->
             continue
         scores = f"FIoU {_pct(panel.fiou)} · MIoU {_pct(panel.miou)}" if gt is not None else "no GT for this image"
         top.append(maps.titled(maps.label_overlay(small, maps.resize_label(pred, shown), 1.0), [run.short, scores]))
+        if target is None or gt is None:  # gt is target resized: both or neither
+            bottom.append(None)
+            continue
         bottom.append(maps.titled(maps.error_colours(maps.resize_label(maps.error_categories(pred, target), shown),
-                                                     gt, small), [f"errors · {run.short}", ""])
-                      if gt is not None else None)
+                                                     gt, small), [f"errors · {run.short}", ""]))
     return maps.grid([top, bottom] if gt is not None else [top])
 
 

@@ -115,9 +115,9 @@ def thumbnail(ws: Workspace, image_path: Path, size: int = THUMB_SIZE) -> Path:
     if out.exists():
         return out
     try:
-        with Image.open(image_path) as image:
-            image.draft("RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale directly, much faster
-            image = ImageOps.exif_transpose(image).convert("RGB")
+        with Image.open(image_path) as opened:
+            opened.draft("RGB", (size, size))  # JPEG: decode at 1/2..1/8 scale directly, much faster
+            image = ImageOps.exif_transpose(opened).convert("RGB")
             image.thumbnail((size, size), Image.Resampling.BILINEAR)
     except (OSError, UnidentifiedImageError, SyntaxError) as exc:
         raise DatasetError(f"{image_path}: cannot decode the image ({exc}); re-export or remove it") from exc

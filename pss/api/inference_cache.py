@@ -27,14 +27,17 @@ def inference_cache_path(ws: Workspace, run_id: str, name: str) -> Path:
 
 def save_inference(path: Path, inference: ImageInference, meta: dict[str, Any]) -> None:
     """Write ``inference`` as a compressed npz (probabilities as float16) atomically."""
-    arrays = {"prob": inference.prob.astype(np.float16), "label": inference.label, "entropy": inference.entropy,
-              "meta": np.array(json.dumps({**meta, "name": inference.name, "group_images": inference.group_images,
-                                           "grid": list(inference.grid), "size": list(inference.size)}))}
+    arrays: dict[str, np.ndarray] = {
+        "prob": inference.prob.astype(np.float16), "label": inference.label, "entropy": inference.entropy,
+        "meta": np.array(json.dumps({**meta, "name": inference.name, "group_images": inference.group_images,
+                                     "grid": list(inference.grid), "size": list(inference._image_size())}))}
+    # each optional map on its own: a None stored as an object array could not be read back (allow_pickle=False)
     if inference.attention is not None:
         arrays["attention"] = inference.attention
+    if inference.region_masks is not None:
         arrays["region_masks"] = inference.region_masks
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    np.savez_compressed(buffer, allow_pickle=False, **arrays)  # explicit: the arrays are plain numbers
     write_bytes_atomic(path, buffer.getvalue())
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from pss.api.inspect import RunContext, derived, image_inference, run_context
 from pss.api.pseudo import PseudoStatus, pseudo_status
 from pss.api.users import find_record, user_records
 from pss.data.labels import CLASS_NAMES
+from pss.errors import ModelError
 from pss.inference import RegionWeight
 from pss.workspace import Workspace
 
@@ -107,7 +109,7 @@ def inspect_maps(ws: Workspace, run_id: str, name: str, opacity: float = 0.6, st
 def _maps(ws: Workspace, ctx: RunContext, name: str, opacity: float, stretch: bool, device: str) -> InspectMaps:
     inference = image_inference(ws, ctx.run_id, name, device, ctx)
     record = find_record(user_records(ws, ctx.user), name, ctx.user)
-    height, width = inference.size  # the image's; the maps may be smaller (pss.inference.MAX_MAP_SIDE)
+    height, width = inference._image_size()  # the image's; the maps may be smaller (pss.inference.MAX_MAP_SIDE)
     size = maps.display_size(width, height)
     opacity = float(np.clip(opacity if opacity is not None else 0.6, 0.0, 1.0))
     status = pseudo_status(ctx, name, inference.mean_entropy)
@@ -127,13 +129,17 @@ def _maps(ws: Workspace, ctx: RunContext, name: str, opacity: float, stretch: bo
     if missing:
         photo = _photo(record.image_path, size)
         shown = (size.width, size.height)
-        jobs = {
+        jobs: dict[str, Callable[[], np.ndarray]] = {
             "prediction": lambda: maps.label_overlay(photo, maps.resize_label(inference.label, shown), opacity),
             "entropy": lambda: maps.with_colour_bar(
                 maps.heat_colours(maps.resize_rgb(inference.entropy, shown), vmin, vmax), vmin, vmax, "entropy"),
             "pseudo": lambda: maps.pseudo_label_colours(maps.resize_label(pseudo, shown)),
         }
-        maps.draw_all([lambda k=k: maps.save_png(jobs[k](), paths[k]) for k in missing])
+
+        def draw(key: str) -> Path:
+            return maps.save_png(jobs[key](), paths[key])
+
+        maps.draw_all([partial(draw, k) for k in missing])
     return InspectMaps(ctx.run_id, name, ctx.user, width, height, size, paths["prediction"], paths["entropy"],
                        paths["pseudo"], _legend(inference.label), status, ignored,
                        ctx.config.model.context.mode, inference.attention is not None)
@@ -173,7 +179,7 @@ def inspect_pixel(ws: Workspace, run_id: str, name: str, x: int, y: int, top: in
     """
     ctx = run_context(ws, run_id)
     inference = image_inference(ws, run_id, name, device, ctx)
-    height, width = inference.size  # the image's; the maps may be smaller (pss.inference.MAX_MAP_SIDE)
+    height, width = inference._image_size()  # the image's; the maps may be smaller (pss.inference.MAX_MAP_SIDE)
     x, y = min(width - 1, max(0, int(x))), min(height - 1, max(0, int(y)))
     info = inference.pixel_info(x, y)
     cell = inference.grid_cell(x, y)
@@ -192,8 +198,12 @@ def inspect_pixel(ws: Workspace, run_id: str, name: str, x: int, y: int, top: in
             return maps.save_png(maps.mark_pixel(base, (x + 0.5) * s, (y + 0.5) * s, box), marked)
 
         jobs.append(draw_marked)
-    result = PixelInspection(x, y, str(info["label"]), float(info["entropy"]), list(info["probabilities"]), cell,
-                             tuple(inference.grid), marked)
+    # pixel_info's values are typed object; their types are the ones ImageInference.pixel_info builds
+    entropy = cast(float, info["entropy"])
+    probabilities = cast("list[tuple[str, float]]", info["probabilities"])
+    grid_h, grid_w = inference.grid
+    result = PixelInspection(x, y, str(info["label"]), float(entropy), list(probabilities), cell,
+                             (grid_h, grid_w), marked)
     if inference.attention is None:
         maps.draw_all(jobs)
         return result
@@ -208,7 +218,11 @@ def inspect_pixel(ws: Workspace, run_id: str, name: str, x: int, y: int, top: in
     for g in np.argsort(-per_image.sum(axis=1), kind="stable")[:top_images]:
         c = int(np.argmax(per_image[g]))
         region = RegionWeight(inference.group_images[g], c, float(per_image[g, c]))
-        path, job = _region_map(ws, ctx, records, region, inference.region_mask(region.image, c))
+        mask = inference.region_mask(region.image, c)
+        if mask is None:
+            raise ModelError(f"run {ctx.run_id}: the model gave group attention but no region masks for "
+                             f"{name}; clear its inference cache ({_png_dir(ws, ctx.run_id).parent}) and retry")
+        path, job = _region_map(ws, ctx, records, region, mask)
         jobs += [job] if job is not None else []
         result.region_maps.append((path, f"{region.image} · {region.class_name} · weight {region.weight:.3f} "
                                          f"(image total {float(per_image[g].sum()):.3f})"))

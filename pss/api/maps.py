@@ -116,7 +116,7 @@ def heat_colours(values: np.ndarray, vmin: float = 0.0, vmax: float = 1.0) -> np
     return bgr[..., ::-1].copy()
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 

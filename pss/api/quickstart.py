@@ -263,7 +263,7 @@ def _resolve(ws: Workspace, user: str, preset: str, launch: bool, device: str = 
             continue
         config = _config(chain, step, user, start)
         run_id, how = _find(service, config)
-        if launch and how == "resumable":
+        if launch and how == "resumable" and run_id is not None:  # _find gives "resumable" with a run id only
             service.resume(run_id, device if device != AUTO_DEVICE else None)
             messages.append(f"{step.label}: resumed {run_id}")
         elif launch and run_id is None:

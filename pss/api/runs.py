@@ -127,8 +127,9 @@ def describe_run(ws: Workspace, run_id: str) -> str:
     record = run.record
     lines = [f"run {record.run_id}", f"  user {record.user}  method {record.method}  status {record.status}  "
              f"device {record.device}", f"  steps {record.steps}/{record.total_steps}  dir {record.dir}"]
-    if record.fiou is not None:
-        lines.append(f"  FIoU {record.fiou * 100:.2f}  MIoU(pss) {record.miou * 100:.2f}")
+    if record.fiou is not None:  # a run can have a FIoU and no MIoU (pss.experiments.runner): show it as n/a
+        miou = "n/a" if record.miou is None else f"{record.miou * 100:.2f}"
+        lines.append(f"  FIoU {record.fiou * 100:.2f}  MIoU(pss) {miou}")
     checkpoint = run.latest_checkpoint()
     lines.append(f"  latest checkpoint: {checkpoint if checkpoint else 'none'}")
     lines.append("  config: " + json.dumps(run.config.get("method", {})))
@@ -172,7 +173,8 @@ def results_tables(ws: Workspace, methods: Sequence[str] | None = None, users: S
         records = [r for r in records if run_filter(r)]
     latest: dict[tuple[str, str], Any] = {}
     for r in sorted(records, key=lambda r: r.created):
-        latest[(r.method, r.user)] = r
+        if r.user is not None:  # a run without a user has no column in these per-user tables
+            latest[(r.method, r.user)] = r
     all_users = sorted({u for _, u in latest}, key=lambda u: (len(u), u))
     use_users = [u for u in all_users if not users or u in users]
     use_methods = _method_order([m for m in {m for m, _ in latest} if not methods or m in methods])
@@ -206,7 +208,7 @@ def format_report(report: SegReport) -> str:
     lines = [f"{report.num_images} labelled images",
              f"FIoU {report.fiou * 100:.2f}   MIoU(pss: 21 classes, absent = 0) {report.miou['pss'] * 100:.2f}   "
              f"MIoU(present: nan-mean) {report.miou['present'] * 100:.2f}"]
-    for name, iou in zip(report.class_names, report.per_class_iou["pss"]):
+    for name, iou in zip(report.class_names, report.per_class_iou["pss"], strict=True):  # one IoU per class
         lines.append(f"  {name:<12} {iou * 100:6.2f}")
     return "\n".join(lines)
 
@@ -243,8 +245,9 @@ def _mean_std(values: Sequence[float | None]) -> float | str | None:
     """One seed: the value rounded to 2 decimals; several: ``"m ± s"``; any missing seed: None."""
     import numpy as np
 
-    if not values or any(v is None for v in values):
+    present = [v for v in values if v is not None]
+    if not values or len(present) < len(values):
         return None
-    if len(values) == 1:
-        return round(float(values[0]), 2)  # type: ignore[arg-type]
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+    if len(present) == 1:
+        return round(float(present[0]), 2)
+    return f"{np.mean(present):.2f} ± {np.std(present, ddof=1):.2f}"

@@ -123,7 +123,7 @@ def page_of(records: Sequence[ImageRecord], ws: Workspace, page: float | int | N
     chosen = list(records[(page - 1) * page_size: page * page_size])
     results = list(_POOL.map(lambda r: _thumb_or_problem(ws, r), chosen))
     items, problems = [], []
-    for record, (thumb, problem) in zip(chosen, results):
+    for record, (thumb, problem) in zip(chosen, results, strict=True):  # results: one per chosen record
         if thumb is None:
             problems.append(problem or f"{record.name}: unreadable")
             items.append((str(broken_thumbnail(ws)), f"{record.name} (unreadable)"))

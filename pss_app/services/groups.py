@@ -129,6 +129,8 @@ def selected_names(selection: Selection, grouping) -> tuple[str, ...] | None:
     if selection.kind == "group":
         if grouping is None:
             raise DatasetError("no grouping yet; compute groups first")
+        if selection.group is None:  # parse_selection always sets it; a hand-made Selection may not
+            raise DatasetError("malformed selection: a group without its number; pick the group again")
         if not 0 <= int(selection.group) < grouping.k:
             raise DatasetError(f"group {selection.group} does not exist (K={grouping.k})")
         return tuple(grouping.members(int(selection.group)))

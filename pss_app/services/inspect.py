@@ -100,7 +100,7 @@ class PixelView:
     pixel: PixelInspection
     probabilities: dict[str, float]
     heading: str
-    attention_rows: list[list[object]] = field(default_factory=list)
+    attention_rows: list[list[int | str | float]] = field(default_factory=list)
     region_gallery: list[tuple[str, str]] = field(default_factory=list)
 
     @property

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from pss.api import Status, Workspace, list_users
 from pss.api import quickstart as qs
+from pss.errors import ConfigError
 
 SHOWN = "No-DA, ADVENT, OURS-S1 and OURS-S2"
 ACTION = "Train the demo comparison"  # the button's words; the empty states name it
@@ -96,8 +97,12 @@ def banner(ws: Workspace, user: str | None) -> QuickstartView:
     return QuickstartView(text, "", f"{ACTION} ({left})", True, False, False, [], data)
 
 
-def start(ws: Workspace, user: str) -> QuickstartView:
-    """The one action: launch (or reuse / resume) the chain of ``user``; returns the banner after it."""
+def start(ws: Workspace, user: str | None) -> QuickstartView:
+    """The one action: launch (or reuse / resume) the chain of ``user``; returns the banner after it.
+
+    Raises ConfigError when no user is picked (the user menu is empty) or the user is unknown."""
+    if user is None:
+        raise ConfigError(f"no user picked: pick a user in the user menu, then press {ACTION}")
     qs.start(ws, user)
     return banner(ws, user)
 

@@ -79,7 +79,7 @@ def legend(label: np.ndarray) -> list[tuple[str, str, float]]:
     values, counts = np.unique(label, return_counts=True)
     total = max(int(label.size), 1)
     rows = []
-    for value, count in zip(values.tolist(), counts.tolist()):
+    for value, count in zip(values.tolist(), counts.tolist(), strict=True):  # np.unique: one count per value
         name = CLASS_NAMES[value] if value < len(CLASS_NAMES) else ("ignore" if value == IGNORE_INDEX
                                                                        else f"invalid {value}")
         r, g, b = (int(c) for c in VOC_PALETTE[value])

@@ -74,7 +74,8 @@ def _wire_grouping(ctx: TabContext, w: _Widgets, images: ImagesTab) -> None:
         return _grouping_outputs(ws, user_name, grouping)
 
     @guarded(len(outputs))
-    def compute_groups(user_name: str, k_value: float, progress=gr.Progress()):
+    # a gr.Progress() default is how Gradio hands a handler its progress tracker (documented usage)
+    def compute_groups(user_name: str, k_value: float, progress=gr.Progress()):  # noqa: B008
         report = lambda fraction, message: progress(fraction, desc=message)  # noqa: E731
         return _grouping_outputs(ws, user_name, compute_grouping(ws, user_name, int(k_value), progress=report))
 
