@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pss.api import create_demo_workspace
-from pss.api.jobs import LaunchRequest, job_service, stop_job_service
+from pss.api.jobs import job_service, stop_job_service
+from pss.api.launch_form import LaunchRequest
 from pss.data.demo import DemoConfig
 
 # (a) and (b) drive a served app; (c) needs only the job service, so it also runs where gradio is not installed

@@ -8,6 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fixed_batch import write_records
 from pss.config import build_config
 from pss.data.labels import write_label_png
 from pss.data.records import ImageRecord
@@ -23,22 +24,7 @@ from pss.models.segmenter import SegOutput, build_segmenter
 @pytest.fixture(scope="module")
 def records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[ImageRecord]]:
     """Tiny labelled source and unlabelled target images (random textures, one square object each)."""
-    root = tmp_path_factory.mktemp("engine-data")
-    rng = np.random.default_rng(0)
-    out: dict[str, list[ImageRecord]] = {"source": [], "target": []}
-    for split in out:
-        for i in range(8):
-            image = rng.integers(0, 255, (72, 80, 3), dtype=np.uint8)
-            label = np.zeros((72, 80), np.uint8)
-            label[10:40, 20:60] = 1 + i % 3
-            image[10:40, 20:60] = (40 * (1 + i % 3), 200, 90)
-            Image.fromarray(image).save(root / f"{split}{i}.jpg")
-            mask = None
-            if split == "source":
-                mask = root / f"{split}{i}.png"
-                write_label_png(mask, label)
-            out[split].append(ImageRecord(f"{split}{i}", root / f"{split}{i}.jpg", mask))
-    return out
+    return write_records(tmp_path_factory.mktemp("engine-data"))
 
 
 def _trainer(method_name: str, records: dict[str, list[ImageRecord]], steps: int, ckpt_dir: Path | None = None,

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from pss.api import quickstart as qs
-from pss.api.jobs import JobService, LaunchRequest, stop_job_service
+from pss.api.jobs import JobService, stop_job_service
+from pss.api.launch_form import LaunchRequest
 from pss.config import config_to_dict
 from pss.data.demo import DemoConfig, generate_demo
 from pss.errors import ConfigError

@@ -26,7 +26,7 @@ from typing import Any
 
 # The form model and its validation (pss.api.launch_form) and device probing and placement (pss.api.devices) are
 # modules of their own; the names the service's callers use with it are importable from here too.
-from pss.api.devices import AUTO_DEVICE, device_choices, pick_device, visible_gpus
+from pss.api.devices import AUTO_DEVICE, pick_device, visible_gpus
 from pss.api.launch_form import LaunchRequest, validate_launch
 from pss.api.waiting import ReleasingWorker, cancel_waiting, defer, waiting_for
 from pss.errors import ConfigError, RunStoreError
@@ -234,5 +234,4 @@ def stop_job_service(ws: Workspace) -> None:
         service.stop()
 
 
-__all__ = ["AUTO_DEVICE", "JobService", "LaunchRequest", "Launched", "device_choices", "job_service", "pick_device",
-           "stop_job_service", "train_command", "validate_launch", "visible_gpus"]
+__all__ = ["JobService", "Launched", "job_service", "stop_job_service", "train_command"]

@@ -10,11 +10,5 @@ from pss.runs.meta import FORMAT_VERSION
 from pss.runs.run import Run
 from pss.runs.store import ReindexResult, RunStore
 from pss.runs.worker import Worker
-from pss.status import FINISHED
 
-# Run and job states are pss.status.Status. This alias is kept only because pss.api.jobs imports it from here;
-# remove it once that module imports pss.status.FINISHED (issue 13).
-TERMINAL_STATUSES = FINISHED
-
-__all__ = ["FORMAT_VERSION", "TERMINAL_STATUSES", "Job", "JobQueue", "ReindexResult", "Run", "RunRecord", "RunStore",
-           "Worker"]
+__all__ = ["FORMAT_VERSION", "Job", "JobQueue", "ReindexResult", "Run", "RunRecord", "RunStore", "Worker"]

@@ -84,12 +84,13 @@ class LiveView:
                 self.log, self.state, self.cancel, self.resume, self.delete, self.signature, self.status]
 
     def render(self, view: svc.RunView | None) -> Updates:
-        """Every output of :meth:`outputs` for ``view`` (``None``: nothing selected); clears the message line."""
+        """Every output of :meth:`outputs` for ``view``; showing a run clears the message line, showing nothing
+        (``None``, e.g. right after a delete) keeps it, so "deleted run …" is not wiped by the emptied selection."""
         if view is None:
             return {self.header: "", self.bar: "", self.losses: None, self.evaluation: None, self.metrics: "",
                     self.classes: None, self.config: "", self.log: "", self.state: None,
                     self.cancel: gr.Button(interactive=False), self.resume: gr.Button(interactive=False),
-                    self.delete: gr.Button(interactive=False), self.signature: "", self.status: ""}
+                    self.delete: gr.Button(interactive=False), self.signature: "", self.status: gr.skip()}
         return {self.header: view.header, self.bar: svc.progress_html(view.progress, view.status),
                 self.losses: view.losses, self.evaluation: view.evaluation, self.metrics: view.metrics,
                 self.classes: view.classes, self.config: view.config_yaml, self.log: view.log,

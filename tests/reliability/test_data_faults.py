@@ -97,7 +97,7 @@ def test_whole_numbers_accept_underscores_and_exponents_but_not_fractions() -> N
 
 def test_the_app_form_accepts_what_it_displays(fresh_ws: Workspace) -> None:
     """The form's Number shows 0.00001 as '1e-05'; the launch must take it (it was refused before)."""
-    from pss.api.jobs import LaunchRequest, validate_launch
+    from pss.api.launch_form import LaunchRequest, validate_launch
 
     config = validate_launch(fresh_ws, LaunchRequest(user="id1", method="source_only", preset="tiny", lr=0.00001))
     assert config.train.lr == pytest.approx(1e-5)

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from pss.api import Workspace
-from pss.api.jobs import JobService, LaunchRequest
+from pss.api.jobs import JobService
+from pss.api.launch_form import LaunchRequest
 from pss.errors import RunStoreError
 from pss.runs import JobQueue, RunStore
 from pss.runs.index import Index
