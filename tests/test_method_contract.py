@@ -355,3 +355,22 @@ def test_image_tags_come_from_the_record_else_from_the_mask() -> None:
     assert torch.nonzero(image_tags(untagged, label)).flatten().tolist() == [1]   # else the mask's classes
     blank = torch.full((2, 2), 255, dtype=torch.uint8)
     assert image_tags(ImageRecord("c", Path("c.jpg"), None), blank).sum() == 0   # neither: all zeros
+
+
+def test_a_checkpoint_of_the_two_slot_format_still_resumes(records: dict, tmp_path: Path) -> None:
+    """Checkpoints written before the contract kept the segmenter's SGD under "optimizer" and the critics' Adam under
+    "aux_optimizer"; they resume into the named optimizers."""
+    trainer = _trainer("advent", records, steps=2, checkpoint_path=lambda step: tmp_path / f"step_{step}.pt")
+    trainer.run()
+    data = torch.load(tmp_path / "step_2.pt", weights_only=False)
+    named = data.pop("optimizers")
+    data["optimizer"], data["aux_optimizer"] = named["segmenter"], named["critic"]
+    torch.save(data, tmp_path / "old.pt")
+    resumed = _trainer("advent", records, steps=2)
+    resumed.resume(tmp_path / "old.pt")
+    for name in ("segmenter", "critic"):
+        got, want = resumed.optimizers[name].state_dict()["state"], named[name]["state"]
+        assert got.keys() == want.keys() and got
+        for key in want:
+            for field_name, value in want[key].items():
+                assert torch.equal(torch.as_tensor(got[key][field_name]), torch.as_tensor(value)), (name, key)
