@@ -175,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
 
     from pss.methods import METHODS  # the registry: `pss train --help` lists what can be trained
+    from pss.models.context import CONTEXT_MODES
 
     method_help = "the method (default: the preset's): " + ", ".join(
         name + (f" (starts from a {cls.starts_from} run: --init-from RUN)" if cls.starts_from else "")
@@ -208,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=list(METHODS), metavar="METHOD", help=method_help)
     p.add_argument("--user")
     p.add_argument("--steps", type=int)
-    p.add_argument("--context", choices=["none", "global", "group"])
+    p.add_argument("--context", choices=list(CONTEXT_MODES))
     p.add_argument("--init-from", dest="init_from", help="run id or checkpoint whose weights start this run")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="dotted override, e.g. train.lr=0.01")
     p.add_argument("--run-id", dest="run_id", help="use this run id (the app's job worker pre-creates runs)")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pss.api.devices import AUTO_DEVICE
 from pss.errors import ConfigError, RunStoreError
+from pss.models.context import CONTEXT_MODES
 from pss.runs import RunStore
 from pss.workspace import Workspace
 
@@ -21,7 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_PRESET = "demo"
 METHOD_DEFAULT = "default"  # context mode: the method's own default (``group`` for PSS, ``none`` otherwise)
-CONTEXT_MODES = ("none", "global", "group")
 
 
 @dataclass
