@@ -82,7 +82,9 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
         """While the user has fewer than two finished runs: what this tab needs and the action that trains them."""
         return empty_state(ws, user_name, "compare", len(done_runs(ws, user_name)) if user_name else 0), ""
 
-    gr.on([*refresh_triggers, user.change], explain, user, [empty, status], api_name="compare_empty_state")
+    # no progress timer in the hint box: it would flash "0.4s" there on every refresh
+    gr.on([*refresh_triggers, user.change], explain, user, [empty, status], api_name="compare_empty_state",
+          show_progress="hidden")
 
     @guarded(3)
     def other_user(user_name: str):

@@ -76,7 +76,8 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
         """While the user has no finished run: what this tab needs and the action that trains it."""
         return empty_state(ws, user_name, "inspect", len(run_choices(ws, user_name)) if user_name else 0), ""
 
-    gr.on([*refresh_triggers, user.change], explain, user, [empty, status], api_name="inspect_empty_state")
+    gr.on([*refresh_triggers, user.change], explain, user, [empty, status], api_name="inspect_empty_state",
+          show_progress="hidden")  # no progress timer flashing in the hint box
 
     @guarded(3)
     def other_user(user_name: str):
