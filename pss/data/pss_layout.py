@@ -6,6 +6,7 @@ personal/id<N>/SegmentationClass/<name>.png    # labelled images only
 personal/id<N>/imgLabelList.txt                # "<name>.jpg:<cls>,<cls>"; "UNKNOWN" when no tag
 personal/id<N>/val_all.txt                     # labelled (evaluated) images, list format
 personal/id<N>/train_cluster<K>.txt            # optional groups: "/JPEGImages/<n>.jpg /SegmentationClass/<n>.png <g>"
+personal/id<N>/annotated.txt                   # optional: images annotated for training (pss.data.annotations)
 ```
 Reading is tolerant: problems are collected on ``UserCollection.problems`` (``strict=True`` raises the first).
 """
@@ -15,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pss.data.annotations import read_annotated
 from pss.data.image_io import IMAGE_SUFFIXES
 from pss.data.labels import NUM_CLASSES, class_index
 from pss.data.problems import Problem
@@ -41,6 +43,7 @@ class UserCollection:
         groups: group id per image name from ``train_cluster<K>.txt``, or ``None`` when no grouping is stored.
         group_k: the K of the grouping file read (``None`` without groups).
         eval_names: names listed in ``val_all.txt`` (``None`` if the file is absent).
+        annotated: names listed in ``annotated.txt`` (images annotated in the app for training; may be empty).
         problems: everything odd found while reading (``pss.data.problems.Problem``).
     """
 
@@ -50,6 +53,7 @@ class UserCollection:
     groups: dict[str, int] | None = None
     group_k: int | None = None
     eval_names: set[str] | None = None
+    annotated: set[str] = field(default_factory=set)
     problems: list[Problem] = field(default_factory=list)
 
     @property
@@ -59,6 +63,20 @@ class UserCollection:
     @property
     def unlabelled(self) -> list[ImageRecord]:
         return [r for r in self.records if r.mask_path is None]
+
+    @property
+    def eval_set(self) -> list[ImageRecord]:
+        """The evaluation images, never trained on: ``val_all.txt``'s masked images, or (without that file) every
+        masked image not in ``annotated.txt``."""
+        if self.eval_names is not None:
+            return [r for r in self.labelled if r.name in self.eval_names]
+        return [r for r in self.labelled if r.name not in self.annotated]
+
+    @property
+    def annotated_train(self) -> list[ImageRecord]:
+        """The annotated training images: masked, in ``annotated.txt``, and not evaluation images."""
+        evaluation = {r.name for r in self.eval_set}
+        return [r for r in self.labelled if r.name in self.annotated and r.name not in evaluation]
 
     @property
     def names(self) -> list[str]:
@@ -229,6 +247,7 @@ def read_user(personal_root: Path, user: str, k: int | None = None, *, strict: b
                                 f"'{images[stem].name}:<class>,...' (or ':UNKNOWN' if it shows no VOC class)"))
     groups, group_k = _read_groups(user_dir, stems, k, problems)
     eval_names = _read_eval_names(user_dir, stems, problems)
+    annotated = read_annotated(user_dir, stems, problems)
     if strict and problems:
         first = problems[0]
         raise DatasetError(f"{first.path}{'' if first.line is None else f':{first.line}'}: {first.message}")
@@ -236,7 +255,7 @@ def read_user(personal_root: Path, user: str, k: int | None = None, *, strict: b
     records = [ImageRecord(name=stem, image_path=images[stem], mask_path=masks.get(stem), tags=tag_map.get(stem, ()),
                            user=user) for stem in sorted(images)]
     return UserCollection(user=user, root=user_dir, records=records, groups=groups, group_k=group_k,
-                          eval_names=eval_names, problems=problems)
+                          eval_names=eval_names, annotated=annotated, problems=problems)
 
 
 def write_cluster_list(user_dir: Path, groups: dict[str, int], k: int) -> Path:
