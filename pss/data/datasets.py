@@ -21,10 +21,14 @@ EXTRA_FIELDS = ("tags",)  # per-image batch fields beyond image/label/name/index
 
 def image_tags(record: ImageRecord, label: torch.Tensor) -> torch.Tensor:
     """The image-level tags as a multi-hot (NUM_CLASSES,) float32 vector (background, index 0, never set): the
-    record's own tags (a PSS user's ``imgLabelList.txt``), else the classes of its full mask (source images); an
-    image with neither gives all zeros (the weakly supervised stages report such images, they do not guess)."""
+    record's own tags (a PSS user's ``imgLabelList.txt``), else, for a source image only (``record.user is None``),
+    the classes of its full mask. A user image's mask is evaluation ground truth and never becomes its tags: an
+    untagged user image gives all zeros (``pss.data.tags.user_tag_report`` lists such images; the weakly supervised
+    stages leave them out rather than guess). The (20,) form without background: ``pss.data.tags``."""
     tags = torch.zeros(NUM_CLASSES, dtype=torch.float32)
-    present = record.tags or tuple(int(c) for c in torch.unique(label).tolist() if 0 < c < NUM_CLASSES)
+    from_mask = record.user is None
+    present = record.tags or (tuple(int(c) for c in torch.unique(label).tolist() if 0 < c < NUM_CLASSES)
+                              if from_mask else ())
     tags[list(present)] = 1.0
     return tags
 

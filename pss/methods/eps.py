@@ -1,0 +1,56 @@
+"""EPS, explicit pseudo-pixel supervision (Lee et al., CVPR 2021, "Railroad is not a Train: Saliency as
+Pseudo-pixel Supervision for WSSS"; methods.md §9): a CAM classifier with C+1 maps trained on the user's image
+tags and saliency maps.
+
+``L = λ_cls·L_cls + λ_sal·L_sal`` (paper §3.3, official weights 1 and 1): ``L_cls`` = multi-label soft margin on
+the GAP of the C object maps (eq. 4), ``L_sal`` = the saliency loss of eq. 1-3 (``pss.losses.eps_saliency_loss``:
+τ = 0.4, λ = 0.5). The model is a :class:`pss.models.cam.CAMNet` (not the segmenter), and the batches are the
+user's tagged images (stream ``target``; ``tags`` and ``saliency`` fields: ``pss.data.saliency.SaliencyDataset``).
+Untagged images must not be in the stream (``pss.data.tags.user_tag_report`` lists them).
+
+Optimiser choice: the loop's SGD over ``param_groups`` (backbone at LR, the 1x1 classifier at ``head_lr_mult`` x LR:
+EPS uses 10x for fc8, set ``train.head_lr_mult=10``). EPS's ``PolyOptimizer`` passes its weight decay into SGD's
+momentum slot (momentum 5e-4, methods.md §9 quirk); the loop's momentum is ``train.momentum``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from pss.data.tags import batch_tags20
+from pss.losses import EPS_LAMBDA, EPS_TAU, eps_saliency_loss, multilabel_soft_margin
+from pss.methods.base import Method, StepBatch, StepLosses
+
+
+@dataclass
+class EPSConfig:
+    tau: float = EPS_TAU
+    lam: float = EPS_LAMBDA
+    lambda_cls: float = 1.0
+    lambda_sal: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.tau < 1.0:
+            raise ValueError(f"tau (overlap ratio) must be in [0, 1) (official 0.4), got {self.tau}")
+        if not 0.0 <= self.lam <= 1.0:
+            raise ValueError(f"lam must be in [0, 1] (official 0.5), got {self.lam}")
+
+
+class EPS(Method):
+    """Classification + saliency loss on a C+1-map CAM classifier (``model`` is a ``CAMNet``)."""
+
+    name = "eps"
+    Config = EPSConfig
+    streams = ("target",)
+    fields = ("tags", "saliency")
+
+    def segmenter_losses(self, model: nn.Module, batch: StepBatch) -> StepLosses:
+        if batch.target is None:
+            raise ValueError("EPS trains on the user's tagged images: it needs a 'target' batch")
+        cfg: EPSConfig = self.config
+        out = model(batch.target["image"])
+        tags = batch_tags20(batch.target["tags"]).float()
+        terms = eps_saliency_loss(out.cams, tags, batch.target["saliency"], cfg.tau, cfg.lam)
+        return StepLosses({"target_cls": cfg.lambda_cls * multilabel_soft_margin(out.logits[:, 1:], tags),
+                           "target_sal": cfg.lambda_sal * terms.loss})
