@@ -68,8 +68,9 @@ def _decode(path: Path) -> np.ndarray:
         why = f"a {mode} image (16-bit or float)"
     else:
         why = f"mode {mode!r}"
-    raise SaliencyError(f"{path}: saliency map is {why}; expected 8-bit grey levels 0-255 ({'/'.join(_ACCEPTED_MODES)})",
-                       "bad_saliency_values")
+    modes = "/".join(_ACCEPTED_MODES)
+    raise SaliencyError(f"{path}: saliency map is {why}; expected 8-bit grey levels 0-255 ({modes})",
+                        "bad_saliency_values")
 
 
 def read_saliency(path: str | Path, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
