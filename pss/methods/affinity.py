@@ -1,6 +1,7 @@
 """AffinityNet training (Ahn & Kwak, CVPR 2018, §3.2-3.3; methods.md §10) on confident pseudo-mask regions.
 
-The batches (stream ``target``) are the user's tagged images whose ``label`` is the affinity label map of their
+The batches (the loop's ``source`` stream: the set this stage is supervised on, as for ``pss.methods.eps``) are
+the user's tagged images whose ``label`` is the affinity label map of their
 pseudo mask (``pss.weak.pipeline.affinity_label_map``: confident background 0, confident class c, uncertain 255),
 augmented with the image like any label. The labels go to the feature grid by nearest-neighbour sampling (psa
 pools the score maps by 8 before the argmax; sampling a label map at the cell centres is the hard-label analogue),
@@ -42,7 +43,7 @@ class Affinity(Method):
 
     name = "affinity"
     Config = AffinityConfig
-    streams = ("target",)
+    streams = ("source",)  # the stage's own training set (module docstring)
 
     def __init__(self, config: AffinityConfig, num_classes: int) -> None:
         super().__init__(config, num_classes)
@@ -60,11 +61,9 @@ class Affinity(Method):
         return self._pairs[key]
 
     def segmenter_losses(self, model: nn.Module, batch: StepBatch) -> StepLosses:
-        if batch.target is None:
-            raise ValueError("AffinityNet trains on the user's images with affinity labels: it needs a 'target' batch")
-        features = model(batch.target["image"]).features
+        features = model(batch.source["image"]).features
         grid = (int(features.shape[2]), int(features.shape[3]))
         index_from, index_to = self.pairs(grid, features.device)
-        labels = affinity_pair_labels(labels_on_grid(batch.target["label"], grid), index_from, index_to)
+        labels = affinity_pair_labels(labels_on_grid(batch.source["label"], grid), index_from, index_to)
         terms = affinity_loss(pair_affinities(features, index_from, index_to), labels)
-        return StepLosses({"target_aff": self.config.lambda_aff * terms.loss})
+        return StepLosses({"affinity": self.config.lambda_aff * terms.loss})

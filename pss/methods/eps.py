@@ -5,8 +5,10 @@ tags and saliency maps.
 ``L = λ_cls·L_cls + λ_sal·L_sal`` (paper §3.3, official weights 1 and 1): ``L_cls`` = multi-label soft margin on
 the GAP of the C object maps (eq. 4), ``L_sal`` = the saliency loss of eq. 1-3 (``pss.losses.eps_saliency_loss``:
 τ = 0.4, λ = 0.5). The model is a :class:`pss.models.cam.CAMNet` (not the segmenter), and the batches are the
-user's tagged images (stream ``target``; ``tags`` and ``saliency`` fields: ``pss.data.saliency.SaliencyDataset``).
-Untagged images must not be in the stream (``pss.data.tags.user_tag_report`` lists them).
+user's tagged images (``tags`` and ``saliency`` fields: ``pss.data.saliency.SaliencyDataset``), drawn as the
+loop's ``source`` stream: the loop's one mandatory stream is the set a stage is supervised on, and for this stage
+that is the user's tagged images, not VOC (``pss.weak.pipeline.train_stage``). Untagged images must not be in it
+(``pss.data.tags.user_tag_report`` lists them).
 
 Optimiser choice: the loop's SGD over ``param_groups`` (backbone at LR, the 1x1 classifier at ``head_lr_mult`` x LR:
 EPS uses 10x for fc8, set ``train.head_lr_mult=10``). EPS's ``PolyOptimizer`` passes its weight decay into SGD's
@@ -42,15 +44,13 @@ class EPS(Method):
 
     name = "eps"
     Config = EPSConfig
-    streams = ("target",)
+    streams = ("source",)  # the stage's own training set (module docstring)
     fields = ("tags", "saliency")
 
     def segmenter_losses(self, model: nn.Module, batch: StepBatch) -> StepLosses:
-        if batch.target is None:
-            raise ValueError("EPS trains on the user's tagged images: it needs a 'target' batch")
         cfg: EPSConfig = self.config
-        out = model(batch.target["image"])
-        tags = batch_tags20(batch.target["tags"]).float()
-        terms = eps_saliency_loss(out.cams, tags, batch.target["saliency"], cfg.tau, cfg.lam)
-        return StepLosses({"target_cls": cfg.lambda_cls * multilabel_soft_margin(out.logits[:, 1:], tags),
-                           "target_sal": cfg.lambda_sal * terms.loss})
+        out = model(batch.source["image"])
+        tags = batch_tags20(batch.source["tags"]).float()
+        terms = eps_saliency_loss(out.cams, tags, batch.source["saliency"], cfg.tau, cfg.lam)
+        return StepLosses({"eps_cls": cfg.lambda_cls * multilabel_soft_margin(out.logits[:, 1:], tags),
+                           "eps_sal": cfg.lambda_sal * terms.loss})

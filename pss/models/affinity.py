@@ -177,7 +177,8 @@ def random_walk(scores: torch.Tensor, features: torch.Tensor, beta: float = PSA_
             transition = transition @ transition
         return (vec @ transition).view(k, height, width)
     # transposed sparse T: (T^T @ v^T)^T = v @ T, one sparse product per step
-    transposed = torch.sparse_coo_tensor(torch.stack([cols, rows]), values, (n, n)).coalesce()
+    transposed = torch.sparse_coo_tensor(torch.stack([cols, rows]), values, (n, n),
+                                         check_invariants=True).coalesce()
     out = vec.t()
     for _ in range(2 ** logt):
         out = torch.sparse.mm(transposed, out)
