@@ -107,7 +107,8 @@ def test_saliency_reader_and_its_checks(tmp_path: Path) -> None:
 
 
 def test_saliency_follows_the_images_crop_and_flip(tmp_path: Path) -> None:
-    from pss.data.saliency import PAD_VALUE, SaliencyDataset
+    from pss.data.datasets import SegDataset
+    from pss.data.saliency import PAD_VALUE
 
     (tmp_path / "JPEGImages").mkdir()
     (tmp_path / "SALImages").mkdir()
@@ -119,7 +120,7 @@ def test_saliency_follows_the_images_crop_and_flip(tmp_path: Path) -> None:
     write_label_png(tmp_path / "a_mask.png", np.zeros((30, 40), np.uint8))
     record = ImageRecord("a", tmp_path / "JPEGImages" / "a.png", tmp_path / "a_mask.png")
     # scale (1, 1): the long side stays 40 = crop, so only the padding (30 -> 40 rows) and the flip act
-    data = SaliencyDataset([record], train=True, crop=40, seed=3, scale=(1.0, 1.0), fields=("saliency", "tags"))
+    data = SegDataset([record], train=True, crop=40, seed=3, scale=(1.0, 1.0), fields=("saliency", "tags"))
     flips = set()
     for epoch in range(6):
         data.set_epoch(epoch)
@@ -131,6 +132,13 @@ def test_saliency_follows_the_images_crop_and_flip(tmp_path: Path) -> None:
         flips.add(bool(torch.allclose(item["saliency"][:30], torch.from_numpy(grey[:, ::-1] / 255.0).float(),
                                       atol=1 / 254 + 1e-6)))
     assert flips == {True, False}
+    # evaluation items carry the map too (no padding); a missing map skips the item like a bad image
+    item = SegDataset([record], train=False, crop=40, eval_mode="none", fields=("saliency",))[0]
+    assert item is not None and torch.allclose(item["saliency"], torch.from_numpy(grey / 255.0).float(),
+                                               atol=1 / 254 + 1e-6)
+    (tmp_path / "SALImages" / "a.png").unlink()
+    missing = SegDataset([record], train=True, crop=40, fields=("saliency",))
+    assert missing[0] is None and missing.skipped == 1
 
 
 # ---- 3. EPS losses ------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Saliency maps (EPS's pseudo-pixel supervision, methods.md §9): the ``SALImages/<name>.png`` layout, a strict
-reader, the checks ``pss doctor`` can list, and a dataset whose items carry the map through the same augmentation
-as the image.
+reader, the checks ``pss doctor`` can list, and the coding that carries a map through a training crop
+(``SegDataset`` provides the ``saliency`` batch field with it).
 
 Layout (EPS, ``halbielee/EPS`` data lists): one 8-bit grey PNG per image, named like the image, in a ``SALImages/``
 folder next to ``JPEGImages/`` (``VOC2012/SALImages/``, ``personal/id3/SALImages/``), 0 = background ... 255 =
@@ -12,17 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from pss.data.datasets import SegDataset, image_tags
 from pss.data.image_io import image_size
 from pss.data.problems import Problem
 from pss.data.records import ImageRecord
-from pss.data.transforms import TrainTransform
 from pss.errors import DatasetError
 
 SALIENCY_FOLDER = "SALImages"
@@ -128,40 +125,15 @@ def write_saliency_png(path: str | Path, saliency: np.ndarray) -> None:
     Image.fromarray(np.rint(np.clip(array, 0.0, 1.0) * 255).astype(np.uint8), mode="L").save(path, format="PNG")
 
 
-class SaliencyDataset(SegDataset):
-    """``SegDataset`` items plus ``saliency``: the image's map through the *same* scale/crop/flip (float32 (H, W) in
-    [0, 1]; :data:`PAD_VALUE` on padded pixels). A missing or bad map skips the item like a bad image.
+def encode_for_transform(saliency: np.ndarray) -> torch.Tensor:
+    """A [0, 1] map as uint8 levels 0..254, so that it can ride through a label transform whose pad value is 255.
 
-    The map rides through the transform as a second label (nearest-neighbour, as EPS resizes maps to the CAM):
-    grey levels are coded 0..254 so that the transform's pad value 255 marks padding, and the item's generator is
-    drawn twice from the same seed, so both calls make the same random choices.
+    Shape: (H, W) float -> (H, W) uint8."""
+    return torch.from_numpy(np.rint(np.clip(saliency, 0.0, 1.0) * 254).astype(np.uint8))
 
-    Args:
-        folder: where the maps are (default ``SALImages/`` next to each image's ``JPEGImages/``).
-        fields: as ``SegDataset``, plus ``"saliency"`` (always provided).
-    """
 
-    def __init__(self, records: Sequence[ImageRecord], train: bool, crop: int, seed: int = 0, *,
-                 folder: Path | None = None, fields: Sequence[str] = (), **kwargs: Any) -> None:
-        super().__init__(records, train, crop, seed, fields=[f for f in fields if f != SALIENCY_FIELD], **kwargs)
-        self.folder = folder
+def decode_after_transform(code: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`encode_for_transform` after the transform: [0, 1], :data:`PAD_VALUE` on padded pixels.
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        record = self.records[index]
-        try:
-            image, label = self.load(index)
-            grey = read_saliency(saliency_path(record, self.folder), (int(image.shape[1]), int(image.shape[2])))
-        except DatasetError as exc:
-            self._skip(index, exc)
-            return None
-        extra = {"tags": image_tags(record, label)} if "tags" in self.fields else {}
-        code = torch.from_numpy(np.rint(grey * 254).astype(np.uint8))  # 255 stays free for the padding
-        if isinstance(self.transform, TrainTransform):
-            out_image, out_label = self.transform(image, label, self.rng(index))
-            _, out_code = self.transform(image, code, self.rng(index))
-        else:
-            out_image, out_label = self.transform(image, label)
-            _, out_code = self.transform(image, code)
-        saliency = torch.where(out_code == 255, torch.tensor(PAD_VALUE), out_code.float() / 254.0)
-        return {"image": out_image, "label": out_label, "name": record.name, "index": index,
-                SALIENCY_FIELD: saliency, **extra}
+    Shape: (h, w) integer -> (h, w) float32."""
+    return torch.where(code == 255, torch.tensor(PAD_VALUE), code.float() / 254.0)

@@ -5,7 +5,7 @@ tags and saliency maps.
 ``L = λ_cls·L_cls + λ_sal·L_sal`` (paper §3.3, official weights 1 and 1): ``L_cls`` = multi-label soft margin on
 the GAP of the C object maps (eq. 4), ``L_sal`` = the saliency loss of eq. 1-3 (``pss.losses.eps_saliency_loss``:
 τ = 0.4, λ = 0.5). The model is a :class:`pss.models.cam.CAMNet` (not the segmenter), and the batches are the
-user's tagged images (``tags`` and ``saliency`` fields: ``pss.data.saliency.SaliencyDataset``), drawn as the
+user's tagged images (declared ``tags`` and ``saliency`` batch fields, ``pss.data.datasets.SegDataset``), drawn as the
 loop's ``source`` stream: the loop's one mandatory stream is the set a stage is supervised on, and for this stage
 that is the user's tagged images, not VOC (``pss.weak.pipeline.train_stage``). Untagged images must not be in it
 (``pss.data.tags.user_tag_report`` lists them).

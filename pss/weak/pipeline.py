@@ -8,8 +8,8 @@
 4. :func:`write_affinity_labels`: confident regions of those scores (psa's two background powers, 255 between);
 5. :func:`train_affinity_model` (``pss.methods.affinity``) and :func:`write_refined_masks`: the random walk.
 
-Every training stage runs the one loop (``pss.engine.trainer.Trainer``) with the method's stream built here
-(the engine's ``make_stream`` builds plain ``SegDataset`` s; the EPS stage needs the saliency field).
+Every training stage runs the one loop (``pss.engine.trainer.Trainer``) with the method's one stream built here
+(``SegDataset`` with the method's fields; the engine's ``make_stream`` cannot yet pass a saliency folder).
 No dCRF anywhere: EPS makes its pseudo masks without it (README), psa's affinity labels use it (la/ha CRF) and
 here use the CAM powers alone (no CRF dependency).
 """
@@ -28,7 +28,7 @@ from pss.data.image_io import load_rgb_tensor
 from pss.data.labels import IGNORE_INDEX, write_label_png
 from pss.data.loaders import BatchStream, collate_skip_none, shuffled_batches
 from pss.data.records import ImageRecord
-from pss.data.saliency import SALIENCY_FIELD, SaliencyDataset, saliency_path, write_saliency_png
+from pss.data.saliency import SALIENCY_FIELD, saliency_path, write_saliency_png
 from pss.data.tags import NUM_TAGS, record_tags
 from pss.data.transforms import to_float
 from pss.engine.trainer import Trainer, TrainResult
@@ -103,8 +103,8 @@ def train_cam_model(config: ExperimentConfig, tagged: Sequence[ImageRecord], sal
     """EPS on the user's tagged images (``pss.data.tags.user_tag_report(...).tagged``) with their saliency maps."""
     model = build_cam_net(config.model, frozen_bn=frozen_bn)
     method = EPS(eps or EPSConfig(), config.model.num_classes)
-    dataset = SaliencyDataset(list(tagged), train=True, crop=config.data.crop, seed=seed, folder=saliency_folder,
-                              fields=("tags", SALIENCY_FIELD))
+    dataset = SegDataset(list(tagged), train=True, crop=config.data.crop, seed=seed, fields=("tags", SALIENCY_FIELD),
+                         saliency_folder=saliency_folder)
     train_stage(config, model, method, dataset, device, seed)
     return model
 
