@@ -347,10 +347,15 @@ def test_tags_to_refined_masks_end_to_end(tmp_path: Path) -> None:
         assert set(np.unique(read_label_png(record.mask_path))) <= {0, 255, *record.tags}
     aff_model = pipeline.train_affinity_model(config, aff_records, device)
     refined = pipeline.write_refined_masks(aff_model, report.tagged, tmp_path / "scores", tmp_path / "rw", device)
+    # the same at a smaller inference size (large photos): outputs still at the image's size
+    small = pipeline.write_refined_masks(aff_model, report.tagged[:2], tmp_path / "scores", tmp_path / "rw48",
+                                         device, short_side=48)
     for record in report.tagged:
         mask = read_label_png(refined[record.name])
         assert mask.shape == read_label_png(masks[record.name]).shape
         assert set(np.unique(mask)) <= {0, *record.tags}
+        if record.name in small:
+            assert read_label_png(small[record.name]).shape == mask.shape
 
     for folder in ("eps", "rw"):
         quality = pseudo_mask_quality(tmp_path / folder, user.records)

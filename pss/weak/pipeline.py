@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from pss.config import ExperimentConfig
 from pss.data.datasets import SegDataset
@@ -49,6 +50,24 @@ PSA_ALPHA_RW: int = 16  # psa infer_aff.py default alpha of the random walk's ba
 def _image(record: ImageRecord, device: torch.device) -> torch.Tensor:
     """(3, H, W) float32 in [0, 1] as displayed (EXIF applied), on ``device``."""
     return to_float(load_rgb_tensor(record.image_path)).to(device)
+
+
+def _shrunk(maps: torch.Tensor, short_side: int | None) -> torch.Tensor:
+    """``maps`` (K, H, W) resized bilinear so that the short side is ``short_side`` (None: unchanged; never
+    enlarged). The inference stages compute at that size and write their outputs at the image's own size."""
+    height, width = int(maps.shape[1]), int(maps.shape[2])
+    if short_side is None or min(height, width) <= short_side:
+        return maps
+    size = (short_side, max(1, round(width * short_side / height))) if height <= width else \
+        (max(1, round(height * short_side / width)), short_side)
+    return F.interpolate(maps[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+
+
+def _to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=False) resize of (K, h, w) maps to ``size`` = (H, W); unchanged when equal."""
+    if tuple(maps.shape[1:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[None].float(), size=size, mode="bilinear", align_corners=False)[0]
 
 
 def train_stage(config: ExperimentConfig, model: torch.nn.Module, method: Method, dataset: SegDataset,
@@ -84,14 +103,18 @@ def predict_saliency(model: Segmenter, image: torch.Tensor) -> torch.Tensor:
     return saliency_from_logits(upsample(logits, (int(image.shape[1]), int(image.shape[2]))))[0]
 
 
-def write_saliency_maps(model: Segmenter, records: Sequence[ImageRecord], folder: Path,
-                        device: torch.device) -> list[Path]:
-    """``<folder>/<name>.png`` for every record (the EPS layout, 0-255 grey; readable by ``read_saliency``)."""
+def write_saliency_maps(model: Segmenter, records: Sequence[ImageRecord], folder: Path, device: torch.device,
+                        short_side: int | None = None) -> list[Path]:
+    """``<folder>/<name>.png`` for every record (the EPS layout, 0-255 grey; readable by ``read_saliency``), at
+    the image's size; predicted at short side ``short_side`` when given (large phone photos)."""
     model.to(device)
     paths = []
     for record in records:
+        image = _image(record, device)
+        saliency = predict_saliency(model, _shrunk(image, short_side))
+        saliency = _to_size(saliency[None], (int(image.shape[1]), int(image.shape[2])))[0]
         path = saliency_path(record, folder)
-        write_saliency_png(path, predict_saliency(model, _image(record, device)).cpu().numpy())
+        write_saliency_png(path, saliency.cpu().numpy())
         paths.append(path)
     return paths
 
@@ -130,15 +153,19 @@ def load_scores(path: Path) -> torch.Tensor:
 
 def write_cam_pseudo_masks(model: CAMNet, tagged: Sequence[ImageRecord], mask_folder: Path, score_folder: Path,
                            device: torch.device, scales: Sequence[float] = EPS_SCALES, flip: bool = True,
-                           bg_threshold: float = EPS_BG_THRESHOLD) -> dict[str, Path]:
-    """EPS pseudo masks (``<mask_folder>/<name>.png``, VOC palette) and scores (``<score_folder>/<name>.npz``)."""
+                           bg_threshold: float = EPS_BG_THRESHOLD, short_side: int | None = None) -> dict[str, Path]:
+    """EPS pseudo masks (``<mask_folder>/<name>.png``, VOC palette) and scores (``<score_folder>/<name>.npz``),
+    both at the image's size; the CAMs are computed at short side ``short_side`` when given."""
     mask_folder.mkdir(parents=True, exist_ok=True)
     score_folder.mkdir(parents=True, exist_ok=True)
     model.to(device)
     written = {}
     for record in tagged:
         tags = record_tags(record)
-        scores = multiscale_cam_scores(model, _image(record, device), torch.from_numpy(tags).to(device), scales, flip)
+        image = _image(record, device)
+        scores = multiscale_cam_scores(model, _shrunk(image, short_side), torch.from_numpy(tags).to(device), scales,
+                                       flip)
+        scores = _to_size(scores, (int(image.shape[1]), int(image.shape[2])))
         path = mask_folder / f"{record.name}.png"
         write_label_png(path, cam_pseudo_mask(scores, bg_threshold).cpu().numpy())
         save_scores(score_folder / f"{record.name}.npz", scores, tags)
@@ -209,10 +236,11 @@ def refine_scores(model: AffinityNet, image: torch.Tensor, scores: torch.Tensor,
 
 def write_refined_masks(model: AffinityNet, tagged: Sequence[ImageRecord], score_folder: Path, folder: Path,
                         device: torch.device, alpha: float = PSA_ALPHA_RW, beta: float = PSA_BETA,
-                        logt: int = PSA_LOGT, radius: int = PSA_RADIUS,
-                        max_dense_nodes: int = MAX_DENSE_NODES) -> dict[str, Path]:
-    """Refined masks ``<folder>/<name>.png``: argmax of :func:`refine_scores` (untagged classes stay 0, so they
-    never win; an image tagged with no class stays all background)."""
+                        logt: int = PSA_LOGT, radius: int = PSA_RADIUS, max_dense_nodes: int = MAX_DENSE_NODES,
+                        short_side: int | None = None) -> dict[str, Path]:
+    """Refined masks ``<folder>/<name>.png`` at the image's size: argmax of :func:`refine_scores` (untagged classes
+    stay 0, so they never win; an image tagged with no class stays all background), walked at short side
+    ``short_side`` when given (the grid, and so the random walk's memory, shrinks with it)."""
     folder.mkdir(parents=True, exist_ok=True)
     model.to(device)
     written = {}
@@ -222,8 +250,10 @@ def write_refined_masks(model: AffinityNet, tagged: Sequence[ImageRecord], score
         if scores.amax() <= 0:
             mask = torch.zeros(image.shape[1:], dtype=torch.uint8)
         else:
-            refined = refine_scores(model, image, scores, alpha, beta, logt, radius, max_dense_nodes)
-            mask = refined.argmax(dim=0).to(torch.uint8)
+            small = _shrunk(image, short_side)
+            refined = refine_scores(model, small, _to_size(scores, (int(small.shape[1]), int(small.shape[2]))),
+                                    alpha, beta, logt, radius, max_dense_nodes)
+            mask = _to_size(refined, (int(image.shape[1]), int(image.shape[2]))).argmax(dim=0).to(torch.uint8)
         path = folder / f"{record.name}.png"
         write_label_png(path, mask.cpu().numpy())
         written[record.name] = path
