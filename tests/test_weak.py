@@ -3,6 +3,7 @@ classification and saliency losses, PSA's pairs and affinity loss, one random-wa
 tiny end-to-end run (saliency -> EPS -> pseudo masks -> AffinityNet -> refined masks) on the demo data."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pss.data.labels import write_label_png
+from pss.data.labels import read_label_png, write_label_png
 from pss.data.records import ImageRecord
 
 # ---- 1. tags ------------------------------------------------------------------------------------------------------
@@ -311,7 +312,6 @@ def test_pseudo_mask_quality_uses_the_users_labelled_masks(tmp_path: Path) -> No
 def test_tags_to_refined_masks_end_to_end(tmp_path: Path) -> None:
     from pss.config import build_config
     from pss.data.demo import DemoConfig, generate_demo
-    from pss.data.labels import read_label_png
     from pss.data.pss_layout import read_user
     from pss.data.saliency import check_saliency
     from pss.data.tags import user_tag_report
@@ -361,3 +361,59 @@ def test_tags_to_refined_masks_end_to_end(tmp_path: Path) -> None:
         quality = pseudo_mask_quality(tmp_path / folder, user.records)
         assert quality.num_images == sum(r.mask_path is not None for r in report.tagged) > 0
         assert 0.0 <= quality.miou["pss"] <= 1.0
+
+
+# ---- the segmentation stage on the weak masks ------------------------------------------------------------------------
+
+
+def test_weak_seg_trains_on_the_weak_stages_masks(tmp_path: Path) -> None:
+    from fixed_batch import write_records
+    from pss.config import build_config
+    from pss.engine.data import make_stream
+    from pss.engine.evaluate import Prediction
+    from pss.engine.hooks import Hook
+    from pss.engine.trainer import Trainer
+    from pss.errors import ConfigError
+    from pss.methods.weak_seg import WeakMasksPseudoConfig, WeakSeg, WeakSegConfig
+    from pss.models.segmenter import build_segmenter
+
+    records = write_records(tmp_path)
+    weak = tmp_path / "weak"
+    weak.mkdir()
+    for record in records["target"][:5]:  # target3..7 have no mask (e.g. untagged): left out
+        write_label_png(weak / f"{record.name}.png", np.full((72, 80), 2, np.uint8))
+
+    class FakeSource:
+        def __init__(self) -> None:
+            self.by_name = {r.name: r for r in records["target"]}
+
+        def predict(self, model: object) -> list[Prediction]:
+            return [Prediction(r.name, np.zeros((72, 80), np.uint8), np.full((72, 80), 0.5, np.float32), 0)
+                    for r in records["target"]]
+
+        def write(self, name: str, label: np.ndarray) -> ImageRecord:
+            path = tmp_path / f"pseudo_{name}.png"
+            write_label_png(path, label)
+            return dataclasses.replace(self.by_name[name], mask_path=path)
+
+    policy = WeakMasksPseudoConfig(folder=str(weak))
+    labels = policy.build(None, FakeSource())  # type: ignore[arg-type]
+    assert labels.selected == [r.name for r in records["target"][:5]] and len(labels.mean_entropy) == 8
+    assert all(read_label_png(r.mask_path).max() == 2 for r in labels.records if r.mask_path)
+    with pytest.raises(ConfigError, match="pseudo.folder is empty"):
+        WeakMasksPseudoConfig().build(None, FakeSource())  # type: ignore[arg-type]
+
+    torch.manual_seed(0)
+    config = build_config("tiny", ["train.steps=2", "train.amp=off", "train.channels_last=off"])
+    method = WeakSeg(WeakSegConfig(pseudo=policy), 21)
+    assert method.starts_from == "source_only" and method.pseudo_policy() is policy
+    streams = {"source": make_stream(records["source"], None, config, 1),
+               "pseudo": make_stream(labels.records, None, config, 2)}
+    seen: list[set[str]] = []
+
+    class Spy(Hook):
+        def on_step(self, trainer: Trainer, step: int, losses: dict[str, torch.Tensor]) -> None:
+            seen.append(set(losses))
+
+    Trainer(config, build_segmenter(config.model), method, streams, torch.device("cpu"), hooks=[Spy()]).run()
+    assert seen == [{"source_main", "source_aux", "pseudo_main", "pseudo_aux"}] * 2
