@@ -55,6 +55,8 @@ def test_untagged_user_images_are_reported_not_guessed(tmp_path: Path) -> None:
     report = user_tag_report(read_user(tmp_path, "id1"))
     assert [r.name for r in report.tagged] == ["a", "c"] and report.untagged == ["b"] and report.negatives == ["c"]
     assert "1 untagged, left out: b" in report.summary()
+    (user / "imgLabelList.txt").write_bytes(b"a.jpg:cat\n\xff\xfe not utf-8\n")  # unreadable: nothing tagged
+    assert user_tag_report(read_user(tmp_path, "id1")).untagged == ["a", "b", "c"]
     (user / "imgLabelList.txt").unlink()  # no tag file at all: every image is untagged
     assert user_tag_report(read_user(tmp_path, "id1")).untagged == ["a", "b", "c"]
 
@@ -417,3 +419,31 @@ def test_weak_seg_trains_on_the_weak_stages_masks(tmp_path: Path) -> None:
 
     Trainer(config, build_segmenter(config.model), method, streams, torch.device("cpu"), hooks=[Spy()]).run()
     assert seen == [{"source_main", "source_aux", "pseudo_main", "pseudo_aux"}] * 2
+
+
+# ---- the CAM classifier -------------------------------------------------------------------------------------------
+
+
+def test_cam_net_shapes_frozen_bn_and_eps_inference() -> None:
+    from pss.models.backbones import build_backbone
+    from pss.models.cam import CAMNet, cam_pseudo_mask, multiscale_cam_scores
+
+    torch.manual_seed(0)
+    model = CAMNet(build_backbone("tiny", pretrained=False), 21, frozen_bn=True)
+    assert model.classifier.bias is None and model.classifier.out_channels == 21
+    out = model.train()(torch.rand(2, 3, 40, 48))
+    assert out.cams.shape == (2, 21, 5, 6) and torch.allclose(out.logits, out.cams.mean(dim=(2, 3)))
+    bn = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert not bn.training and not bn.weight.requires_grad
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))  # the forward did not update it
+    tags = torch.zeros(20)
+    tags[[2, 6]] = 1.0
+    scores = multiscale_cam_scores(model, torch.rand(3, 30, 44), tags)
+    assert scores.shape == (20, 30, 44)
+    assert scores.amax(dim=(1, 2))[[2, 6]].tolist() == pytest.approx([1.0, 1.0], abs=1e-4)  # max-normalised
+    assert scores[[i for i in range(20) if i not in (2, 6)]].abs().max() == 0  # untagged classes never score
+    # argmax against the constant background 0.20: class c + 1 where its score beats 0.2 and the others
+    by_hand = torch.zeros(20, 1, 3)
+    by_hand[2, 0] = torch.tensor([0.1, 0.5, 0.3])
+    by_hand[6, 0] = torch.tensor([0.15, 0.4, 0.9])
+    assert cam_pseudo_mask(by_hand)[0].tolist() == [0, 3, 7]

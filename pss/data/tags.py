@@ -98,7 +98,9 @@ class TagReport:
 def user_tag_report(collection: UserCollection) -> TagReport:
     """Split a user's records into tagged / untagged (from the reader's ``untagged_image`` and missing tag file
     problems, the only place the two are told apart: ``ImageRecord.tags == ()`` is both "untagged" and "UNKNOWN")."""
-    no_tag_file = any(p.kind == "missing_file" and p.path.name in TAG_FILES for p in collection.problems)
+    # no tag file, or one that cannot be read (a file-level problem, without a line number): nothing is tagged
+    no_tag_file = any(p.kind in ("missing_file", "bad_tag_line") and p.line is None and p.path.name in TAG_FILES
+                      for p in collection.problems)
     untagged_paths = {Path(p.path) for p in collection.problems if p.kind == "untagged_image"}
     report = TagReport()
     for record in collection.records:

@@ -122,9 +122,11 @@ def write_saliency_maps(model: Segmenter, records: Sequence[ImageRecord], folder
 # -- 2-3. EPS ------------------------------------------------------------------------------------------------------
 def train_cam_model(config: ExperimentConfig, tagged: Sequence[ImageRecord], saliency_folder: Path | None,
                     device: torch.device, eps: EPSConfig | None = None, seed: int = 0,
-                    frozen_bn: bool = False) -> CAMNet:
-    """EPS on the user's tagged images (``pss.data.tags.user_tag_report(...).tagged``) with their saliency maps."""
-    model = build_cam_net(config.model, frozen_bn=frozen_bn)
+                    frozen_bn: bool | None = None) -> CAMNet:
+    """EPS on the user's tagged images (``pss.data.tags.user_tag_report(...).tagged``) with their saliency maps
+    (``saliency_folder``; None: ``SALImages/`` beside the images). ``frozen_bn`` (default: when the backbone is
+    ImageNet-pretrained) keeps the backbone's BatchNorm in eval mode with frozen affine parameters, as EPS does."""
+    model = build_cam_net(config.model, frozen_bn=config.model.pretrained if frozen_bn is None else frozen_bn)
     method = EPS(eps or EPSConfig(), config.model.num_classes)
     dataset = SegDataset(list(tagged), train=True, crop=config.data.crop, seed=seed, fields=("tags", SALIENCY_FIELD),
                          saliency_folder=saliency_folder)
