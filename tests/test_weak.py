@@ -268,9 +268,13 @@ def test_one_random_walk_step_on_a_3x3_grid() -> None:
     # two steps = T squared once; the sparse path (no dense matrix) gives the same as the dense one
     torch.manual_seed(0)
     s, f = torch.rand(3, 5, 6), torch.rand(8, 5, 6)
-    dense = random_walk(s, f, beta=8, logt=2, radius=5)
-    sparse = random_walk(s, f, beta=8, logt=2, radius=5, max_dense_nodes=0)
+    dense = random_walk(s, f, beta=8, logt=2, radius=5, method="dense")
+    sparse = random_walk(s, f, beta=8, logt=2, radius=5, method="sparse")
     assert torch.allclose(dense, sparse, atol=1e-5)
+    assert torch.allclose(random_walk(s, f, beta=8, logt=8, radius=5), random_walk(s, f, beta=8, logt=8, radius=5,
+                                                                                   method="dense"), atol=1e-4)
+    with pytest.raises(ValueError, match="max_dense_nodes=29"):  # the memory bound: 30 nodes > 29
+        random_walk(s, f, method="dense", max_dense_nodes=29)
     one = random_walk(s, f, beta=8, logt=1, radius=5)
     twice = random_walk(random_walk(s, f, beta=8, logt=0, radius=5), f, beta=8, logt=0, radius=5)
     assert torch.allclose(one, twice, atol=1e-6)

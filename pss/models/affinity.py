@@ -16,15 +16,16 @@ to refine the EPS pseudo masks.
   ``t = 2^logt = 256`` (psa squares T ``logt = 8`` times).
 
 Memory bound of the random walk (:func:`random_walk`): the dense transition matrix of an h x w grid holds n² floats
-(n = h·w); squaring it needs three such matrices, ``12·n²`` bytes (n = 2961 for a 500x375 image: 105 MB). Grids of
-at most ``max_dense_nodes`` (default 4096: ≤ 201 MB) use it; larger grids never build it and apply a sparse T
-(≤ 2·K+1 non-zeros per column, K = 34 offsets for radius 5) t times: ``O(n·(2K+1) + n·classes)`` memory, the
-same result up to rounding.
+(n = h·w); squaring it needs three such matrices, ``12·n²`` bytes (n = 2961 for a 500x375 image: 105 MB). It is
+built only for grids of at most ``max_dense_nodes`` nodes (default 4096: ≤ 201 MB); otherwise (and whenever it is
+cheaper, which for t = 256 is almost always) a sparse T (≤ 2·K+1 non-zeros per column, K = 34 offsets for radius
+5) is applied t times: ``O(n·(2K+1) + n·classes)`` memory, the same result up to rounding.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -150,14 +151,21 @@ def _transition_parts(features: torch.Tensor, radius: int, beta: float
     return rows, cols, values, column_sum
 
 
+WalkMethod = Literal["auto", "dense", "sparse"]
+
+
 def random_walk(scores: torch.Tensor, features: torch.Tensor, beta: float = PSA_BETA, logt: int = PSA_LOGT,
-                radius: int = PSA_RADIUS, max_dense_nodes: int = MAX_DENSE_NODES) -> torch.Tensor:
+                radius: int = PSA_RADIUS, max_dense_nodes: int = MAX_DENSE_NODES,
+                method: WalkMethod = "auto") -> torch.Tensor:
     """Propagate score maps on the affinity graph: ``vec(s_rw) = vec(s) · T^(2^logt)``, ``T = W^beta`` with each
     column divided by its sum (paper §3.4 eq. 9-10; psa ``infer_aff.py``).
 
-    W is the affinity of every in-grid pair within ``radius``, both directions, plus 1 on the diagonal. Grids of at
-    most ``max_dense_nodes`` nodes use the dense T squared ``logt`` times (psa); larger ones a sparse T applied
-    ``2^logt`` times (module docstring: the memory bound).
+    W is the affinity of every in-grid pair within ``radius``, both directions, plus 1 on the diagonal.
+    ``method``: ``dense`` builds T and squares it ``logt`` times (psa; refused above ``max_dense_nodes`` nodes, the
+    memory bound of the module docstring); ``sparse`` applies a sparse T ``2^logt`` times; ``auto`` takes the dense
+    path only within the bound and when its ``logt·2n³`` multiply-adds are fewer than the sparse path's
+    ``2^logt·2·nnz·K`` (small grids or short walks; for psa's t = 256 on a 500x375 image the sparse path is ~200x
+    cheaper). Both give the same result up to rounding.
 
     Shape:
         scores: (K, h, w) on the feature grid; features: (D, h, w) affinity features -> (K, h, w).
@@ -168,10 +176,15 @@ def random_walk(scores: torch.Tensor, features: torch.Tensor, beta: float = PSA_
     if logt < 0:
         raise ValueError(f"logt must be >= 0, got {logt}")
     n = height * width
+    if method == "dense" and n > max_dense_nodes:
+        raise ValueError(f"a dense random walk on {height}x{width} = {n} nodes needs {12 * n * n / 2 ** 20:.0f} MiB; "
+                         f"the bound is max_dense_nodes={max_dense_nodes}: use method='sparse' or 'auto'")
     rows, cols, values, column_sum = _transition_parts(features.float(), radius, beta)
     values = values / column_sum[cols]
     vec = scores.float().reshape(k, n)
-    if n <= max_dense_nodes:
+    dense_cost = logt * 2.0 * n ** 3
+    sparse_cost = 2.0 ** logt * 2.0 * len(values) * k
+    if method == "dense" or (method == "auto" and n <= max_dense_nodes and dense_cost <= sparse_cost):
         transition = torch.zeros(n, n, device=features.device).index_put_((rows, cols), values, accumulate=True)
         for _ in range(logt):
             transition = transition @ transition
@@ -179,7 +192,7 @@ def random_walk(scores: torch.Tensor, features: torch.Tensor, beta: float = PSA_
     # transposed sparse T: (T^T @ v^T)^T = v @ T, one sparse product per step
     transposed = torch.sparse_coo_tensor(torch.stack([cols, rows]), values, (n, n),
                                          check_invariants=True).coalesce()
-    out = vec.t()
+    out = vec.t().contiguous()
     for _ in range(2 ** logt):
         out = torch.sparse.mm(transposed, out)
     return out.t().reshape(k, height, width)
