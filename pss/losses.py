@@ -263,7 +263,7 @@ _AFF_EPS = 1e-5  # psa affinity-loss log / count guard
 
 
 def multilabel_soft_margin(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
-    """Multi-label soft-margin classification loss (EPS eq. 4; ``F.multilabel_soft_margin_loss``):
+    """Multi-label soft-margin classification loss (EPS; the report's eq. 4; ``F.multilabel_soft_margin_loss``):
     ``-(1/C) Σ_c [y_c log σ(ŷ_c) + (1 - y_c) log(1 - σ(ŷ_c))]``, averaged over the batch.
 
     Shape:
@@ -293,7 +293,8 @@ class EPSSaliencyTerms:
 
 def eps_saliency_loss(cams: torch.Tensor, tags: torch.Tensor, saliency: torch.Tensor, tau: float = EPS_TAU,
                       lam: float = EPS_LAMBDA) -> EPSSaliencyTerms:
-    """EPS's saliency loss (Lee et al. CVPR21 §3.2-3.3, eq. 1-3; official ``get_eps_loss``).
+    """EPS's saliency loss (Lee et al. CVPR21; ``papers/eps_affinitynet_reproduction_zh.txt`` §3.2-3.3, eq. 1-3;
+    official ``get_eps_loss``, methods.md §9).
 
     ``p = softmax(cams)`` over the C+1 maps (channel 0 = background here; EPS puts it last). The saliency map S is
     resized *nearest* to the CAM size. Per tagged class, the overlap ratio ``O_c = Σ B(p_c)·B(S) / (Σ B(p_c) + 1e-4)``
@@ -366,9 +367,9 @@ class AffinityLossTerms:
 
 
 def affinity_loss(aff: torch.Tensor, labels: AffinityPairLabels) -> AffinityLossTerms:
-    """AffinityNet's loss (Ahn & Kwak CVPR18 eq. 7-8; methods.md §10): each part averaged over its own pairs,
+    """AffinityNet's loss (Ahn & Kwak CVPR18; psa ``train_aff.py``, methods.md §10): each part averaged over its pairs,
     ``bg = Σ -bg_pos·log(aff + 1e-5) / (Σ bg_pos + 1e-5)``, ``fg`` likewise, ``neg = Σ -neg·log(1 + 1e-5 - aff) /
-    (Σ neg + 1e-5)``; ``loss = bg/4 + fg/4 + neg/2`` (the paper's ``L_fg+ + L_bg+`` halved, plus half ``L_neg``).
+    (Σ neg + 1e-5)``; ``loss = bg/4 + fg/4 + neg/2`` (the two positive terms' mean halved, plus half the negative).
 
     Shape: aff (N, P) in (0, 1]; labels each (N, P) -> scalars.
     """

@@ -1,4 +1,4 @@
-"""AffinityNet training (Ahn & Kwak, CVPR 2018, §3.2-3.3; methods.md §10) on confident pseudo-mask regions.
+"""AffinityNet training (Ahn & Kwak, CVPR 2018; psa facts in methods.md §10) on confident pseudo-mask regions.
 
 The batches (the loop's ``source`` stream: the set this stage is supervised on, as for ``pss.methods.eps``) are
 the user's tagged images whose ``label`` is the affinity label map of their

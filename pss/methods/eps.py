@@ -1,13 +1,16 @@
 """EPS, explicit pseudo-pixel supervision (Lee et al., CVPR 2021, "Railroad is not a Train: Saliency as
-Pseudo-pixel Supervision for WSSS"; methods.md §9): a CAM classifier with C+1 maps trained on the user's image
-tags and saliency maps.
+Pseudo-pixel Supervision for WSSS"; official facts methods.md §9): a CAM classifier with C+1 maps trained on the
+user's image tags and saliency maps.
 
-``L = λ_cls·L_cls + λ_sal·L_sal`` (paper §3.3, official weights 1 and 1): ``L_cls`` = multi-label soft margin on
-the GAP of the C object maps (eq. 4), ``L_sal`` = the saliency loss of eq. 1-3 (``pss.losses.eps_saliency_loss``:
-τ = 0.4, λ = 0.5). The model is a :class:`pss.models.cam.CAMNet` (not the segmenter), and the batches are the
-user's tagged images (declared ``tags`` and ``saliency`` batch fields, ``pss.data.datasets.SegDataset``), drawn as the
-loop's ``source`` stream: the loop's one mandatory stream is the set a stage is supervised on, and for this stage
-that is the user's tagged images, not VOC (``pss.weak.pipeline.train_stage``). Untagged images must not be in it
+``L = λ_cls·L_cls + λ_sal·L_sal`` (``L_total = L_cls + L_sal``, the report
+``papers/eps_affinitynet_reproduction_zh.txt`` §3.3; official weights 1 and 1): ``L_cls`` = multi-label soft
+margin on the GAP of the C object maps (the report's eq. 4), ``L_sal`` = the saliency loss of its eq. 1-3
+(``pss.losses.eps_saliency_loss``: τ = 0.4, λ = 0.5).
+
+The model is a :class:`pss.models.cam.CAMNet` (not the segmenter). The batches are the user's tagged images with
+the declared ``tags`` and ``saliency`` batch fields (``pss.data.datasets.SegDataset``), drawn as the loop's
+``source`` stream: the loop's one mandatory stream is the set a stage is supervised on, and for this stage that
+is the user's tagged images, not VOC (``pss.weak.pipeline.train_stage``). Untagged images must not be in it
 (``pss.data.tags.user_tag_report`` lists them).
 
 Optimiser choice: the loop's SGD over ``param_groups`` (backbone at LR, the 1x1 classifier at ``head_lr_mult`` x LR:

@@ -1,19 +1,20 @@
-"""AffinityNet (Ahn & Kwak, CVPR 2018, "Learning Pixel-level Semantic Affinity with Image-level Supervision",
-§3.2-3.4; methods.md §10) and its random walk, used here as the report ``eps_affinitynet_reproduction_zh`` §4.1 does:
-to refine the EPS pseudo masks.
+"""AffinityNet (Ahn & Kwak, CVPR 2018, "Learning Pixel-level Semantic Affinity with Image-level Supervision";
+facts of the official psa code in methods.md §10) and its random walk, used here as the reproduction report
+(``papers/eps_affinitynet_reproduction_zh.txt`` §4.1, "the report" below; its eq. 5-6) does: to refine the EPS
+pseudo masks.
 
-* Pairs (paper eq. 6, psa ``get_indices_of_pairs``): on the stride-8 feature grid, every pixel i and the
+* Pairs (the report's eq. 6, psa ``get_indices_of_pairs``): on the stride-8 feature grid, every pixel i and the
   neighbours j at Euclidean distance < radius (5) in the "forward" half-plane (same row to the right, or a lower
   row), so that each unordered pair appears once: 34 offsets for radius 5. For training, psa takes as "from" pixels
   only those whose 34 neighbours all lie inside the grid (rows ``0..h-r``, columns ``r-1..w-r``): ``34·(h-4)·(w-8)``
   pairs for radius 5 (:func:`pair_indices`, ``interior_only=True``). The random walk uses every in-grid pair.
-* Affinity (eq. 5, psa ``resnet38_aff``): ``W_ij = exp(-mean_c |f_i - f_j|)`` over the head's feature channels
-  (psa takes the channel mean of the L1 distance; the paper writes the L1 norm).
+* Affinity (the report's eq. 5, psa ``resnet38_aff``): ``W_ij = exp(-mean_c |f_i - f_j|)`` over the head's
+  feature channels (psa takes the channel mean of the L1 distance; eq. 5 writes the L1 norm).
 * Head (psa): 1x1 convs reduce backbone levels (psa: 512->64, 1024->128, 4096->256; here the backbone's ``mid`` and
   ``out`` maps), ELU each, concatenated, then a 1x1 conv + ELU: the affinity features f.
-* Random walk (paper §3.4, psa ``infer_aff.py``): ``T = D^-1 W^beta`` with W the dense affinity matrix (symmetric,
-  identity on the diagonal), normalised per column, ``vec(cam_rw) = vec(cam) · T^t`` with ``beta = 8`` and
-  ``t = 2^logt = 256`` (psa squares T ``logt = 8`` times).
+* Random walk (AffinityNet's CAM revision, psa ``infer_aff.py``): ``T = D^-1 W^beta`` with W the dense affinity
+  matrix (symmetric, identity on the diagonal), normalised per column, ``vec(cam_rw) = vec(cam) · T^t`` with
+  ``beta = 8`` and ``t = 2^logt = 256`` (psa squares T ``logt = 8`` times).
 
 Memory bound of the random walk (:func:`random_walk`): the dense transition matrix of an h x w grid holds n² floats
 (n = h·w); squaring it needs three such matrices, ``12·n²`` bytes (n = 2961 for a 500x375 image: 105 MB). It is
@@ -127,7 +128,7 @@ def build_affinity_net(cfg: ModelConfig, reduced: tuple[int, int] = (64, 128)) -
 
 
 def pair_affinities(features: torch.Tensor, index_from: torch.Tensor, index_to: torch.Tensor) -> torch.Tensor:
-    """``W_ij = exp(-mean_c |f_i - f_j|)`` for each pair (eq. 5 with psa's channel mean).
+    """``W_ij = exp(-mean_c |f_i - f_j|)`` for each pair (the report's eq. 5 with psa's channel mean).
 
     Shape: features (N, D, h, w), indices (P,) -> (N, P) in (0, 1].
     """
@@ -158,7 +159,7 @@ def random_walk(scores: torch.Tensor, features: torch.Tensor, beta: float = PSA_
                 radius: int = PSA_RADIUS, max_dense_nodes: int = MAX_DENSE_NODES,
                 method: WalkMethod = "auto") -> torch.Tensor:
     """Propagate score maps on the affinity graph: ``vec(s_rw) = vec(s) · T^(2^logt)``, ``T = W^beta`` with each
-    column divided by its sum (paper §3.4 eq. 9-10; psa ``infer_aff.py``).
+    column divided by its sum (AffinityNet's random walk, methods.md §10; psa ``infer_aff.py``).
 
     W is the affinity of every in-grid pair within ``radius``, both directions, plus 1 on the diagonal.
     ``method``: ``dense`` builds T and squares it ``logt`` times (psa; refused above ``max_dense_nodes`` nodes, the

@@ -1,4 +1,5 @@
-"""The EPS classifier (Lee et al., CVPR 2021, "Railroad is not a Train", §3; methods.md §9): a backbone, a 1x1
+"""The EPS classifier (Lee et al., CVPR 2021, "Railroad is not a Train"; the report ``papers/
+eps_affinitynet_reproduction_zh.txt`` §3.1; official facts methods.md §9): a backbone, a 1x1
 conv to C+1 class activation maps (the C object classes plus a background map) and global average pooling.
 
 EPS (``network/resnet38_eps.py``): ``cam = fc8(feat)`` with ``fc8 = conv1x1(4096 -> C+1, bias=False)``, Xavier
