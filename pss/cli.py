@@ -85,10 +85,13 @@ def cmd_group(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pss.api import runs as api
+    from pss.engine.distributed import init_from_env, shutdown
 
     ws = Workspace(Path(args.workspace))
+    # under torchrun: join the process group (one process per GPU, or gloo on CPU); else the single process
+    dist, device = init_from_env(args.device)
     if args.resume:
-        outcome = api.resume_run(ws, args.resume, device=args.device)
+        outcome = api.resume_run(ws, args.resume, device=device, dist=dist)
     else:
         overrides = list(args.set or [])
         for flag, key in (("method", "method.name"), ("user", "data.user"), ("steps", "train.steps"),
@@ -96,7 +99,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if getattr(args, flag) is not None:
                 overrides.append(f"{key}={getattr(args, flag)}")
         config = api.make_config(ws, args.config, overrides)
-        outcome = api.train(ws, config, device=args.device, run_id=args.run_id)
+        outcome = api.train(ws, config, device=device, run_id=args.run_id, dist=dist)
+    shutdown(dist)  # after a failure the process just exits: leaving a group whose peer died can block
+    if not dist.is_main:  # rank 0 reports for the run
+        return 0 if outcome.status == Status.DONE else 1
     print(f"run {outcome.run_id}: {outcome.status} in {outcome.seconds:.0f} s")
     if outcome.report is not None:
         print(f"  FIoU {outcome.report.fiou * 100:.2f}  MIoU(pss) {outcome.report.miou['pss'] * 100:.2f}  "
