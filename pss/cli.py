@@ -162,8 +162,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     opts = ExperimentOptions(table=args.table, users=args.users, methods=args.methods, steps=args.steps,
                              source_steps=args.source_steps, seeds=args.seeds, one_start=args.one_start,
                              bootstrap=args.bootstrap, start=args.start, preset=args.preset,
-                             device=args.device, tag=args.tag, jobs=args.jobs)
-    result = run_experiment(Workspace(Path(args.workspace)), opts)
+                             device=args.device, tag=args.tag, jobs=args.jobs, backend=args.backend,
+                             address=args.address)
+    try:
+        result = run_experiment(Workspace(Path(args.workspace)), opts)
+    except KeyboardInterrupt:
+        print("interrupted: queued and running cells were cancelled; run the same command again to resume "
+              "(finished cells are reused, stopped ones resumed from their last checkpoint)", file=sys.stderr)
+        return 130
     print(f"tables written to {result.out_dir}")
     return 0 if not result.failed else 1
 
@@ -282,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paired-bootstrap resamples behind each gain's 95%% interval (default 2000)")
     p.add_argument("--preset", default="demo", help="config preset (demo, paper, tiny) or YAML file")
     p.add_argument("--tag", default="tables", help="label of this experiment's runs (reuse is per tag)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="where the cells run: local processes (default) or Ray tasks (pip install \"pss[cluster]\"); "
+                   "with ray every node must see the workspace at the same path (a shared filesystem)")
+    p.add_argument("--address", help="the Ray cluster to submit to (e.g. ray://head:10001 or auto); default: start a "
+                   "local Ray with --jobs CPUs (default all)")
     p.set_defaults(func=cmd_experiment)
     return parser
 

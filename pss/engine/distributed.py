@@ -199,7 +199,7 @@ class _StepForward(torch.nn.Module):
     broadcasts the critics (see :func:`average_gradients`).
     """
 
-    def __init__(self, model: torch.nn.Module, losses: Callable[[torch.nn.Module, Any], Any]) -> None:
+    def __init__(self, model: torch.nn.Module, losses: Callable[..., Any]) -> None:
         super().__init__()
         self.model = model
         self._losses = [losses]  # in a list: a bound method of an nn.Module would register it as a submodule
@@ -209,7 +209,7 @@ class _StepForward(torch.nn.Module):
         return out.losses, out.cache  # plain dicts: what DDP walks to find the tensors of this step's graph
 
 
-def wrap_step(model: torch.nn.Module, losses: Callable[[torch.nn.Module, Any], Any], ctx: DistContext,
+def wrap_step(model: torch.nn.Module, losses: Callable[..., Any], ctx: DistContext,
               device: torch.device, sync_bn: bool) -> torch.nn.Module:
     """``losses(model, batch)`` (the method's ``segmenter_losses``) as a DDP module: calling it with a batch gives
     ``(losses, cache)`` and its backward averages the segmenter's gradients over the ranks.
