@@ -7,6 +7,7 @@ run store, above the engine (``pss.engine`` knows nothing of runs; the trainer r
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import time
@@ -138,7 +139,7 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         if main:
             run.set_status(Status.RUNNING)
         if dist.active:
-            run.log(f"rank {dist.rank} of {dist.world}: training on {device} (global batch "
+            run.log(f"rank {dist.rank} of {dist.world} (pid {os.getpid()}): training on {device} (global batch "
                     f"{config.train.batch_size}, {config.train.batch_size // dist.world} images per process)")
         model = build_segmenter(config.model)
         method = build_method(config.method_name, config.method_params(), config.model.num_classes)
