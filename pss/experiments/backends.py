@@ -216,10 +216,13 @@ class RayBackend(Backend):
 
     def describe(self) -> str:
         """One line for the console: which Ray, what it has, what each cell asks for."""
-        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray started for this experiment"
+        if not self.started:
+            where = "the Ray this process was already connected to"
+        else:
+            where = f"the Ray cluster at {self.address}" if self.address else "a local Ray started for this experiment"
         resources = self.ray.cluster_resources()
         return (f"{where}: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; each cell asks for "
-                + ", ".join(f"{v:g} {k[4:].upper()}" for k, v in self.resources.items()))
+                + " and ".join(f"{v:g} {k[4:].upper()}" for k, v in self.resources.items()))
 
     def submit(self, task: CellTask) -> Future[CellResult]:
         with self.lock:
@@ -239,10 +242,11 @@ class RayBackend(Backend):
         except ray.exceptions.RayError as exc:  # the worker or its node died, the task could not be scheduled...
             return CellResult(error=f"{type(exc).__name__}: {exc}")
         finally:
-            with self.lock:
-                for ref, pending in list(self.pending.items()):
-                    if pending is future:
-                        del self.pending[ref]
+            if future.done():  # not when Ctrl-C interrupted the wait: cancel() must still find the task
+                with self.lock:
+                    for ref, pending in list(self.pending.items()):
+                        if pending is future:
+                            del self.pending[ref]
 
     def cancel(self, wait_s: float = 30.0) -> None:
         with self.lock:
