@@ -222,7 +222,7 @@ class RayBackend(Backend):
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray started for this experiment"
         resources = self.ray.cluster_resources()
         return (f"{where}: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; each cell asks for "
-                + " and ".join(f"{v:g} {k[4:].upper()}" for k, v in self.resources.items()))
+                + " and ".join(f"{v:g} {k[4:-1].upper()}" for k, v in self.resources.items()))
 
     def submit(self, task: CellTask) -> Future[CellResult]:
         with self.lock:
