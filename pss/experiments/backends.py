@@ -179,7 +179,7 @@ class RayBackend(Backend):
     """Each cell is a Ray task (``ray.remote`` of :func:`run_task`).
 
     Args:
-        address: a running cluster (``ray://host:10001``, ``host:6379`` or ``auto``); None: start a local Ray
+        address: a running cluster (``HEAD:6379`` or ``auto``, from a node of it); None: start a local Ray
             with ``num_cpus`` CPUs for this experiment (stopped again by :meth:`close`).
         device: the cells' ``--device``; ``cuda``/``cuda:N`` ask for one GPU per task, ``auto`` does so when the
             cluster has GPUs; on a GPU worker Ray sets ``CUDA_VISIBLE_DEVICES``, so the task's ``cuda:0`` is the

@@ -88,7 +88,10 @@ def _pseudo_stream(model: Segmenter, policy: PseudoPolicy, config: ExperimentCon
         load_model_weights(teacher, resolve_init(ref, run.store))
         return teacher.to(settings.device)
 
-    source = PseudoContext(data.target, data.target_groups, settings, run.dir / "pseudo", load_teacher)
+    # under DDP every rank builds the same labels; the others write theirs apart (PNG writes are not atomic, and
+    # a rank must not read a file another rank is writing); rank 0's folder is the one the app shows
+    out_dir = run.dir / ("pseudo" if dist.is_main else f".pseudo-rank{dist.rank}")
+    source = PseudoContext(data.target, data.target_groups, settings, out_dir, load_teacher)
     pseudo = policy.build(model, source)
     run.log(f"pseudo labels: {len(pseudo.selected)} of {len(pseudo.mean_entropy)} images selected"
             + (f"; {pseudo.summary}" if pseudo.summary else ""))
