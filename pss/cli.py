@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-steps", dest="source_steps", type=int,
                    help="steps of the shared No-DA runs (default: the preset's train.steps; demo: 300)")
     p.add_argument("--jobs", type=int, help="users trained in parallel processes, each with cpu_count/jobs "
-                   "threads (default: 2 on a CPU, 1 on CUDA)")
+                   "threads (default: 2 on a CPU, 1 on CUDA); with --backend ray and no --address: the CPUs of the "
+                   "local Ray (default: all)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (mean ± std over seeds when > 1)")
     p.add_argument("--one-start", dest="one_start", action="store_true",
                    help="every seed starts from the first seed's No-DA model (seeds vary the adaptation runs and "

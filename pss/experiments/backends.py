@@ -277,16 +277,16 @@ def _ray_task(task: CellTask, threads: int) -> CellResult:
     return run_task(task)
 
 
-def make_backend(name: str, jobs: int, device: str, address: str | None = None) -> Backend:
-    """The backend ``pss experiment --backend NAME`` asked for. ``jobs``: local processes (``local``), or the CPUs
-    of the local Ray this starts (``ray`` without ``address``)."""
+def make_backend(name: str, jobs: int | None, device: str, address: str | None = None) -> Backend:
+    """The backend ``pss experiment --backend NAME`` asked for. ``jobs``: local processes (``local``; None = 1), or
+    the CPUs of the local Ray this starts (``ray`` without ``address``; None = all of this machine's)."""
     if name == "ray":
         return RayBackend(address, device, num_cpus=jobs)
     if name != "local":
         raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if address:
         raise ConfigError("--address is the Ray cluster to use: give it with --backend ray")
-    return InProcess() if jobs <= 1 else LocalProcesses(jobs)
+    return InProcess() if (jobs or 1) <= 1 else LocalProcesses(jobs or 1)
 
 
 __all__ = ["BACKENDS", "Backend", "CellResult", "CellTask", "InProcess", "LocalProcesses", "RayBackend",

@@ -142,7 +142,7 @@ def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], 
     preset = api.make_config(ws, opts.preset).train
     plan = Plan(opts, needed, opts.steps or max(1, preset.steps // 3), opts.source_steps or preset.steps, everyone[0])
     seeds = [preset.seed + i for i in range(opts.seeds)]
-    backend = make_backend(opts.backend, opts.jobs or 0, opts.device, opts.address)
+    backend = make_backend(opts.backend, opts.jobs, opts.device, opts.address)
     if isinstance(backend, RayBackend):
         say(f"[{opts.table}] cells run as Ray tasks on {backend.describe()}")
     try:
