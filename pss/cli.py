@@ -292,8 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["local", "ray"], default="local",
                    help="where the cells run: local processes (default) or Ray tasks (pip install \"pss[cluster]\"); "
                    "with ray every node must see the workspace at the same path (a shared filesystem)")
-    p.add_argument("--address", help="the Ray cluster to submit to, from one of its nodes: HEAD:6379, or auto (the one `ray start` "
-                   "started here); default: start a local Ray with --jobs CPUs (default all)")
+    p.add_argument("--address", help="the Ray cluster to submit to, from one of its nodes: HEAD:6379, or auto "
+                   "(the one `ray start` started here); default: start a local Ray with --jobs CPUs (default all)")
     p.set_defaults(func=cmd_experiment)
     return parser
 

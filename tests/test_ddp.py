@@ -8,6 +8,7 @@
   and 3 % on average; the batches themselves are checked exactly (``test_shards_are_the_single_process_batches``).
 * Resume under DDP equals the uninterrupted DDP run (the same losses after the checkpoint, to float precision).
 * A killed rank fails the run: torchrun ends the other rank, which marks the run failed, within a timeout.
+* SIGTERM (the app's Cancel) stops every rank at the same step, with a checkpoint; the run is cancelled.
 """
 from __future__ import annotations
 
@@ -119,6 +120,27 @@ def test_a_killed_rank_fails_the_run(workspace: Workspace) -> None:
         wait_for(lambda: workspace.store().open_run("killed").meta["status"] == "failed", deadline_s=30)
         # the surviving rank gave up at once on the dead peer, not after the process-group timeout
         assert time.monotonic() - started < 60
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_sigterm_cancels_a_ddp_run_with_a_checkpoint(workspace: Workspace) -> None:
+    """What the app's Cancel does to a job: SIGTERM to torchrun, which passes it to every rank; the ranks agree on
+    the step to stop at, rank 0 writes a checkpoint there and marks the run cancelled (resumable)."""
+    proc = subprocess.Popen(_torchrun(_train_args(workspace, "sigterm", 100_000)), env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        run_dir = workspace.store().run_dir("sigterm")
+        wait_for(lambda: len(_losses(workspace, "sigterm")) >= 2 if (run_dir / "metrics.jsonl").exists() else False,
+                 deadline_s=TIMEOUT_S)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=TIMEOUT_S)
+        run = workspace.store().open_run("sigterm")
+        wait_for(lambda: run.meta["status"] == "cancelled", deadline_s=30)
+        checkpoint = run.latest_checkpoint()
+        assert checkpoint is not None and int(checkpoint.stem.split("_")[1]) == _losses(workspace, "sigterm")[-1][0]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

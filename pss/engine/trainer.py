@@ -201,9 +201,13 @@ class Trainer:
                 self._evaluate()
             if self.train_cfg.checkpoint_every > 0 and self.step % self.train_cfg.checkpoint_every == 0:
                 self.save()
-            if self.dist.active:  # SIGTERM may reach the ranks at different steps: all stop at the same one
-                self.stop_requested = any_rank(self.stop_requested, self.dist, self.device)
-            if self.stop_requested and self.step < self.total_steps:
+            stopping = self.stop_requested
+            if self.dist.active:
+                # SIGTERM may reach the ranks at different steps: they agree on logging steps only (a collective
+                # and a device sync, which the logged losses cost there anyway), so all stop at the same step
+                logged = self.step % log_every == 0 or self.step == self.total_steps
+                stopping = logged and any_rank(self.stop_requested, self.dist, self.device)
+            if stopping and self.step < self.total_steps:
                 status = Status.CANCELLED
                 break
         self.save()
