@@ -20,6 +20,9 @@ What is shared and what is per rank (the choices, and why):
   batch's.
 * Rank 0 alone writes: the run's status, events, console, checkpoints and the final evaluation. All ranks load
   the same checkpoint on resume (their stream positions and RNG states are equal by construction).
+* A second stage (``pseudo`` stream) builds its pseudo labels on every rank from the same starting model (the
+  same labels; ranks other than 0 write theirs to a folder of their own), then each rank takes its slice of the
+  pseudo batches like any other stream.
 * A rank that dies ends the run: the others fail in their next collective (gloo/nccl see the closed peer, or the
   process-group ``timeout``) instead of waiting forever, rank 0 marks the run failed, torchrun exits non-zero.
 """

@@ -208,6 +208,8 @@ class RayBackend(Backend):
         # a GPU task sees one device (CUDA_VISIBLE_DEVICES), which is cuda:0 in it
         self.device = "cuda" if wants_gpu and spec != "auto" else device
         threads = 1 if wants_gpu else cpus_per_task
+        # no automatic retry: a retried cell could race its first attempt on the same run; a cell whose node died
+        # fails, and the next invocation resumes it from its last checkpoint
         self.remote = ray.remote(_ray_task).options(**self.resources, max_retries=0)
         self.threads = threads
         self.pending: dict[Any, Future[CellResult]] = {}
