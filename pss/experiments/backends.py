@@ -156,6 +156,12 @@ class LocalProcesses(Backend):
             return super().result(future)
         except BrokenProcessPool as exc:
             return CellResult(error=f"its worker process died ({exc})")
+        except KeyboardInterrupt:
+            # the worker's cell was interrupted (Ctrl-C reaches the whole process group): a cancelled cell; an
+            # interrupt of this thread's own wait (the future is not done) is the experiment's and goes on up
+            if future.done():
+                return CellResult(cancelled=True)
+            raise
 
     def cancel(self) -> None:
         self.cancelled = True
