@@ -85,10 +85,13 @@ def cmd_group(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pss.api import runs as api
+    from pss.engine.distributed import init_from_env, shutdown
 
     ws = Workspace(Path(args.workspace))
+    # under torchrun: join the process group (one process per GPU, or gloo on CPU); else the single process
+    dist, device = init_from_env(args.device)
     if args.resume:
-        outcome = api.resume_run(ws, args.resume, device=args.device)
+        outcome = api.resume_run(ws, args.resume, device=device, dist=dist)
     else:
         overrides = list(args.set or [])
         for flag, key in (("method", "method.name"), ("user", "data.user"), ("steps", "train.steps"),
@@ -96,7 +99,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if getattr(args, flag) is not None:
                 overrides.append(f"{key}={getattr(args, flag)}")
         config = api.make_config(ws, args.config, overrides)
-        outcome = api.train(ws, config, device=args.device, run_id=args.run_id)
+        outcome = api.train(ws, config, device=device, run_id=args.run_id, dist=dist)
+    shutdown(dist)  # after a failure the process just exits: leaving a group whose peer died can block
+    if not dist.is_main:  # rank 0 reports for the run
+        return 0 if outcome.status == Status.DONE else 1
     print(f"run {outcome.run_id}: {outcome.status} in {outcome.seconds:.0f} s")
     if outcome.report is not None:
         print(f"  FIoU {outcome.report.fiou * 100:.2f}  MIoU(pss) {outcome.report.miou['pss'] * 100:.2f}  "
@@ -156,8 +162,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     opts = ExperimentOptions(table=args.table, users=args.users, methods=args.methods, steps=args.steps,
                              source_steps=args.source_steps, seeds=args.seeds, one_start=args.one_start,
                              bootstrap=args.bootstrap, start=args.start, preset=args.preset,
-                             device=args.device, tag=args.tag, jobs=args.jobs)
-    result = run_experiment(Workspace(Path(args.workspace)), opts)
+                             device=args.device, tag=args.tag, jobs=args.jobs, backend=args.backend,
+                             address=args.address)
+    try:
+        result = run_experiment(Workspace(Path(args.workspace)), opts)
+    except KeyboardInterrupt:
+        print("interrupted: queued and running cells were cancelled; run the same command again to resume "
+              "(finished cells are reused, stopped ones resumed from their last checkpoint)", file=sys.stderr)
+        return 130
     print(f"tables written to {result.out_dir}")
     return 0 if not result.failed else 1
 
@@ -265,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-steps", dest="source_steps", type=int,
                    help="steps of the shared No-DA runs (default: the preset's train.steps; demo: 300)")
     p.add_argument("--jobs", type=int, help="users trained in parallel processes, each with cpu_count/jobs "
-                   "threads (default: 2 on a CPU, 1 on CUDA)")
+                   "threads (default: 2 on a CPU, 1 on CUDA); with --backend ray and no --address: the CPUs of the "
+                   "local Ray (default: all)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (mean ± std over seeds when > 1)")
     p.add_argument("--one-start", dest="one_start", action="store_true",
                    help="every seed starts from the first seed's No-DA model (seeds vary the adaptation runs and "
@@ -276,6 +289,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paired-bootstrap resamples behind each gain's 95%% interval (default 2000)")
     p.add_argument("--preset", default="demo", help="config preset (demo, paper, tiny) or YAML file")
     p.add_argument("--tag", default="tables", help="label of this experiment's runs (reuse is per tag)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="where the cells run: local processes (default) or Ray tasks (pip install \"pss[cluster]\"); "
+                   "with ray every node must see the workspace at the same path (a shared filesystem)")
+    p.add_argument("--address", help="the Ray cluster to submit to, from one of its nodes: HEAD:6379, or auto "
+                   "(the one `ray start` started here); default: start a local Ray with --jobs CPUs (default all)")
     p.set_defaults(func=cmd_experiment)
     return parser
 

@@ -128,6 +128,9 @@ class TrainConfig:
         select on the user's labels).
     source_val_every: score the source's held-out split (``data.voc_val_list``) every this many steps (0: only
         at the end); the ``source_val`` events of ``metrics.jsonl`` are the curve No-DA lengths are chosen from.
+    sync_bn: in a multi-process run (``torchrun``, ``pss.engine.distributed``) compute BatchNorm statistics over
+        the global batch (SyncBatchNorm, CUDA only) instead of per process as the released code's DataParallel
+        did; no effect on a single process. ``batch_size`` is always the global batch.
     """
 
     steps: int = 300
@@ -146,6 +149,7 @@ class TrainConfig:
     amp: Literal["auto", "off", "bf16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
+    sync_bn: bool = False
 
     def __post_init__(self) -> None:
         for bounds, value in ((STEPS, self.steps), (BATCH_SIZE, self.batch_size), (SEED, self.seed), (LR, self.lr)):

@@ -15,6 +15,7 @@ from pss.data.loaders import BatchStream, collate_skip_none, group_batches, shuf
 from pss.data.pss_layout import list_users, read_user
 from pss.data.records import ImageRecord
 from pss.data.voc_layout import read_voc
+from pss.engine.distributed import SINGLE, DistContext, per_rank_batch, shard_plan
 from pss.errors import DatasetError
 from pss.grouping import effective_k, extract_features, kmeans_groups, random_groups, silhouette_k
 
@@ -141,13 +142,18 @@ def load_experiment_data(config: ExperimentConfig, device: torch.device, cache_d
 
 
 def make_stream(records: Sequence[ImageRecord], groups: dict[str, int] | None, config: ExperimentConfig,
-                seed: int, pin_memory: bool = False, fields: Sequence[str] = ()) -> BatchStream:
+                seed: int, pin_memory: bool = False, fields: Sequence[str] = (),
+                dist: DistContext = SINGLE) -> BatchStream:
     """Training batches of ``records``: one k-means group per batch when ``groups`` is given (methods.md §1.4);
-    ``fields``: the extra per-image fields the method declares (``pss.data.datasets.EXTRA_FIELDS``)."""
+    ``fields``: the extra per-image fields the method declares (``pss.data.datasets.EXTRA_FIELDS``). In a
+    multi-process run (``dist``) this rank's slice of every batch (``pss.engine.distributed.shard_plan``)."""
     dataset = SegDataset(list(records), train=True, crop=config.data.crop, seed=seed, fields=fields)
     bs = config.train.batch_size
     if groups is not None:
         plan = group_batches([groups.get(r.name, -1) for r in records], bs, seed)
     else:
         plan = shuffled_batches(len(records), bs, seed)
+    if dist.active:
+        per_rank_batch(bs, dist)  # the global batch must split evenly (ConfigError otherwise)
+        plan = shard_plan(plan, dist)
     return BatchStream(dataset, plan, collate_skip_none, config.data.num_workers, pin_memory)

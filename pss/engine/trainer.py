@@ -23,9 +23,11 @@ from pss.config import ExperimentConfig, config_to_dict
 from pss.data.loaders import BatchStream, to_device
 from pss.engine.checkpoint import load_checkpoint, save_checkpoint
 from pss.engine.device import fast_path
+from pss.engine.distributed import SINGLE, DistContext, any_rank, average_gradients, average_losses, \
+    broadcast_module, wrap_step
 from pss.engine.hooks import Hook
 from pss.engine.schedule import set_poly_lr
-from pss.methods import Method, StepBatch
+from pss.methods import Method, StepBatch, StepLosses
 from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter
 from pss.status import Status
@@ -53,13 +55,16 @@ class Trainer:
         streams: one ``BatchStream`` per name in ``method.streams`` (``source``, ``target``, ``pseudo``).
         evaluator: called every ``train.eval_every`` steps (if > 0) with the model; returns a ``SegReport``.
         checkpoint_path: step -> where that step's checkpoint goes (``None``: no checkpoints).
+        dist: this process's rank in a ``torchrun`` run (``pss.engine.distributed``); the default is the single
+            process, whose path is unchanged. Under DDP only rank 0 saves checkpoints (give the other ranks no
+            hooks and no evaluator).
     """
 
     def __init__(self, config: ExperimentConfig, model: Segmenter, method: Method, streams: dict[str, BatchStream],
                  device: torch.device, hooks: list[Hook] | None = None,
                  evaluator: Callable[[Segmenter], SegReport] | None = None,
-                 checkpoint_path: Callable[[int], Path] | None = None) -> None:
-        self.config, self.device = config, device
+                 checkpoint_path: Callable[[int], Path] | None = None, dist: DistContext = SINGLE) -> None:
+        self.config, self.device, self.dist = config, device, dist
         self.train_cfg = config.train
         self.fast = fast_path(device, self.train_cfg.amp, self.train_cfg.channels_last)
         memory_format = torch.channels_last if self.fast.channels_last else torch.preserve_format
@@ -80,6 +85,13 @@ class Trainer:
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
+        # under DDP the segmenter side of a step is one DDP forward (its gradients averaged in backward); the
+        # method's critics stay plain modules whose gradients are averaged before their optimizer steps
+        self.step_forward: torch.nn.Module | None = None
+        if dist.active:
+            broadcast_module(self.method, dist)
+            self.step_forward = wrap_step(self.forward_model, self.method.segmenter_losses, dist, device,
+                                          self.train_cfg.sync_bn)
 
     @property
     def lr(self) -> float:
@@ -100,7 +112,7 @@ class Trainer:
         }
 
     def save(self) -> Path | None:
-        if self.checkpoint_path is None:
+        if self.checkpoint_path is None or not self.dist.is_main:  # every rank holds the same state: rank 0 writes
             return None
         path = save_checkpoint(self.checkpoint_path(self.step), self.state_dict())
         for hook in self.hooks:
@@ -144,7 +156,10 @@ class Trainer:
         self.method.train()
         self.method.set_critics_trainable(False)
         with self.fast.autocast(self.device):
-            out = self.method.segmenter_losses(self.forward_model, batch)
+            if self.step_forward is not None:
+                out = StepLosses(*self.step_forward(batch))
+            else:
+                out = self.method.segmenter_losses(self.forward_model, batch)
         losses = dict(out.losses)
         _total(losses, f"method {self.method.name!r} returned no segmenter loss").backward()
         if out.cache:
@@ -154,6 +169,7 @@ class Trainer:
             if critic:
                 _total(critic, "").backward()
                 losses.update(critic)
+            average_gradients(self.method.parameters(), self.dist)  # nothing on a single process
         for opt in self.optimizers.values():
             opt.step()
         self.method.after_step(self.model, self.step)
@@ -172,8 +188,9 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_step(self, self.step - 1, losses)
             if self.step % log_every == 0 or self.step == self.total_steps:
-                # float() waits for the device: only on logging steps, so a non-finite loss is caught there
-                last = {k: float(v) for k, v in losses.items()}
+                # float() waits for the device: only on logging steps, so a non-finite loss is caught there; under
+                # DDP the logged losses are the ranks' mean (the global batch's), the same on every rank
+                last = {k: float(v) for k, v in average_losses(losses, self.dist).items()}
                 if not all(math.isfinite(v) for v in last.values()):
                     raise FloatingPointError(f"non-finite loss at step {self.step}: {last}; lower train.lr or "
                                              "check the data with `pss doctor`")
@@ -184,7 +201,13 @@ class Trainer:
                 self._evaluate()
             if self.train_cfg.checkpoint_every > 0 and self.step % self.train_cfg.checkpoint_every == 0:
                 self.save()
-            if self.stop_requested and self.step < self.total_steps:
+            stopping = self.stop_requested
+            if self.dist.active:
+                # SIGTERM may reach the ranks at different steps: they agree on logging steps only (a collective
+                # and a device sync, which the logged losses cost there anyway), so all stop at the same step
+                logged = self.step % log_every == 0 or self.step == self.total_steps
+                stopping = logged and any_rank(self.stop_requested, self.dist, self.device)
+            if stopping and self.step < self.total_steps:
                 status = Status.CANCELLED
                 break
         self.save()

@@ -50,7 +50,9 @@ class ExperimentOptions:
     has no spread), which saves one No-DA training per extra seed. ``start``: the id of a finished context-free
     No-DA run to start every seed from instead of training one (implies ``one_start``; e.g. the run whose
     source-val curve chose the preset's No-DA length). ``bootstrap``: resamples of the paired
-    bootstrap behind each gain's 95 % interval (``pss.experiments.stats``)."""
+    bootstrap behind each gain's 95 % interval (``pss.experiments.stats``). ``backend``: where the cells run
+    (``pss.experiments.backends``): ``local`` (this process, or ``jobs`` local processes) or ``ray`` (Ray tasks on
+    the cluster at ``address``, or on a local Ray with ``jobs`` CPUs, default all, when ``address`` is None)."""
 
     table: str
     users: list[str] | None = None
@@ -66,6 +68,8 @@ class ExperimentOptions:
     tag: str = "tables"
     jobs: int | None = None
     console: bool = True
+    backend: str = "local"
+    address: str | None = None
 
 
 @dataclass
