@@ -220,11 +220,15 @@ def test_split_lnet_pnet_end_to_end(tmp_path: Path, fraction_label: str, hide: s
     strong = tuple(present[: len(present) // 2]) if fraction_label == "half" else ()
     config = build_config("tiny", ["train.steps=2", "train.batch_size=2", "train.amp=off",
                                    "train.channels_last=off"])
-    pnet = PNetConfig(strong_classes=strong, hide=hide, ndf=4)
-    result = run_transfer(config, source, tmp_path / "work", torch.device("cpu"), pnet=pnet, scales=(1.0,),
-                          short_side=48)
+    if fraction_label == "half":
+        kwargs = {"pnet": PNetConfig(strong_classes=strong, hide=hide, ndf=4)}
+    else:  # the split given apart from P-Net's settings: P-Net is made to use it
+        kwargs = {"split_config": StrongWeakConfig(strong_classes=strong, hide=hide), "pnet": PNetConfig(ndf=4)}
+    result = run_transfer(config, source, tmp_path / "work", torch.device("cpu"), scales=(1.0,), short_side=48,
+                          **kwargs)  # type: ignore[arg-type]
     split = result.split
-    assert split.strong == (0, *strong)
+    assert split.strong == (0, *strong) and split.policy == hide
+    assert result.pnet_config.strong() == split.strong and result.pnet_config.hide == hide
     assert sorted(split.weak_images + split.strong_images) == sorted(r.name for r in source)
     assert split.weak_images, "the demo source must have weak-class images for this test"
     assert (result.object_model is None) == (not strong)

@@ -163,7 +163,9 @@ def apply_split(source: Sequence[ImageRecord], strong: Sequence[int], folder: Pa
     the tags only; nothing else of them reaches a training stage."""
     strong_t = tuple(sorted(set(strong) | {BACKGROUND}))
     folder.mkdir(parents=True, exist_ok=True)
-    records, weak_names, strong_names = [], [], []
+    records: list[ImageRecord] = []
+    weak_names: list[str] = []
+    strong_names: list[str] = []
     for record in source:
         if record.mask_path is None:
             continue

@@ -100,6 +100,7 @@ class PNet(Method):
     Config = PNetConfig
     streams = ("source",)
     fields = ("tags",)
+    weak_tags: torch.Tensor  # (C-1,) bool buffer: which of the 20 tag columns are weak classes
 
     def __init__(self, config: PNetConfig, num_classes: int) -> None:
         super().__init__(config, num_classes)

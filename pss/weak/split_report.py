@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pss.metrics import ConfusionMatrix, MIoUConvention, SegReport, iou_from_matrix, miou_from_iou
+from pss.metrics import ConfusionMatrix, ConventionLike, MIoUConvention, SegReport, iou_from_matrix, miou_from_iou
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class GroupMIoU:
 
 
 def group_miou(matrix: np.ndarray | ConfusionMatrix | SegReport, strong: Iterable[int],
-               convention: str = MIoUConvention.PSS.value) -> GroupMIoU:
+               convention: ConventionLike = MIoUConvention.PSS) -> GroupMIoU:
     """Per-group mIoU of a confusion matrix (rows = ground truth), a ``ConfusionMatrix`` or a ``SegReport``.
 
     ``strong``: the strong class indices (background 0 is added if missing); every other class is weak."""

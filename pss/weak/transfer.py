@@ -43,6 +43,8 @@ from pss.models.segmenter import Segmenter, build_segmenter
 from pss.weak.pipeline import predict_saliency, train_saliency_model, train_stage, write_saliency_maps
 from pss.weak.split_report import GroupMIoU, group_miou
 
+DEFAULT_DIFFUSION = DiffusionConfig()  # frozen: safe as a shared default
+
 
 def _resized(maps: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """(K, h, w) -> (K, H, W), bilinear (``align_corners=False``) or nearest; unchanged when equal."""
@@ -96,7 +98,7 @@ def train_cams(config: ExperimentConfig, split: StrongWeakSplit, object_model: S
 # -- 4. coarse labels ----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def lnet_coarse_label(image: torch.Tensor, tags: np.ndarray, cam_model: CAMNet, object_model: Segmenter | None,
-                      diffusion: DiffusionConfig = DiffusionConfig(), scales: Sequence[float] = EPS_SCALES,
+                      diffusion: DiffusionConfig = DEFAULT_DIFFUSION, scales: Sequence[float] = EPS_SCALES,
                       short_side: int | None = None) -> torch.Tensor:
     """L-Net's coarse label map of one image (``pss.models.lnet.coarse_labels``), computed at short side
     ``short_side`` (None: the image's size) and returned at the image's size (nearest).
@@ -125,7 +127,7 @@ def merge_labels(kept: np.ndarray, coarse: np.ndarray) -> np.ndarray:
 
 def write_coarse_labels(split: StrongWeakSplit, cam_model: CAMNet, object_model: Segmenter | None,
                         coarse_folder: Path, label_folder: Path, device: torch.device,
-                        diffusion: DiffusionConfig = DiffusionConfig(), scales: Sequence[float] = EPS_SCALES,
+                        diffusion: DiffusionConfig = DEFAULT_DIFFUSION, scales: Sequence[float] = EPS_SCALES,
                         short_side: int | None = None) -> list[ImageRecord]:
     """L-Net's coarse labels of the weak-class images (``<coarse_folder>/<name>.png``) and the P-Net training
     records: ``mask_path`` = ``<label_folder>/<name>.png``, the merge (:func:`merge_labels`) for a weak-class image
@@ -193,13 +195,14 @@ class TransferResult:
     records: list[ImageRecord]
     coarse_folder: Path
     pnet: Segmenter
+    pnet_config: PNetConfig
     coarse_quality: tuple[SegReport, GroupMIoU] | None = None
     notes: list[str] = field(default_factory=list)
 
 
 def run_transfer(config: ExperimentConfig, source: Sequence[ImageRecord], work: Path, device: torch.device,
                  split_config: StrongWeakConfig | None = None, pnet: PNetConfig | None = None,
-                 diffusion: DiffusionConfig = DiffusionConfig(), eps: EPSConfig | None = None,
+                 diffusion: DiffusionConfig = DEFAULT_DIFFUSION, eps: EPSConfig | None = None,
                  scales: Sequence[float] = EPS_SCALES, short_side: int | None = None, seed: int = 0,
                  score_coarse: bool = True) -> TransferResult:
     """Split -> L-Net (object map + CAMs) -> coarse labels -> P-Net, every training stage over the one loop with
@@ -211,7 +214,7 @@ def run_transfer(config: ExperimentConfig, source: Sequence[ImageRecord], work: 
     strong = split_cfg.strong(config.model.num_classes)
     split = apply_split(source, strong, work / "strong_labels", split_cfg.hide)  # type: ignore[arg-type]
     if split_config is not None:  # P-Net must tell weak images by the same split
-        pnet = replace(pnet, strong_classes=split.strong, hide=split.hide)
+        pnet = replace(pnet, strong_classes=split.strong, hide=split.policy)
     notes = []
     object_model = train_object_map(config, split, device, seed)
     if object_model is None:
@@ -221,4 +224,4 @@ def run_transfer(config: ExperimentConfig, source: Sequence[ImageRecord], work: 
                                   diffusion, scales, short_side)
     quality = coarse_label_quality(work / "coarse", source, split.strong) if score_coarse else None
     model = train_pnet(config, records, pnet, device, seed)
-    return TransferResult(split, object_model, cam_model, records, work / "coarse", model, quality, notes)
+    return TransferResult(split, object_model, cam_model, records, work / "coarse", model, pnet, quality, notes)
