@@ -201,6 +201,21 @@ def test_coarse_labels_on_a_toy() -> None:
     assert (empty[objectness >= 0.5] == IGNORE_INDEX).all() and (empty[objectness < 0.3] == 0).all()
 
 
+def test_object_maps_stay_readable_as_saliency(tmp_path: Path) -> None:
+    """An object map that is almost empty (maximum grey level 1) must not be refused as a binary map."""
+    from pss.data.saliency import read_saliency, write_saliency_png
+    from pss.weak.transfer import readable_object_map
+
+    faint = np.full((4, 4), 1.0 / 255, np.float32)
+    write_saliency_png(tmp_path / "faint.png", faint)
+    with pytest.raises(Exception, match="binary"):
+        read_saliency(tmp_path / "faint.png")
+    write_saliency_png(tmp_path / "ok.png", readable_object_map(faint))
+    assert (read_saliency(tmp_path / "ok.png") == 0).all()
+    strong = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
+    assert np.array_equal(readable_object_map(strong)[strong >= 1.5 / 255], strong[strong >= 1.5 / 255])
+
+
 # ---- 5. end to end on the demo data ------------------------------------------------------------------------------
 
 
@@ -240,8 +255,9 @@ def test_split_lnet_pnet_end_to_end(tmp_path: Path, fraction_label: str, hide: s
             coarse = read_label_png(result.coarse_folder / f"{record.name}.png")
             assert set(np.unique(coarse).tolist()) <= {0, IGNORE_INDEX, *record.tags}
     assert result.coarse_quality is not None
-    report, groups = result.coarse_quality
-    assert report.num_images == len(split.weak_images)
-    assert 0.0 <= groups.all <= 1.0 and 0.0 <= groups.weak <= 1.0
+    quality = result.coarse_quality
+    assert quality.report.num_images == len(split.weak_images)
+    assert 0.0 <= quality.groups.all <= 1.0 and 0.0 <= quality.groups.weak <= 1.0
+    assert 0.0 <= quality.coverage <= 1.0
     from pss.models.segmenter import Segmenter
     assert isinstance(result.pnet, Segmenter)

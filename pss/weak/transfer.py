@@ -30,7 +30,7 @@ from pss.data.datasets import SegDataset
 from pss.data.image_io import load_mask, load_rgb_tensor
 from pss.data.labels import IGNORE_INDEX, read_label_png, write_label_png
 from pss.data.records import ImageRecord
-from pss.data.saliency import SALIENCY_FIELD
+from pss.data.saliency import SALIENCY_FIELD, saliency_path, write_saliency_png
 from pss.data.strong_weak import StrongWeakConfig, StrongWeakSplit, apply_split, split_record_tags
 from pss.data.transforms import to_float
 from pss.methods.eps import EPS, EPSConfig
@@ -40,7 +40,7 @@ from pss.metrics import SegReport, evaluate_pairs
 from pss.models.cam import EPS_SCALES, CAMNet, build_cam_net, multiscale_cam_scores
 from pss.models.lnet import DiffusionConfig, coarse_labels
 from pss.models.segmenter import Segmenter, build_segmenter
-from pss.weak.pipeline import predict_saliency, train_saliency_model, train_stage, write_saliency_maps
+from pss.weak.pipeline import predict_saliency, train_saliency_model, train_stage
 from pss.weak.split_report import GroupMIoU, group_miou
 
 DEFAULT_DIFFUSION = DiffusionConfig()  # frozen: safe as a shared default
@@ -74,6 +74,28 @@ def train_object_map(config: ExperimentConfig, split: StrongWeakSplit, device: t
     return train_saliency_model(config, split.records, device, seed)
 
 
+def readable_object_map(objectness: np.ndarray) -> np.ndarray:
+    """``objectness`` with the values that would be written as grey level 1 set to 0: a map whose maximum is grey 1
+    reads as a binary 0/1 map saved without scaling (``pss.data.saliency.read_saliency`` refuses it, and the
+    dataset would skip the image: exactly the images where M sees almost nothing). Shape: (H, W) -> (H, W)."""
+    objectness = np.asarray(objectness, dtype=np.float32)
+    return np.where(objectness < 1.5 / 255, 0.0, objectness).astype(np.float32)
+
+
+def write_object_maps(object_model: Segmenter, records: Sequence[ImageRecord], folder: Path,
+                      device: torch.device) -> list[Path]:
+    """The object maps M as EPS saliency PNGs ``<folder>/<name>.png`` at each image's size
+    (:func:`readable_object_map`; otherwise ``pss.weak.pipeline.write_saliency_maps``)."""
+    object_model.to(device)
+    paths = []
+    for record in records:
+        image = to_float(load_rgb_tensor(record.image_path)).to(device)
+        path = saliency_path(record, folder)
+        write_saliency_png(path, readable_object_map(predict_saliency(object_model, image).cpu().numpy()))
+        paths.append(path)
+    return paths
+
+
 # -- 3. CAMs -------------------------------------------------------------------------------------------------------
 def train_cams(config: ExperimentConfig, split: StrongWeakSplit, object_model: Segmenter | None,
                work: Path, device: torch.device, eps: EPSConfig | None = None, seed: int = 0) -> CAMNet:
@@ -87,7 +109,7 @@ def train_cams(config: ExperimentConfig, split: StrongWeakSplit, object_model: S
         train_stage(config, model, method_cls, dataset, device, seed)
         return model
     folder = work / "objectness"
-    write_saliency_maps(object_model, records, folder, device)
+    write_object_maps(object_model, records, folder, device)
     method = EPS(eps or EPSConfig(), config.model.num_classes)
     dataset = SegDataset(records, train=True, crop=config.data.crop, seed=seed, fields=("tags", SALIENCY_FIELD),
                          saliency_folder=folder)
@@ -155,11 +177,23 @@ def write_coarse_labels(split: StrongWeakSplit, cam_model: CAMNet, object_model:
     return out
 
 
-def coarse_label_quality(coarse_folder: Path, source: Sequence[ImageRecord], strong: Sequence[int],
-                         ) -> tuple[SegReport, GroupMIoU]:
+@dataclass(frozen=True)
+class CoarseQuality:
+    """Coarse labels against the full masks: ``report`` and ``groups`` score every labelled pixel, an uncertain
+    (255) one as background (ours: a pseudo mask is judged on every pixel, as ``pss.weak.quality``);
+    ``coverage`` is the fraction of labelled pixels the coarse labels decided (not 255)."""
+
+    report: SegReport
+    groups: GroupMIoU
+    coverage: float
+
+
+def coarse_label_quality(coarse_folder: Path, source: Sequence[ImageRecord], strong: Sequence[int]) -> CoarseQuality:
     """The coarse labels (``<coarse_folder>/<name>.png``) against the *full* source masks (``source``: the records
     before the split), all classes and per group (``"pss"`` convention); images without a coarse label are left
     out. Evaluation only."""
+    counted = [0, 0]  # labelled pixels, of them decided
+
     def pairs() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         for record in source:
             path = Path(coarse_folder) / f"{record.name}.png"
@@ -168,9 +202,13 @@ def coarse_label_quality(coarse_folder: Path, source: Sequence[ImageRecord], str
             coarse = read_label_png(path)
             # an uncertain pixel (255) scores as background: a pseudo mask is judged on every labelled pixel
             pred = np.where(coarse == IGNORE_INDEX, 0, coarse).astype(np.uint8)
-            yield record.name, pred, load_mask(record.mask_path, (int(coarse.shape[0]), int(coarse.shape[1])))
+            target = load_mask(record.mask_path, (int(coarse.shape[0]), int(coarse.shape[1])))
+            labelled = target != IGNORE_INDEX
+            counted[0] += int(labelled.sum())
+            counted[1] += int((labelled & (coarse != IGNORE_INDEX)).sum())
+            yield record.name, pred, target
     report = evaluate_pairs(pairs())
-    return report, group_miou(report, strong)
+    return CoarseQuality(report, group_miou(report, strong), counted[1] / counted[0] if counted[0] else float("nan"))
 
 
 # -- 5. P-Net ------------------------------------------------------------------------------------------------------
@@ -196,7 +234,7 @@ class TransferResult:
     coarse_folder: Path
     pnet: Segmenter
     pnet_config: PNetConfig
-    coarse_quality: tuple[SegReport, GroupMIoU] | None = None
+    coarse_quality: CoarseQuality | None = None
     notes: list[str] = field(default_factory=list)
 
 
