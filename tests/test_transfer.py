@@ -17,7 +17,7 @@ from pss.data.strong_weak import (StrongWeakConfig, apply_split, choose_strong_c
                                   split_record_tags, weak_classes)
 from pss.methods.base import StepBatch
 from pss.methods.pnet import PNet, PNetConfig, mask_discriminator_loss, pair_input, real_masks
-from pss.models.lnet import DiffusionConfig, coarse_labels, diffuse_within
+from pss.models.lnet import DiffusionConfig, coarse_labels, propagate_within
 from pss.models.segmenter import SegOutput
 from pss.weak.split_report import group_miou
 
@@ -160,19 +160,21 @@ def test_pnet_losses_by_hand() -> None:
 # ---- L-Net's coarse labels on a toy ------------------------------------------------------------------------------
 
 
-def test_diffusion_stays_inside_the_region_and_stops_at_colour_edges() -> None:
+def test_propagation_stays_inside_the_region_and_pays_for_colour_edges() -> None:
     image = torch.zeros(3, 1, 6)
-    image[0, 0, :3] = 1.0  # red | green
+    image[0, 0, :3] = 1.0  # red | green | (outside)
     image[1, 0, 3:] = 1.0
     region = torch.tensor([[True, True, True, True, True, False]])
-    seeds = torch.zeros(2, 1, 6)
-    seeds[0, 0, 0] = 1
-    seeds[1, 0, 4] = 1
-    mass = diffuse_within(seeds, region, image, sigma=0.1, iterations=20)
-    assert mass[:, 0, 5].tolist() == [0.0, 0.0]  # outside the region
-    assert mass[:, 0, 0].tolist() == [1.0, 0.0] and mass[:, 0, 4].tolist() == [0.0, 1.0]  # clamped seeds
-    assert (mass[0, 0, :3] > 0.99 * mass[:, 0, :3].sum(0)).all()  # the red part is class 0's
-    assert (mass[1, 0, 3] > 0.99 * mass[:, 0, 3].sum(0))
+    seeds = torch.zeros(2, 1, 6, dtype=torch.bool)
+    seeds[0, 0, 0] = True
+    seeds[1, 0, 4] = True
+    distance = propagate_within(seeds, region, image, sigma=0.5, step_cost=0.1)
+    edge = 2.0 / (2 * 0.25) + 0.1  # red -> green: |(1,0,0) - (0,1,0)|^2 = 2
+    assert distance[0, 0].tolist()[:5] == pytest.approx([0.0, 0.1, 0.2, 0.2 + edge, 0.3 + edge])
+    assert distance[1, 0].tolist()[:5] == pytest.approx([0.3 + edge, 0.2 + edge, 0.1 + edge, 0.1, 0.0])
+    assert math.isinf(distance[0, 0, 5]) and math.isinf(distance[1, 0, 5])  # outside the region
+    capped = propagate_within(seeds, region, image, sigma=0.5, step_cost=0.1, iterations=1)
+    assert math.isinf(capped[0, 0, 2]) and capped[0, 0, 1] == pytest.approx(0.1)  # one sweep: one step
 
 
 def test_coarse_labels_on_a_toy() -> None:

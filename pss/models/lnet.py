@@ -16,19 +16,26 @@ Everything below is **our** reading of that, not the paper's (unavailable) algor
   max-normalised) is at least ``seed_threshold`` is a seed of that class. CAMs are peaky (they fire on the most
   discriminative parts) but say *which* class; M has the extent but no class: the seeds carry the class, M the
   extent.
-* Self-diffusion (:func:`diffuse_within`): label propagation of the seeds' one-hot maps over the 8-neighbour pixel
-  graph of O, edge weight ``exp(-|I_p - I_q|^2 / (2 sigma^2))`` on the RGB colour in [0, 1] (sigma 0.1), seeds
-  clamped, ``iterations`` Jacobi steps of ``P_p <- sum_q w_pq P_q / sum_q w_pq`` (q over p's neighbours in O and
-  p itself). Edges leaving O are cut, so a class never spreads into background; colour edges slow it across
-  boundaries between two objects. Chosen over the CAMs' own argmax (which stops at the discriminative parts) and
-  over a learnt random walk (AffinityNet, ``pss.models.affinity``: a further trained stage, and its labels would
-  come from the very CAMs being propagated); the diffusion needs no training and no label.
-* Assignment: a pixel of O takes the class with the most diffused mass when it was reached (mass > 0) and the top
-  class leads the second by at least ``margin`` of the normalised mass; otherwise 255 (unreached: an object part
-  no seed connects to; contested: between two classes).
+* Self-diffusion, our form (:func:`propagate_within`): each seed class spreads through O along the cheapest
+  path, a geodesic distance on the 8-neighbour pixel graph of O with step cost
+  ``|I_p - I_q|^2 / (2 sigma^2) + step_cost * |p - q|`` (RGB in [0, 1], sigma 0.1, step_cost 0.01), computed by
+  Bellman-Ford relaxation to convergence. Edges leaving O are cut, so a class never spreads into background; colour
+  edges make crossing from one object into a touching one expensive; the small length term breaks ties inside a
+  uniform region by proximity. Chosen over (a) the CAMs' own argmax, which stops at the discriminative parts; (b) an
+  averaging diffusion (label propagation, ``P <- W P``: its mass falls by the averaging factor at every step, so a
+  seed's reach into a large object depends on the number of iterations and a float threshold: on 24 demo source
+  images with M = the true foreground and one seed pixel per class, max(H, W) Jacobi steps decided 46 % of the
+  object pixels (sigma 0.1; 69 % ignoring colour), the geodesic propagation 96 %, every pixel 8-connected to a
+  seed, at a coarse-label mIoU of 0.92); (c) a learnt random walk
+  (AffinityNet, ``pss.models.affinity``: a further trained stage whose labels would come from the very CAMs being
+  propagated). It needs no training and no label.
+* Assignment: a pixel of O takes the class of the nearest seed (geodesic) when one reaches it and the second
+  nearest class is at least ``margin`` further (in cost units: a likelihood ratio of ``e^margin`` under
+  ``exp(-distance)``); otherwise 255 (unreached: an object part no seed connects to; contested: between two classes).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -42,14 +49,16 @@ NEIGHBOURS: tuple[tuple[int, int], ...] = tuple((dy, dx) for dy in (-1, 0, 1) fo
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """The coarse-label settings (all ours, module docstring)."""
+    """The coarse-label settings (all ours, module docstring). ``iterations``: the most relaxation sweeps (None: as
+    many as O has pixels, always enough; the sweeps stop as soon as nothing changes)."""
 
     object_threshold: float = 0.5
     background_threshold: float = 0.3
     seed_threshold: float = 0.5
     sigma: float = 0.1
-    iterations: int | None = None  # None: the larger side of the map (enough to cross O along a straight path)
-    margin: float = 0.1
+    step_cost: float = 0.01
+    iterations: int | None = None
+    margin: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.background_threshold <= self.object_threshold <= 1.0:
@@ -57,44 +66,50 @@ class DiffusionConfig:
                              f"{self.background_threshold} and {self.object_threshold}")
         if not 0.0 < self.seed_threshold <= 1.0:
             raise ValueError(f"seed_threshold must be in (0, 1], got {self.seed_threshold}")
-        if self.sigma <= 0 or (self.iterations is not None and self.iterations < 0) or not 0 <= self.margin < 1:
-            raise ValueError("need sigma > 0, iterations >= 0 and 0 <= margin < 1")
+        if self.sigma <= 0 or self.step_cost < 0 or self.margin < 0 or (
+                self.iterations is not None and self.iterations < 0):
+            raise ValueError("need sigma > 0, step_cost >= 0, margin >= 0 and iterations >= 0")
 
 
-def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """``out[..., y, x] = x[..., y + dy, x + dx]``, 0 outside the map. Shape: (K, H, W) -> (K, H, W)."""
+def _shift(x: torch.Tensor, dy: int, dx: int, fill: float = 0.0) -> torch.Tensor:
+    """``out[..., y, x] = x[..., y + dy, x + dx]``, ``fill`` outside the map. Shape: (K, H, W) -> (K, H, W)."""
     height, width = int(x.shape[-2]), int(x.shape[-1])
-    padded = F.pad(x, (1, 1, 1, 1))
+    padded = F.pad(x, (1, 1, 1, 1), value=fill)
     return padded[..., 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
 
 
-def diffuse_within(seeds: torch.Tensor, region: torch.Tensor, image: torch.Tensor, sigma: float = 0.1,
-                   iterations: int = 10) -> torch.Tensor:
-    """Self-diffusion of seed maps inside ``region`` (module docstring): clamped label propagation on the
-    8-neighbour graph of the region, colour-weighted edges.
+def propagate_within(seeds: torch.Tensor, region: torch.Tensor, image: torch.Tensor, sigma: float = 0.1,
+                     step_cost: float = 0.01, iterations: int | None = None) -> torch.Tensor:
+    """Geodesic distance of every pixel of ``region`` to each class's seeds (module docstring): the cheapest
+    8-neighbour path inside the region, step cost ``|I_p - I_q|^2 / (2 sigma^2) + step_cost * |p - q|``.
 
     Args:
-        seeds: (K, H, W) one-hot seed maps (at most one class per pixel; all 0 where no seed).
-        region: (H, W) bool, the pixels the labels may reach (seeds outside it are dropped).
-        image: (3, H, W) RGB in [0, 1] (the edge weights).
+        seeds: (K, H, W) bool seed maps (seeds outside ``region`` are dropped).
+        region: (H, W) bool, the pixels the labels may reach.
+        image: (3, H, W) RGB in [0, 1] (the step costs).
+        iterations: the most relaxation sweeps (None: the region's pixel count, enough for any path).
 
-    Shape: -> (K, H, W) float32 diffused mass, 0 outside ``region``; seed pixels keep their one-hot."""
-    region_f = region.float()
-    seeds = seeds.float() * region_f
-    seeded = seeds.sum(dim=0) > 0
+    Shape: -> (K, H, W) float32, 0 on a class's seeds, ``inf`` where no seed of the class reaches (and outside)."""
+    inf = float("inf")
+    seeds = seeds.bool() & region
     image = image.float()
-    weights = []
+    costs = []
     for dy, dx in NEIGHBOURS:
-        distance = (image - _shift(image, dy, dx)).pow(2).sum(dim=0)
-        weights.append(torch.exp(-distance / (2 * sigma ** 2)) * region_f * _shift(region_f[None], dy, dx)[0])
-    norm = 1.0 + torch.stack(weights).sum(dim=0)  # the self loop has weight 1
-    mass = seeds.clone()
-    for _ in range(iterations):
-        total = mass.clone()
-        for (dy, dx), weight in zip(NEIGHBOURS, weights, strict=True):
-            total += weight * _shift(mass, dy, dx)
-        mass = torch.where(seeded, seeds, total / norm * region_f)
-    return mass
+        colour = (image - _shift(image, dy, dx)).pow(2).sum(dim=0) / (2 * sigma ** 2)
+        step = colour + step_cost * math.hypot(dy, dx)
+        both = region & _shift(region[None].float(), dy, dx)[0].bool()
+        costs.append(torch.where(both, step, torch.full_like(step, inf)))
+    distance = torch.where(seeds, torch.zeros(seeds.shape, device=image.device), torch.full(seeds.shape, inf,
+                                                                                              device=image.device))
+    sweeps = int(region.sum()) if iterations is None else iterations
+    for _ in range(sweeps):
+        best = distance
+        for (dy, dx), cost in zip(NEIGHBOURS, costs, strict=True):
+            best = torch.minimum(best, _shift(distance, dy, dx, inf) + cost)
+        if torch.equal(best, distance):
+            break
+        distance = best
+    return distance
 
 
 def coarse_labels(image: torch.Tensor, objectness: torch.Tensor, scores: torch.Tensor,
@@ -119,17 +134,17 @@ def coarse_labels(image: torch.Tensor, objectness: torch.Tensor, scores: torch.T
     tagged = scores[classes].float()  # (K, H, W)
     peak, best = tagged.max(dim=0)
     is_seed = region & (peak >= config.seed_threshold)
-    seeds = F.one_hot(best, int(classes.numel())).permute(2, 0, 1).float() * is_seed.float()
-    steps = config.iterations if config.iterations is not None else max(height, width)
-    mass = diffuse_within(seeds, region, image.to(objectness.device), config.sigma, steps)
-    total = mass.sum(dim=0)
-    share = mass / total.clamp_min(1e-12)
-    if share.shape[0] > 1:
-        top2 = share.topk(2, dim=0).values
-        lead = top2[0] - top2[1]
+    seeds = F.one_hot(best, int(classes.numel())).permute(2, 0, 1).bool() & is_seed
+    distance = propagate_within(seeds, region, image.to(objectness.device), config.sigma, config.step_cost,
+                                config.iterations)
+    if distance.shape[0] > 1:
+        two = distance.topk(2, dim=0, largest=False)
+        nearest, index = two.values[0], two.indices[0]
+        lead = two.values[1] - nearest  # inf when only one class reaches
     else:
-        lead = share[0]
-    winner = (classes[share.argmax(dim=0)] + 1).to(torch.uint8)  # scores channel i = class i + 1
-    sure = region & (total > 1e-6) & (lead >= config.margin)
+        nearest, index = distance[0], torch.zeros_like(label, dtype=torch.long)
+        lead = torch.full_like(nearest, float("inf"))
+    winner = (classes[index] + 1).to(torch.uint8)  # scores channel i = class i + 1
+    sure = region & torch.isfinite(nearest) & (lead >= config.margin)
     label[sure] = winner[sure]
     return label
