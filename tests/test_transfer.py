@@ -157,6 +157,37 @@ def test_pnet_losses_by_hand() -> None:
     assert float(critic["d_mask"]) == pytest.approx(0.5 * (_softplus(-1.0) + _softplus(p1)), rel=1e-5)
 
 
+def test_pnet_trains_its_discriminator_in_the_loop(tmp_path: Path) -> None:
+    """Through the one loop: the segmenter and the mask discriminator (its own Adam) both move; D gets its loss."""
+    from PIL import Image
+
+    from pss.config import build_config
+    from pss.models.segmenter import build_segmenter
+    from pss.weak.pipeline import train_stage
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(4):
+        mask = np.zeros((64, 64), np.uint8)
+        mask[8:40, 8:40] = 1
+        if i % 2:
+            mask[40:60, 30:60] = 2  # a weak class: this image's prediction is "fake"
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        write_label_png(tmp_path / f"{i}_gt.png", mask)
+        records.append(ImageRecord(str(i), tmp_path / f"{i}.png", tmp_path / f"{i}_gt.png"))
+    split = apply_split(records, (1,), tmp_path / "split")
+    config = build_config("tiny", ["train.steps=2", "train.batch_size=4", "train.amp=off", "train.channels_last=off"])
+    method = PNet(PNetConfig(strong_classes=(1,), ndf=4), C)
+    before = [p.detach().clone() for p in method.discriminator.parameters()]
+    model = build_segmenter(config.model)
+    weights = [p.detach().clone() for p in model.parameters()]
+    dataset = SegDataset(list(split.records), train=True, crop=64, fields=("tags",))
+    result = train_stage(config, model, method, dataset, torch.device("cpu"))
+    assert {"source_main", "weak_adv", "d_mask"} <= set(result.last_losses)
+    assert any(not torch.equal(b, p) for b, p in zip(before, method.discriminator.parameters(), strict=True))
+    assert any(not torch.equal(b, p) for b, p in zip(weights, model.parameters(), strict=True))
+
+
 # ---- L-Net's coarse labels on a toy ------------------------------------------------------------------------------
 
 
