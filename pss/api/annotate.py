@@ -49,7 +49,9 @@ MAX_COLOUR_DISTANCE = 48.0  # VOC palette steps are 64: farther than this from e
 STATES = ("unlabelled", "ground truth", "pre-labelled", "draft", "submitted", "reviewed")
 
 _LOCK = threading.RLock()  # one writer per process: a timer autosave and a button click may race
-_PALETTE = VOC_PALETTE[:NUM_CLASSES].astype(np.int32)
+# the brush colours: the 21 classes, then white = "unlabelled" (the palette's colour of 255)
+_COLOURS = np.concatenate([VOC_PALETTE[:NUM_CLASSES], VOC_PALETTE[IGNORE_INDEX:]]).astype(np.int32)
+_COLOUR_IDS = np.array([*range(NUM_CLASSES), IGNORE_INDEX], dtype=np.uint8)
 
 
 # ---- masks <-> painted RGBA layers ----------------------------------------------------------------------------
@@ -69,39 +71,49 @@ def mask_to_layer(mask: np.ndarray) -> np.ndarray:
     return layer
 
 
-def layer_to_mask(layer: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
-    """Class ids of a painted RGBA layer (read the layer, never the composite: the photo bleeds into its edges).
+def paint_over(base: np.ndarray | None, layer: np.ndarray) -> np.ndarray:
+    """``base`` with the strokes of a painted RGBA layer on top (read the layer, never the composite: the photo
+    bleeds into a composite's painted edges).
 
-    * alpha < 128: not painted (erased, or never painted) -> 255;
-    * alpha >= 128 and within 48 (RGB distance) of a class colour -> that class (the brush's antialiased ring over
-      transparency un-premultiplies to the brush colour);
-    * alpha >= 128 but far from every class colour: the blend where a new stroke's soft edge crosses an older stroke
-      of another class -> the pixel keeps its ``previous`` value (255 without one). Snapping it to the nearest
-      palette colour could invent a third class there.
+    * alpha < 128: not painted (never painted, or erased) -> the pixel keeps its ``base`` value;
+    * alpha >= 128 and within 48 (RGB distance) of a class colour -> that class (the antialiased ring of a stroke
+      over transparency un-premultiplies to the brush colour); near white (the "unlabelled" swatch) -> 255;
+    * alpha >= 128 but far from every colour: the blend where a stroke's soft edge crosses an older stroke of
+      another colour -> keeps its ``base`` value. Snapping it to the nearest palette colour could invent a third
+      class along the edge.
 
     Shape:
-        layer: (H, W, 4) (or (H, W, 3), taken as opaque) uint8; previous: (H, W); returns (H, W) uint8.
+        base: (H, W) uint8 class ids (None: all 255); layer: (H, W, 4) (or (H, W, 3), taken as opaque) uint8;
+        returns (H, W) uint8.
     """
     layer = np.asarray(layer)
     if layer.ndim != 3 or layer.shape[2] not in (3, 4):
         raise DatasetError(f"a painted layer must be an RGBA image, got an array of shape {layer.shape}")
-    rgb = layer[..., :3].astype(np.int32)
-    alpha = layer[..., 3] if layer.shape[2] == 4 else np.full(layer.shape[:2], 255, np.uint8)
-    # distance to each of the 21 colours, computed on the distinct colours only (a mask has few)
-    colours, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
-    d2 = ((colours[:, None, :] - _PALETTE[None]) ** 2).sum(-1)
-    nearest, distance = d2.argmin(1), np.sqrt(d2.min(1))
-    ids = nearest[inverse.reshape(-1)].reshape(alpha.shape).astype(np.uint8)
-    close = (distance <= MAX_COLOUR_DISTANCE)[inverse.reshape(-1)].reshape(alpha.shape)
-    out = np.full(alpha.shape, IGNORE_INDEX, dtype=np.uint8)
+    shape = layer.shape[:2]
+    out = np.full(shape, IGNORE_INDEX, np.uint8) if base is None else np.array(base, dtype=np.uint8, copy=True)
+    if out.shape != shape:
+        raise DatasetError(f"the painted layer is {shape[1]}x{shape[0]} but the mask is {out.shape[1]}x"
+                           f"{out.shape[0]}; reopen the image (nothing was saved)")
+    alpha = layer[..., 3] if layer.shape[2] == 4 else np.full(shape, 255, np.uint8)
     painted = alpha >= ALPHA_PAINTED
-    out[painted & close] = ids[painted & close]
-    blend = painted & ~close
-    if previous is not None and blend.any():
-        previous = np.asarray(previous, dtype=np.uint8)
-        if previous.shape == out.shape:
-            out[blend] = previous[blend]
+    if not painted.any():
+        return out
+    rgb = layer[..., :3][painted].astype(np.int32)
+    # distance to each colour, computed on the distinct painted colours only (strokes have few)
+    colours, inverse = np.unique(rgb, axis=0, return_inverse=True)
+    d2 = ((colours[:, None, :] - _COLOURS[None]) ** 2).sum(-1)
+    nearest, close = d2.argmin(1), np.sqrt(d2.min(1)) <= MAX_COLOUR_DISTANCE
+    ids = _COLOUR_IDS[nearest][inverse.reshape(-1)]
+    near = close[inverse.reshape(-1)]
+    painted_values = out[painted]
+    painted_values[near] = ids[near]
+    out[painted] = painted_values
     return out
+
+
+def layer_to_mask(layer: np.ndarray) -> np.ndarray:
+    """Class ids of a layer that paints a whole mask (``mask_to_layer``'s inverse): ``paint_over`` nothing."""
+    return paint_over(None, layer)
 
 
 def mask_png_bytes(mask: np.ndarray) -> bytes:
@@ -601,6 +613,6 @@ def image_state(ws: Workspace, user: str, name: str) -> str:
 __all__ = ["ALPHA_PAINTED", "DEFAULT_ANNOTATOR", "MAX_COLOUR_DISTANCE", "STATES", "Draft", "HistoryEntry",
            "Submitted", "Target", "VersionDiff", "annotations_dir", "blank_mask", "check_mask", "class_counts",
            "current_mask", "diff_versions", "discard_draft", "draft_mask", "drafts", "history_mask", "image_state",
-           "image_states", "layer_to_mask", "mark_reviewed", "mask_png_bytes", "mask_to_layer", "push_version",
-           "read_draft", "read_history", "revert", "saved_mask", "step_draft", "submit", "target", "write_mask",
-           "write_tags"]
+           "image_states", "layer_to_mask", "mark_reviewed", "mask_png_bytes", "mask_to_layer", "paint_over",
+           "push_version", "read_draft", "read_history", "revert", "saved_mask", "step_draft", "submit", "target",
+           "write_mask", "write_tags"]

@@ -145,7 +145,7 @@ def grabcut_refine(image: np.ndarray, mask: np.ndarray, class_id: int, clicks: S
         gc[0, :] = gc[-1, :] = gc[:, 0] = gc[:, -1] = cv2.GC_PR_BGD  # GrabCut needs some background to model
     crop = np.ascontiguousarray(image[rows, cols][..., ::-1])  # OpenCV wants BGR
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.grabCut(crop, gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    cv2.grabCut(crop, gc, (0, 0, 0, 0), bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)  # rect unused with a mask
     result = (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
     out = mask.copy()
     region = out[rows, cols]

@@ -47,18 +47,19 @@ def test_mask_layer_round_trip_is_exact_for_every_class_and_unlabelled() -> None
     np.testing.assert_array_equal(ann.layer_to_mask(layer), mask)
 
 
-def test_antialiased_edges_snap_to_the_brush_colour_or_keep_the_previous_value() -> None:
+def test_strokes_snap_antialiased_edges_to_the_brush_colour_or_keep_the_base() -> None:
     cat, dog = class_index("cat"), class_index("dog")
-    previous = np.full((1, 5), cat, np.uint8)
-    layer = ann.mask_to_layer(previous)
-    layer[0, 0] = (*VOC_PALETTE[dog], 90)  # faint edge of a dog stroke over nothing -> not painted
-    layer[0, 0, 3] = 90
-    layer[0, 1] = (*(VOC_PALETTE[dog].astype(int) + 10).clip(0, 255), 200)  # un-premultiplied edge: near dog
-    blend = (VOC_PALETTE[dog].astype(int) + VOC_PALETTE[cat].astype(int)) // 2  # a dog edge over a cat stroke
+    base = np.array([[cat, cat, cat, cat, cat, 255]], np.uint8)
+    layer = np.zeros((1, 6, 4), np.uint8)
+    layer[0, 0] = (*VOC_PALETTE[dog], 90)  # the faint rim of a dog stroke: not painted
+    layer[0, 1] = (*(VOC_PALETTE[dog].astype(int) + 10).clip(0, 255), 200)  # un-premultiplied rim: near dog
+    blend = (VOC_PALETTE[dog].astype(int) + VOC_PALETTE[cat].astype(int)) // 2  # a dog rim over a cat stroke
     layer[0, 2] = (*blend, 255)
-    out = ann.layer_to_mask(layer, previous)
-    assert out.tolist() == [[IGNORE_INDEX, dog, cat, cat, cat]]
-    assert ann.layer_to_mask(layer)[0, 2] == IGNORE_INDEX  # no previous mask: a blend is left unlabelled
+    layer[0, 3] = (255, 255, 255, 255)  # the white swatch: unlabelled
+    layer[0, 5] = (*VOC_PALETTE[0], 255)  # background is paintable (alpha, not colour, says "painted")
+    assert ann.paint_over(base, layer).tolist() == [[cat, dog, cat, 255, cat, 0]]
+    assert ann.paint_over(None, layer).tolist() == [[255, dog, 255, 255, 255, 0]]
+    np.testing.assert_array_equal(ann.paint_over(base, np.zeros((1, 6, 4), np.uint8)), base)  # no stroke
 
 
 def test_palette_png_round_trip(tmp_path) -> None:
