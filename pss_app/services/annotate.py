@@ -11,9 +11,12 @@ server comes back without the loaded pixels, so every stroke would erase the res
 """
 from __future__ import annotations
 
+import hashlib
 import html
 import json
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -213,6 +216,34 @@ class Saved:
     seconds: float
 
 
+# Layers already saved per editor key (the newest last). The editor sends its value again and again (the change
+# event fires more than once per stroke, and the autosave timer sends the value the page had, which in a browser
+# can be one stroke old): a layer seen before under this key, other than the newest, is such an echo and must not
+# be pushed over the newer version. Strokes only accumulate on a layer, and an eraser never restores an older
+# layer pixel for pixel, so a real edit is never a repeat.
+_SEEN: OrderedDict[str, list[str]] = OrderedDict()
+_SEEN_LOCK = threading.Lock()
+_SEEN_KEYS = 64
+
+
+def _layer_digest(layer: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(layer).tobytes(), digest_size=16).hexdigest()
+
+
+def _seen(key: str, digest: str) -> bool:
+    """Whether a layer with ``digest`` was saved under this editor key already (the newest or an older one)."""
+    with _SEEN_LOCK:
+        return digest in _SEEN.get(key, [])
+
+
+def _remember(key: str, digest: str) -> None:
+    with _SEEN_LOCK:
+        _SEEN.setdefault(key, []).append(digest)
+        _SEEN.move_to_end(key)
+        while len(_SEEN) > _SEEN_KEYS:
+            _SEEN.popitem(last=False)
+
+
 def save_draft(ws: Workspace, user: str, name: str, key: str, editor: dict[str, Any] | None) -> Saved:
     """Save the editor's strokes, painted over the mask the editor was loaded with, as the image's newest draft
     version (nothing when that changes nothing, e.g. a layer with no stroke).
@@ -226,11 +257,16 @@ def save_draft(ws: Workspace, user: str, name: str, key: str, editor: dict[str, 
     _check_key(user, name, key)
     if not (layer.shape[2] == 4 and (layer[..., 3] >= ann.ALPHA_PAINTED).any()):
         return Saved(False, "", time.perf_counter() - started)  # no stroke (yet): the server's own value echoed
+    digest = _layer_digest(layer)
+    if _seen(key, digest):
+        return Saved(False, "", time.perf_counter() - started)
     t = ann.target(ws, user, name)
     mask = ann.paint_over(base_mask(t, key), layer)
     if np.array_equal(mask, ann.current_mask(t)):
+        _remember(key, digest)
         return Saved(False, "", time.perf_counter() - started)
     draft = ann.push_version(t, mask, "manual")
+    _remember(key, digest)
     seconds = time.perf_counter() - started
     return Saved(True, f"draft saved {time.strftime('%H:%M:%S')} (v{draft.position + 1}, {seconds * 1000:.0f} ms)",
                  seconds)

@@ -249,3 +249,37 @@ def test_finetune_request_starts_from_the_run_with_the_annotated_stream(trained)
     assert request.init_from == trained.pss_run and request.user == USER and request.method == "pss"
     assert "train.annotated_weight=1.0" in request.overrides()
     assert request.preset.endswith("config.yaml")
+    # everything but the engine's new option validates now (the start run's own config, initialised from it)
+    from dataclasses import replace
+
+    from pss.api.launch_form import validate_launch
+
+    config = validate_launch(trained.ws, replace(request, extra=()))
+    assert config.train.init_from == trained.pss_run and config.method_name == "pss"
+
+
+def test_editor_saves_paint_strokes_over_the_loaded_mask_and_ignore_echoes(ws: Workspace) -> None:
+    from pss_app.services import annotate as svc
+
+    name = _names(ws)[1][0]  # an evaluation image: strokes go over its ground truth
+    t = ann.target(ws, "id1", name)
+    view = svc.image_view(ws, "id1", name)
+    assert view.editor["composite"] is None and not view.editor["layers"][0].any()  # strokes only, none yet
+    one = np.zeros((t.height, t.width, 4), np.uint8)
+    one[5:8, 5:30] = (*VOC_PALETTE[15], 255)
+    two = one.copy()
+    two[20:23, 5:30] = (*VOC_PALETTE[15], 255)
+
+    def editor(layer: np.ndarray) -> dict:
+        return {"background": None, "layers": [layer], "composite": None}
+
+    assert svc.save_draft(ws, "id1", name, view.key, editor(one)).pushed
+    assert svc.save_draft(ws, "id1", name, view.key, editor(two)).pushed
+    assert not svc.save_draft(ws, "id1", name, view.key, editor(one)).pushed  # a late echo of the first stroke
+    assert not svc.save_draft(ws, "id1", name, view.key, editor(np.zeros_like(one))).pushed  # no stroke
+    expected = read_label_png(t.mask_path)
+    expected[5:8, 5:30] = 15
+    expected[20:23, 5:30] = 15
+    np.testing.assert_array_equal(ann.current_mask(t), expected)
+    with pytest.raises(DatasetError, match="another image"):
+        svc.save_draft(ws, "id1", _names(ws)[0][0], view.key, editor(one))
