@@ -285,7 +285,11 @@ def apply_prelabel(ws: Workspace, user: str, name: str, run_id: str, threshold: 
     started = time.perf_counter()
     mask = tools.prelabel(ws, run_id, t, float(threshold))
     seconds = time.perf_counter() - started
-    ann.push_version(t, mask, f"prelabel:{run_id}")
+    before = ann.read_draft(ws, user, name)
+    after = ann.push_version(t, mask, f"prelabel:{run_id}")
+    if before is not None and after.versions == before.versions or before is None and not after.versions:
+        raise DatasetError(f"the pre-label of `{run_id}` at threshold {threshold:.2f} is the mask shown already "
+                           "(at a high threshold an unsure model leaves every pixel unlabelled); lower the threshold")
     left = float((mask == 255).mean())
     allowed = ", ".join(CLASS_NAMES[c] for c in tools.allowed_classes(t.record.tags))
     note = "" if t.record.tags else " (the image has no tags: every class allowed; tag it to restrict)"

@@ -70,7 +70,7 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             editor = gr.ImageEditor(
-                label="Mask (brush = class colour, see the legend; eraser = unlabelled)", type="numpy",
+                label="Mask: paint with the class colours (legend below; white = unlabelled)", type="numpy",
                 image_mode="RGBA", format="png", sources=(), transforms=(), layers=False, height=460,
                 brush=gr.Brush(colors=BRUSH_COLOURS, default_color=BRUSH_COLOURS[CLASS_NAMES.index("person")],
                                color_mode="fixed", default_size=6),
@@ -206,10 +206,12 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
     def step(user_name: str, name: str, opacity_value: float, tool_value: str, delta: int):
         return (*shown(svc.undo_redo(ws, user_name, name, delta, opacity_value, tool_value)), "")
 
+    # "multiple": two quick Ctrl+Z are two undos (a button ignores clicks while its event runs by default); they
+    # queue one after the other, each stepping from the stack's position then
     undo_btn.click(lambda u, n, o, t: step(u, n, o, t, -1), [user, image, opacity, tool], [*view_outputs, status],
-                   api_name="annotate_undo")
+                   api_name="annotate_undo", trigger_mode="multiple")
     redo_btn.click(lambda u, n, o, t: step(u, n, o, t, +1), [user, image, opacity, tool], [*view_outputs, status],
-                   api_name="annotate_redo")
+                   api_name="annotate_redo", trigger_mode="multiple")
 
     @guarded(len(view_outputs) + 1)
     def discard(user_name: str, name: str, opacity_value: float, tool_value: str):
