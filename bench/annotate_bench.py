@@ -71,8 +71,10 @@ def bench_save_server(ws: Workspace, user: str, names: list[str], repeats: int) 
     return times
 
 
-def bench_save_client(ws: Workspace, user: str, names: list[str], repeats: int, folder: Path) -> list[float]:
-    """``/annotate_save`` through gradio_client (the editor's background + layer uploaded as PNG files)."""
+def bench_save_client(ws: Workspace, user: str, names: list[str], repeats: int,
+                      folder: Path) -> tuple[list[float], list[float]]:
+    """``/annotate_save`` through gradio_client (the editor's background + layer uploaded as PNG files), and the
+    baseline: the round trip of an endpoint that does nothing (``/annotate_diff`` without a version)."""
     from gradio_client import Client, handle_file
     from PIL import Image
 
@@ -81,10 +83,13 @@ def bench_save_client(ws: Workspace, user: str, names: list[str], repeats: int, 
     demo = build_app(ws)
     _, url, _ = demo.launch(prevent_thread_lock=True, **launch_kwargs(ws, "127.0.0.1", None, None, quiet=True))
     client = Client(url, verbose=False, download_files=str(folder / "downloads"))
-    times = []
+    times, baseline = [], []
     try:
         for i in range(repeats):
             name = names[i % len(names)]
+            started = time.perf_counter()
+            client.predict(user, name, None, api_name="/annotate_diff")
+            baseline.append(time.perf_counter() - started)
             t = ann.target(ws, user, name)
             client.predict(user, name, 0.5, tools_name(), api_name="/annotate_open")  # sets the editor's key
             layer = stroke_layer(t.height, t.width, t.height // 2 + (i % 5), (0, 64, 128))
@@ -102,7 +107,7 @@ def bench_save_client(ws: Workspace, user: str, names: list[str], repeats: int, 
     finally:
         client.close()
         demo.close()
-    return times
+    return times, baseline
 
 
 def tools_name() -> str:
@@ -119,10 +124,11 @@ def bench_prelabel(ws: Workspace, user: str, run_id: str, names: list[str]) -> t
     cold, warm = [], []
     for name in names[:-1]:
         started = time.perf_counter()
-        svc.apply_prelabel(ws, user, name, run_id, tools.DEFAULT_THRESHOLD, 0.5, svc.TOOLS[0])
+        svc.apply_prelabel(ws, user, name, run_id, 0.0, 0.5, svc.TOOLS[0])  # 0: an untrained model is unsure
         cold.append(time.perf_counter() - started)
+        ann.discard_draft(ws, user, name)  # so the second pre-label changes the mask again
         started = time.perf_counter()
-        svc.apply_prelabel(ws, user, name, run_id, 0.5, 0.5, svc.TOOLS[0])
+        svc.apply_prelabel(ws, user, name, run_id, 0.0, 0.5, svc.TOOLS[0])
         warm.append(time.perf_counter() - started)
     return cold, warm
 
@@ -178,8 +184,11 @@ def main() -> None:
         try:
             report("brush save, server (save_draft)", bench_save_server(ws, args.user, names, args.repeats),
                    SAVE_TARGET_S)
-            report("brush save round trip (gradio_client)",
-                   bench_save_client(ws, args.user, names, args.repeats, Path(tmp)), SAVE_TARGET_S)
+            trip, baseline = bench_save_client(ws, args.user, names, args.repeats, Path(tmp))
+            report("brush save round trip (gradio_client)", trip, SAVE_TARGET_S)
+            report("  baseline: round trip of a no-op endpoint", baseline, SAVE_TARGET_S)
+            print(f"  save round trip / no-op round trip: {statistics.median(trip) / statistics.median(baseline):.2f}",
+                  flush=True)
             cold, warm = bench_prelabel(ws, args.user, run_id, names)
             report("pre-label, new image (inference + restrict)", cold, CLICK_TARGET_S)
             report("pre-label, cached inference", warm, CLICK_TARGET_S)
