@@ -21,7 +21,9 @@ SHORTCUT_JS = """
 <script>
 document.addEventListener('keydown', (e) => {
   const t = e.target;
-  if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable)) return;
+  // skip text fields, except the editor's own zoom box (the editor may focus it when a new value loads)
+  const typing = t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable);
+  if (typing && !(t.closest && t.closest('#annotate-editor'))) return;
   const shown = (id) => { const el = document.getElementById(id); return el && el.offsetParent !== null ? el : null; };
   if (!shown('annotate-submit')) return;
   const ctrl = e.ctrlKey || e.metaKey;
