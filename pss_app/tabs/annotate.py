@@ -19,7 +19,10 @@ FINETUNE_POLL_S = 5.0
 # the Annotate tab is shown and focus is not in a text field). Loaded with ``launch(head=...)`` (pss_app.app).
 SHORTCUT_JS = """
 <script>
+if (!window.pssAnnotateKeys) {  // once per page, however often the head is inserted
+window.pssAnnotateKeys = true;
 document.addEventListener('keydown', (e) => {
+  if (e.repeat) return;  // a held key is one action
   const t = e.target;
   // skip text fields, except the editor's own zoom box (the editor may focus it when a new value loads)
   const typing = t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable);
@@ -37,6 +40,7 @@ document.addEventListener('keydown', (e) => {
   const button = id && shown(id);
   if (button) { e.preventDefault(); button.click(); }
 });
+}
 </script>
 """
 
