@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pss.api import runs as api
+from pss.config import ExperimentConfig
 from pss.data.annotations import QUEUE_ORDERS, QueueItem, rank_queue, tag_mismatch, write_annotated
 from pss.data.labels import read_label_png, write_label_png
 from pss.data.pss_layout import TAG_FILES, UserCollection, list_users, read_user
@@ -44,6 +45,7 @@ from pss.errors import ConfigError, PssError
 from pss.experiments.reuse import evaluation_run
 from pss.experiments.runner import Plan, run_cells
 from pss.experiments.spec import Cell, ExperimentOptions, RowSpec
+from pss.runs.index import RunRecord
 from pss.status import Status
 from pss.workspace import Workspace
 
@@ -143,7 +145,8 @@ class Queues:
     """The reveal queues of one user: the uncertainty queue from the start run's predictions, a random one per
     seed. ``pool`` = the user's unlabelled images."""
 
-    def __init__(self, ws: Workspace, opts: CurveOptions, start: Any, user: UserCollection, say: Say) -> None:
+    def __init__(self, ws: Workspace, opts: CurveOptions, start: RunRecord, user: UserCollection,
+                 say: Say) -> None:
         self.ws, self.opts, self.user, self.say = ws, opts, user, say
         annotated = user.annotated
         self.pool = [r.name for r in user.unlabelled if r.name not in annotated]
@@ -156,14 +159,14 @@ class Queues:
         if "uncertainty" in opts.orders:
             self.uncertainty = self._uncertainty(start)
 
-    def _groups(self, config: Any) -> dict[str, int]:
+    def _groups(self, config: ExperimentConfig) -> dict[str, int]:
         """The user's k-means groups under the preset's grouping (what a group-context run computes; cached)."""
         from pss.engine.data import user_groups
         from pss.engine.device import resolve_device
 
         return user_groups(self.user.records, config.grouping, self.ws.cache, resolve_device(self.opts.device)).groups
 
-    def _uncertainty(self, start: Any) -> list[QueueItem]:
+    def _uncertainty(self, start: RunRecord) -> list[QueueItem]:
         """``rank_queue`` over the pool with the start model's mean entropies, groups and tag mismatches, from the
         start run evaluated on the user (its saved predictions and report)."""
         self.say(f"[{CURVE} {self.user.user}] the start run's predictions (entropy, tag mismatches)")
@@ -183,7 +186,8 @@ class Queues:
 
     def queue(self, order: str, seed: int | None) -> list[QueueItem]:
         if order == "uncertainty":
-            assert self.uncertainty is not None
+            if self.uncertainty is None:
+                raise ConfigError("the uncertainty queue was not built: add 'uncertainty' to the orders")
             return self.uncertainty
         return rank_queue(self.pool, "random", groups=self.groups, seed=int(seed or 0))
 
