@@ -7,6 +7,7 @@ is the caller's job) and returns an unweighted scalar tensor; the method applies
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -251,3 +252,130 @@ def select_easy_images(scores: Sequence[float] | np.ndarray | torch.Tensor, rate
     keep = min(values.size, max(1, math.floor(values.size * rate + 1e-9)))
     order = np.argsort(values, kind="stable")  # stable: equal scores keep index order; NaN sorts last
     return [int(i) for i in order[:keep]]
+
+
+# ---- weak supervision: EPS (methods.md §9) and AffinityNet (methods.md §10) -----------------------------------------
+
+EPS_TAU: float = 0.4  # EPS script/voc12_eps.sh (argparse default 0.5)
+EPS_LAMBDA: float = 0.5  # EPS default, not overridden
+_OVERLAP_EPS = 1e-4  # EPS overlap-ratio guard
+_AFF_EPS = 1e-5  # psa affinity-loss log / count guard
+
+
+def multilabel_soft_margin(logits: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:
+    """Multi-label soft-margin classification loss (EPS; the report's eq. 4; ``F.multilabel_soft_margin_loss``):
+    ``-(1/C) Σ_c [y_c log σ(ŷ_c) + (1 - y_c) log(1 - σ(ŷ_c))]``, averaged over the batch.
+
+    Shape:
+        logits: (N, C) pooled class scores (the object classes only); tags: (N, C) multi-hot -> scalar.
+    """
+    if logits.shape != tags.shape or logits.dim() != 2:
+        raise ValueError(f"logits {tuple(logits.shape)} and tags {tuple(tags.shape)} must both be (N, C)")
+    logits = logits.float()
+    per_class = tags * F.logsigmoid(logits) + (1 - tags) * F.logsigmoid(-logits)
+    return -per_class.mean(dim=1).mean()
+
+
+@dataclass
+class EPSSaliencyTerms:
+    """The pieces of :func:`eps_saliency_loss` (for logging and tests).
+
+    Shape: loss scalar; estimate (N, h, w) = Ŝ; target (N, h, w) = S at CAM size; overlap (N, C) ratios;
+    foreground_classes (N, C) bool = tagged and overlap > τ.
+    """
+
+    loss: torch.Tensor
+    estimate: torch.Tensor
+    target: torch.Tensor
+    overlap: torch.Tensor
+    foreground_classes: torch.Tensor
+
+
+def eps_saliency_loss(cams: torch.Tensor, tags: torch.Tensor, saliency: torch.Tensor, tau: float = EPS_TAU,
+                      lam: float = EPS_LAMBDA) -> EPSSaliencyTerms:
+    """EPS's saliency loss (Lee et al. CVPR21; ``papers/eps_affinitynet_reproduction_zh.txt`` §3.2-3.3, eq. 1-3;
+    official ``get_eps_loss``, methods.md §9).
+
+    ``p = softmax(cams)`` over the C+1 maps (channel 0 = background here; EPS puts it last). The saliency map S is
+    resized *nearest* to the CAM size. Per tagged class, the overlap ratio ``O_c = Σ B(p_c)·B(S) / (Σ B(p_c) + 1e-4)``
+    with ``B(x) = [x > 0.5]`` (official ``round``; detached). Eq. 2: a tagged class with ``O_c > τ`` is foreground,
+    one with ``O_c ≤ τ`` joins the background: ``M_fg = Σ_{fg} p_c``, ``M_bg = p_bg + Σ_{tagged, not fg} p_c``.
+    Eq. 1: ``Ŝ = λ·M_fg + (1 - λ)·(1 - M_bg)``. Eq. 3: ``L_sal = mean (Ŝ - S)²`` over the pixels. Pixels whose
+    saliency is negative (the padding of a training crop, ``pss.data.saliency.PAD_VALUE``) are left out of the
+    ratios and the mean; without padding this is exactly the official loss.
+
+    Shape:
+        cams: (N, C+1, h, w) raw maps; tags: (N, C) multi-hot object classes; saliency: (N, H, W) in [0, 1].
+    """
+    _check_nchw(cams, "cams")
+    n, channels, height, width = cams.shape
+    if tags.shape != (n, channels - 1):
+        raise ValueError(f"tags must be (N, C) = {(n, channels - 1)} for cams {tuple(cams.shape)}, "
+                         f"got {tuple(tags.shape)}")
+    target = F.interpolate(saliency.float().unsqueeze(1), size=(height, width), mode="nearest").squeeze(1)
+    valid = (target >= 0).float()
+    target = target.clamp_min(0)
+    prob = torch.softmax(cams.float(), dim=1)
+    fg_prob, bg_prob = prob[:, 1:], prob[:, 0]
+    tagged = tags.float()
+    with torch.no_grad():
+        binary = (fg_prob > 0.5).float() * valid.unsqueeze(1)
+        overlap = (binary * (target > 0.5).float().unsqueeze(1)).sum(dim=(2, 3)) / (binary.sum(dim=(2, 3))
+                                                                                    + _OVERLAP_EPS)
+        foreground = (tagged > 0) & (overlap > tau)
+    fg_weight = foreground.float().view(n, -1, 1, 1)
+    bg_weight = (tagged.view(n, -1, 1, 1) * (1 - fg_weight))
+    m_fg = (fg_prob * fg_weight).sum(dim=1)
+    m_bg = bg_prob + (fg_prob * bg_weight).sum(dim=1)
+    estimate = lam * m_fg + (1 - lam) * (1 - m_bg)
+    loss = (((estimate - target) ** 2) * valid).sum() / valid.sum().clamp_min(1)
+    return EPSSaliencyTerms(loss, estimate, target, overlap, foreground)
+
+
+@dataclass
+class AffinityPairLabels:
+    """Per pair of the batch, as float 0/1 (psa ``VOC12AffDataset``): ``bg_pos`` both ends background (0),
+    ``fg_pos`` the same object class, ``neg`` two different valid labels; pairs touching an ignored (255) end are
+    in none. Shape: each (N, P)."""
+
+    bg_pos: torch.Tensor
+    fg_pos: torch.Tensor
+    neg: torch.Tensor
+
+
+def affinity_pair_labels(grid_labels: torch.Tensor, index_from: torch.Tensor, index_to: torch.Tensor,
+                         ignore_index: int = IGNORE_INDEX) -> AffinityPairLabels:
+    """The three pair label sets of psa from label maps on the feature grid.
+
+    Shape: grid_labels (N, h, w) (0 background, 1..C classes, ``ignore_index`` uncertain); indices (P,) ->
+    each (N, P)."""
+    flat = grid_labels.reshape(grid_labels.shape[0], -1)
+    a, b = flat[:, index_from], flat[:, index_to]
+    valid = (a != ignore_index) & (b != ignore_index)
+    same = (a == b) & valid
+    return AffinityPairLabels((same & (a == 0)).float(), (same & (a != 0)).float(), (valid & (a != b)).float())
+
+
+@dataclass
+class AffinityLossTerms:
+    """``loss = bg/4 + fg/4 + neg/2`` (psa ``train_aff.py``) and its three averaged parts (scalars)."""
+
+    loss: torch.Tensor
+    bg: torch.Tensor
+    fg: torch.Tensor
+    neg: torch.Tensor
+
+
+def affinity_loss(aff: torch.Tensor, labels: AffinityPairLabels) -> AffinityLossTerms:
+    """AffinityNet's loss (Ahn & Kwak CVPR18; psa ``train_aff.py``, methods.md §10): each part averaged over its pairs,
+    ``bg = Σ -bg_pos·log(aff + 1e-5) / (Σ bg_pos + 1e-5)``, ``fg`` likewise, ``neg = Σ -neg·log(1 + 1e-5 - aff) /
+    (Σ neg + 1e-5)``; ``loss = bg/4 + fg/4 + neg/2`` (the two positive terms' mean halved, plus half the negative).
+
+    Shape: aff (N, P) in (0, 1]; labels each (N, P) -> scalars.
+    """
+    aff = aff.float()
+    pos_log = -torch.log(aff + _AFF_EPS)
+    bg = (labels.bg_pos * pos_log).sum() / (labels.bg_pos.sum() + _AFF_EPS)
+    fg = (labels.fg_pos * pos_log).sum() / (labels.fg_pos.sum() + _AFF_EPS)
+    neg = (labels.neg * -torch.log(1 + _AFF_EPS - aff)).sum() / (labels.neg.sum() + _AFF_EPS)
+    return AffinityLossTerms(bg / 4 + fg / 4 + neg / 2, bg, fg, neg)

@@ -340,8 +340,8 @@ def test_declared_batch_fields_reach_the_method(records: dict) -> None:
     for tags in method.seen:  # the fixed records: image i holds class 1 + i % 3 only (tags from its mask)
         assert tags.shape == (len(tags), C) and set(tags.sum(dim=1).tolist()) == {1.0}
         assert tags[:, 0].sum() == 0 and set(tags.argmax(dim=1).tolist()) <= {1, 2, 3}
-    with pytest.raises(ConfigError, match="batch field.*saliency.*provides tags"):
-        make_stream(records["source"], None, config, 1, fields=("saliency",))
+    with pytest.raises(ConfigError, match="batch field.*depth.*provides tags, saliency"):
+        make_stream(records["source"], None, config, 1, fields=("depth",))
 
 
 def test_image_tags_come_from_the_record_else_from_the_mask() -> None:

@@ -2,6 +2,7 @@
 the source training list never contains a source val image."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_source_val_curve_in_metrics_and_report(workspace: Workspace) -> None:
 def test_eval_predict_and_checkpoint_scores_of_a_finished_run(workspace: Workspace, tmp_path: Path) -> None:
     """`pss eval`, `pss predict` and the source-val curve of saved checkpoints (EvalSettings at every call site)."""
     from pss.cli import main
-    from pss.experiments.source_curve import score_checkpoints
+    from pss.experiments.source_curve import score_checkpoints, target_entropy_curve
 
     config = api.make_config(workspace, "tiny", ["method.name=source_only", "train.steps=4", "train.amp=off",
                                                  "train.checkpoint_every=2", "train.source_val_every=0",
@@ -77,3 +78,9 @@ def test_eval_predict_and_checkpoint_scores_of_a_finished_run(workspace: Workspa
     assert [e["step"] for e in run.events("source_val")] == [4]  # the final score only
     curve = score_checkpoints(workspace, record.run_id, device="cpu")
     assert [e["step"] for e in curve] == [2, 4]
+    # the label-free target curve: every user image (labelled or not), mean entropy within [0, ln 21]
+    entropy = target_entropy_curve(workspace, record.run_id, device="cpu")
+    n_user = len(list((config.data.personal_path() / config.data.user / "JPEGImages").glob("*.jpg")))
+    assert [e["step"] for e in entropy] == [2, 4]
+    assert all(e["num_images"] == n_user and 0 < e["mean_entropy"] <= math.log(21) for e in entropy)
+    assert target_entropy_curve(workspace, record.run_id, device="cpu") == entropy  # scored once

@@ -27,6 +27,11 @@ KINDS: dict[str, str] = {
     "duplicate_name": "two images share a name",
     "orphan_mask": "mask without an image",
     "ungrouped_image": "image missing from the grouping file",
+    "missing_saliency": "image has no saliency map in SALImages/",
+    "corrupt_saliency": "saliency map cannot be read as an 8-bit grey (or RGB) PNG",
+    "saliency_size_mismatch": "saliency map size differs from its image's size",
+    "saliency_orientation_mismatch": "saliency map is the image's size transposed (EXIF-rotated photo)",
+    "bad_saliency_values": "saliency map values are not 0-255 grey levels (16-bit, palette, or a 0/1 map)",
 }
 """Every ``Problem.kind``, with the one-line description the doctor's report heads each kind's list with."""
 
