@@ -1,9 +1,11 @@
 """The one training loop (code_examples.md P1): every method, every backbone, CPU or CUDA.
 
 Per step (the order of the released ADVENT/PSS code, methods.md §1.3): poly LR on every optimizer the method
-built; the batches of the streams the method draws this step; the method's critics frozen; its segmenter losses
-(source CE, target adversarial/entropy, pseudo CE) summed and back-propagated; the critics unfrozen and their
-losses back-propagated on detached outputs; every optimizer steps; the method's ``after_step``. Nothing here
+built; the batches of the streams the method draws this step (and, with ``train.annotated_weight`` > 0, a batch of
+the user's annotated training images, for every method); the method's critics frozen; its segmenter losses
+(source CE, target adversarial/entropy, pseudo CE; plus ``annotated``, ``Method.annotated_losses``) summed and
+back-propagated; the critics unfrozen and their losses back-propagated on detached outputs; every optimizer
+steps; the method's ``after_step``. Nothing here
 depends on which method runs (the contract is ``pss.methods.base.Method``). Hooks see every step
 (``on_step``) and every logging step (``on_log``); checkpoints make resume == uninterrupted.
 """
@@ -52,7 +54,8 @@ class Trainer:
     """Runs ``config.train.steps`` steps of ``method`` on ``model``.
 
     Args:
-        streams: one ``BatchStream`` per name in ``method.streams`` (``source``, ``target``, ``pseudo``).
+        streams: one ``BatchStream`` per name in ``method.streams`` (``source``, ``target``, ``pseudo``), and
+            ``annotated`` when ``train.annotated_weight`` > 0.
         evaluator: called every ``train.eval_every`` steps (if > 0) with the model; returns a ``SegReport``.
         checkpoint_path: step -> where that step's checkpoint goes (``None``: no checkpoints).
         dist: this process's rank in a ``torchrun`` run (``pss.engine.distributed``); the default is the single
@@ -80,6 +83,11 @@ class Trainer:
         missing = [name for name in method.streams if name not in streams]
         if missing:
             raise ValueError(f"method {method.name!r} draws the stream(s) {missing}; got only {sorted(streams)}")
+        # the user's annotated training images: drawn by the loop itself, for every method (no method declares it)
+        self.annotated_weight = self.train_cfg.annotated_weight
+        if self.annotated_weight > 0 and "annotated" not in streams:
+            raise ValueError(f"train.annotated_weight={self.annotated_weight} needs an 'annotated' stream (the "
+                             "user's annotated training images); got only " + ", ".join(sorted(streams)))
         self.method.on_train_start(self.total_steps)
         self.optimizers = self.method.build_optimizers(self.model, self.train_cfg)
         for opt in self.optimizers.values():
@@ -144,6 +152,8 @@ class Trainer:
         drawn = {name: to_device(next(self.streams[name]), self.device, self.fast.channels_last)
                  for name in ("target", "pseudo", "source")
                  if self.method.uses(name) and self.method.draws(name, self.step)}
+        if self.annotated_weight > 0:  # last: with weight 0 nothing is drawn and every stream is as before
+            drawn["annotated"] = to_device(next(self.streams["annotated"]), self.device, self.fast.channels_last)
         return StepBatch(step=self.step, **drawn)
 
     def train_step(self) -> dict[str, torch.Tensor]:
@@ -160,7 +170,13 @@ class Trainer:
                 out = StepLosses(*self.step_forward(batch))
             else:
                 out = self.method.segmenter_losses(self.forward_model, batch)
-        losses = dict(out.losses)
+            losses = dict(out.losses)
+            if batch.annotated is not None:  # added after the method's losses: weight 0 sums the same bits as before
+                extra = self.method.annotated_losses(self.forward_model, batch.annotated, self.annotated_weight)
+                clash = sorted(extra.keys() & losses.keys())
+                if clash:
+                    raise ValueError(f"method {self.method.name!r} already returns the loss(es) {clash}")
+                losses.update(extra)
         _total(losses, f"method {self.method.name!r} returned no segmenter loss").backward()
         if out.cache:
             self.method.set_critics_trainable(True)

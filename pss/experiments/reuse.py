@@ -28,9 +28,10 @@ def canonical(config: dict[str, Any]) -> str:
     return json.dumps(json.loads(json.dumps(config)), sort_keys=True)
 
 
-def _saved_key(saved: dict[str, Any]) -> str | None:
-    """A saved config, resolved again so that a field added since it was saved takes its default (which keeps the
-    old behaviour, e.g. ``train.sync_bn``) and the run is still found; None for a config this version rejects."""
+def saved_canonical(saved: dict[str, Any]) -> str | None:
+    """A saved config, with every default filled in, as :func:`canonical` (a run saved before a config field was
+    added, e.g. ``train.annotated_weight``, equals a fresh config with that field's default); ``None`` if it no
+    longer resolves."""
     try:
         return canonical(config_to_dict(resolve_config(saved)))
     except PssError:
@@ -41,7 +42,7 @@ def matching_runs(ws: Workspace, config: ExperimentConfig) -> list[RunRecord]:
     """Runs of the workspace whose saved config equals ``config``, newest first."""
     wanted = canonical(config_to_dict(config))
     candidates = ws.store().list_runs(method=config.method_name, user=config.data.user, search=config.tag or None)
-    return [r for r in candidates if canonical(r.config) == wanted or _saved_key(r.config) == wanted]
+    return [r for r in candidates if canonical(r.config) == wanted or saved_canonical(r.config) == wanted]
 
 
 def ensure_run(ws: Workspace, config: ExperimentConfig, device: str, console: bool = True) -> tuple[RunRecord, str]:

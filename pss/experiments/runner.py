@@ -97,7 +97,8 @@ class Runner:
         if (row.key, seed) not in self.plan.shared:
             self.plan.shared[(row.key, seed)] = None
             if start is not None:
-                config = self.config(row.method, [*row.overrides, f"train.init_from={start.run_id}"],
+                config = self.config(row.method, [*row.cell_overrides(self.plan.first_user, seed),
+                                                  f"train.init_from={start.run_id}"],
                                      self.plan.first_user, seed, self.plan.adapt_steps)
                 self.say(f"[{self.opts.table}] {row.label}, seed {seed} (source only: one run for every user)")
                 outcome = self.execute(self.train_task(config)).outcome
@@ -173,8 +174,8 @@ class Runner:
         if start is None:
             cell.status, cell.note = SKIPPED, "its starting run did not finish"
             return
-        config = self.config(row.method, [*row.overrides, f"train.init_from={start}"], cell.user, cell.seed,
-                             self.plan.adapt_steps)
+        config = self.config(row.method, [*row.cell_overrides(cell.user, cell.seed), f"train.init_from={start}"],
+                             cell.user, cell.seed, self.plan.adapt_steps)
         key, k = self.effective(config)
         if config.grouping.k_rule == "fixed" and k != config.grouping.k and any(
                 o.startswith("grouping.k=") for o in row.overrides):

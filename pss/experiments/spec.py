@@ -23,7 +23,8 @@ class RowSpec:
     ``shared``: a row that trains on the source only (a "No-DA continued" control): one run per seed, trained on the
     workspace's first user and evaluated on the others. ``control``: the key of the row this row's gain is measured
     against (it differs from this row only in the adaptation term); every gain is also reported against the start
-    (the No-DA row)."""
+    (the No-DA row). ``per_cell``: overrides whose ``{user}`` and ``{seed}`` are filled in per cell (e.g. the
+    annotation curve's simulated data folder, which for the random order differs per seed)."""
 
     key: str
     label: str
@@ -34,7 +35,11 @@ class RowSpec:
     source_eval: bool = False
     shared: bool = False
     control: str | None = None
+    per_cell: tuple[str, ...] = ()
 
+    def cell_overrides(self, user: str, seed: int) -> tuple[str, ...]:
+        """The row's overrides for the cell of ``user`` and ``seed``."""
+        return (*self.overrides, *(o.format(user=user, seed=seed) for o in self.per_cell))
 
 
 @dataclass

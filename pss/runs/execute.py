@@ -22,7 +22,8 @@ import torch
 from pss.config import ExperimentConfig, config_to_dict
 from pss.data.loaders import BatchStream
 from pss.engine.checkpoint import load_model_weights
-from pss.engine.data import ExperimentData, load_experiment_data, make_stream
+from pss.data.annotations import ANNOTATED_LIST
+from pss.engine.data import ExperimentData, load_experiment_data, make_annotated_stream, make_stream
 from pss.engine.skipped import log_skipped
 from pss.engine.device import resolve_device
 from pss.engine.distributed import SINGLE, DistContext
@@ -169,6 +170,18 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
                 raise ConfigError(f"method {method.name!r} draws pseudo batches but has no pseudo_policy()")
             streams["pseudo"] = _pseudo_stream(model.to(device), policy, config, data, run, settings, seed,
                                                method.fields, dist)
+        if config.train.annotated_weight > 0:
+            if dist.world > 1:  # the annotated batch is drawn outside the DDP-wrapped step: not sharded
+                raise ConfigError("train.annotated_weight > 0 is not supported under torchrun yet; train the "
+                                  "annotated fine-tune in one process")
+            if not data.annotated:
+                raise ConfigError(f"train.annotated_weight={config.train.annotated_weight:g} trains on user "
+                                  f"{config.data.user}'s annotated images, and it has none: annotate images in the "
+                                  "Annotate tab or list them in annotated.txt "
+                                  f"({config.data.personal_path() / config.data.user / ANNOTATED_LIST}), or set "
+                                  "train.annotated_weight=0")
+            streams["annotated"] = make_annotated_stream(data.annotated, config, seed + 3, fields=method.fields)
+            run.log(f"annotated training images: {len(data.annotated)} (weight {config.train.annotated_weight:g})")
 
         def evaluator(m: Segmenter) -> SegReport:
             return evaluate_records(m, data.evaluation, data.evaluation_groups, settings)[0]
@@ -200,6 +213,8 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
             run.set_status(Status.CANCELLED, duration_s=time.time() - started)
             return RunOutcome(run.run_id, Status.CANCELLED, None, result, time.time() - started)
         extra: dict[str, Any] = {}
+        if "annotated" in streams:  # which images the run was supervised on (none of them is scored)
+            extra["annotated_train"] = sorted(r.name for r in data.annotated)
         if source_val is not None:
             final = source_val_values(source_val.score(trainer.model, result.step))
             curve = [{k: e.get(k) for k in ("step", *final)} for e in run.events("source_val")]
