@@ -18,8 +18,8 @@ import numpy as np
 
 from pss.api.annotate import Target, blank_mask
 from pss.api.launch_form import LaunchRequest
-from pss.data.annotations import QueueItem, QueueOrder, rank_queue
-from pss.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES
+from pss.data.annotations import QueueItem, QueueOrder, rank_queue, tag_mismatch
+from pss.data.labels import IGNORE_INDEX, NUM_CLASSES
 from pss.errors import DatasetError
 from pss.workspace import Workspace
 
@@ -27,8 +27,6 @@ DEFAULT_THRESHOLD = 0.6  # pre-label: pixels whose (tag-restricted) probability 
 ANNOTATED_WEIGHT_OVERRIDE = "train.annotated_weight=1.0"  # the engine's extra supervised stream (issue 16, item 5)
 CLICK_RADIUS = 5  # px: a click marks a disc of definite foreground / background
 SUPERPIXEL_STEP = 12  # px between watershed seeds
-PRESENT_SHARE = 0.05  # a class predicted on at least this share of the image is "confidently predicted"
-ABSENT_SHARE = 0.005  # a tag predicted on less than this share is "never predicted"
 
 
 # ---- pre-label -------------------------------------------------------------------------------------------------
@@ -258,20 +256,6 @@ def _prediction(ws: Workspace, run_id: str, run_dir: Path, t_user: str, name: st
     return image_inference(ws, run_id, name).label
 
 
-def tag_mismatch(prediction: np.ndarray, tags: Sequence[int]) -> str | None:
-    """What disagrees between a prediction and the image's tags, in words, or None: a tag the model (almost) never
-    predicts (< 0.5 % of pixels), or a class predicted on >= 5 % of the image that is not tagged."""
-    if not tags:
-        return None
-    counts = np.bincount(prediction[prediction < NUM_CLASSES].ravel(), minlength=NUM_CLASSES)
-    share = counts / max(1, prediction.size)
-    missing = [CLASS_NAMES[c] for c in tags if share[c] < ABSENT_SHARE]
-    extra = [CLASS_NAMES[c] for c in range(1, NUM_CLASSES) if c not in tags and share[c] >= PRESENT_SHARE]
-    parts = ([f"tag {', '.join(missing)} not predicted"] if missing else []) + \
-        ([f"{', '.join(extra)} predicted but not tagged"] if extra else [])
-    return "; ".join(parts) or None
-
-
 def queue_candidates(ws: Workspace, user: str) -> list[str]:
     """The user's images to annotate: no mask yet, not an evaluation image, not listed as annotated."""
     from pss.api.users import read_user
@@ -316,7 +300,7 @@ def annotate_queue(ws: Workspace, user: str, run_id: str | None, order: QueueOrd
     for name in candidates:
         prediction = _prediction(ws, run_id, run_dir, user, name)
         if prediction is not None:
-            why = tag_mismatch(prediction, tags.get(name, ()))
+            why = tag_mismatch(tags.get(name, ()), prediction)
             if why:
                 mismatch[name] = why
     return rank_queue(candidates, "uncertainty", entropy=entropy, groups=groups, tag_mismatch=mismatch, seed=seed)

@@ -11,7 +11,7 @@ from inspect_support import USER, trained_workspace
 from pss.api import annotate as ann
 from pss.api import annotate_tools as tools
 from pss.api.users import forget_users, read_user
-from pss.data.annotations import read_annotated
+from pss.data.annotations import read_annotated, tag_mismatch
 from pss.data.demo import DemoConfig, generate_demo
 from pss.data.labels import IGNORE_INDEX, VOC_PALETTE, class_index, read_label_png
 from pss.data.validate import check_user
@@ -240,8 +240,9 @@ def test_queue_holds_unlabelled_training_images_with_reasons(trained) -> None:
 def test_tag_mismatch_names_missing_tags_and_untagged_predictions() -> None:
     prediction = np.zeros((10, 10), np.uint8)
     prediction[:5] = 12
-    assert tools.tag_mismatch(prediction, (8,)) == "tag cat not predicted; dog predicted but not tagged"
-    assert tools.tag_mismatch(prediction, (12,)) is None
+    # the one rule (pss.data.annotations.tag_mismatch) the queue and the annotate-curve experiment share
+    assert tag_mismatch((8,), prediction) == "tag cat not predicted; dog predicted, not tagged"
+    assert tag_mismatch((12,), prediction) is None
 
 
 def test_finetune_request_starts_from_the_run_with_the_annotated_stream(trained) -> None:
@@ -249,13 +250,12 @@ def test_finetune_request_starts_from_the_run_with_the_annotated_stream(trained)
     assert request.init_from == trained.pss_run and request.user == USER and request.method == "pss"
     assert "train.annotated_weight=1.0" in request.overrides()
     assert request.preset.endswith("config.yaml")
-    # everything but the engine's new option validates now (the start run's own config, initialised from it)
-    from dataclasses import replace
-
+    # the request validates into the start run's own config, initialised from it, with the annotated stream on
     from pss.api.launch_form import validate_launch
 
-    config = validate_launch(trained.ws, replace(request, extra=()))
+    config = validate_launch(trained.ws, request)
     assert config.train.init_from == trained.pss_run and config.method_name == "pss"
+    assert config.train.annotated_weight == 1.0
 
 
 def test_editor_saves_paint_strokes_over_the_loaded_mask_and_ignore_echoes(ws: Workspace) -> None:
