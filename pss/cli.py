@@ -13,7 +13,7 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from pss.errors import PssError, explain_os_error
+from pss.errors import ConfigError, PssError, explain_os_error
 from pss.status import Status
 from pss.workspace import Workspace
 
@@ -85,10 +85,13 @@ def cmd_group(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from pss.api import runs as api
+    from pss.engine.distributed import init_from_env, shutdown
 
     ws = Workspace(Path(args.workspace))
+    # under torchrun: join the process group (one process per GPU, or gloo on CPU); else the single process
+    dist, device = init_from_env(args.device)
     if args.resume:
-        outcome = api.resume_run(ws, args.resume, device=args.device)
+        outcome = api.resume_run(ws, args.resume, device=device, dist=dist)
     else:
         overrides = list(args.set or [])
         for flag, key in (("method", "method.name"), ("user", "data.user"), ("steps", "train.steps"),
@@ -96,7 +99,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             if getattr(args, flag) is not None:
                 overrides.append(f"{key}={getattr(args, flag)}")
         config = api.make_config(ws, args.config, overrides)
-        outcome = api.train(ws, config, device=args.device, run_id=args.run_id)
+        outcome = api.train(ws, config, device=device, run_id=args.run_id, dist=dist)
+    shutdown(dist)  # after a failure the process just exits: leaving a group whose peer died can block
+    if not dist.is_main:  # rank 0 reports for the run
+        return 0 if outcome.status == Status.DONE else 1
     print(f"run {outcome.run_id}: {outcome.status} in {outcome.seconds:.0f} s")
     if outcome.report is not None:
         print(f"  FIoU {outcome.report.fiou * 100:.2f}  MIoU(pss) {outcome.report.miou['pss'] * 100:.2f}  "
@@ -153,12 +159,35 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from pss.experiments import ExperimentOptions, run_experiment
 
+    if args.table == "annotate-curve":
+        return _annotate_curve(args)
     opts = ExperimentOptions(table=args.table, users=args.users, methods=args.methods, steps=args.steps,
                              source_steps=args.source_steps, seeds=args.seeds, one_start=args.one_start,
                              bootstrap=args.bootstrap, start=args.start, preset=args.preset,
-                             device=args.device, tag=args.tag, jobs=args.jobs)
-    result = run_experiment(Workspace(Path(args.workspace)), opts)
+                             device=args.device, tag=args.tag or "tables", jobs=args.jobs, backend=args.backend,
+                             address=args.address)
+    try:
+        result = run_experiment(Workspace(Path(args.workspace)), opts)
+    except KeyboardInterrupt:
+        print("interrupted: queued and running cells were cancelled; run the same command again to resume "
+              "(finished cells are reused, stopped ones resumed from their last checkpoint)", file=sys.stderr)
+        return 130
     print(f"tables written to {result.out_dir}")
+    return 0 if not result.failed else 1
+
+
+def _annotate_curve(args: argparse.Namespace) -> int:
+    from pss.experiments.annotate_curve import COUNTS, CURVE, CurveOptions, run_annotate_curve
+
+    if not args.start:
+        raise ConfigError("annotate-curve fine-tunes a finished run: give it with --start RUN (a converged "
+                          "context-free No-DA run of the user, e.g. `pss train --method source_only --context none`)")
+    opts = CurveOptions(start=args.start, users=args.users, counts=tuple(args.counts or COUNTS),
+                        orders=tuple(args.orders), steps=args.steps or 50, seeds=args.seeds, weight=args.weight,
+                        method=args.curve_method, preset=args.preset, device=args.device, tag=args.tag or CURVE,
+                        jobs=args.jobs)
+    result = run_annotate_curve(Workspace(Path(args.workspace)), opts)
+    print(f"curve written to {result.out_dir}")
     return 0 if not result.failed else 1
 
 
@@ -252,10 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="table1 = Tables 1 (FIoU) and 2 (MIoU): every method on every user; table3 = "
                        "context none/global/group; table4 = K in {1, 10, 80, 200}; table5 = personal / mixed "
                        "training sets. Runs start from one shared No-DA model; finished runs are reused and "
-                       "interrupted ones resumed. Output: WORKSPACE/experiments/TABLE/.")
+                       "interrupted ones resumed. Output: WORKSPACE/experiments/TABLE/. annotate-curve = label "
+                       "efficiency on the demo: reveal the hidden masks of 0/5/10/20/40 unlabelled images in "
+                       "'annotate next' (uncertainty) or random order, fine-tune --start with "
+                       "train.annotated_weight, score on the evaluation images (pss.experiments.annotate_curve).")
     workspace_arg(p)
     device_arg(p)
-    p.add_argument("table", choices=["table1", "table3", "table4", "table5"])
+    p.add_argument("table", choices=["table1", "table3", "table4", "table5", "annotate-curve"])
     p.add_argument("--users", nargs="+", help="users (default: all)")
     p.add_argument("--methods", nargs="+", metavar="ROW",
                    help="rows to run (table1: source_only adaptseg maxsquare fda fda_ssl advent mrnet_s1 mrnet pss "
@@ -265,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-steps", dest="source_steps", type=int,
                    help="steps of the shared No-DA runs (default: the preset's train.steps; demo: 300)")
     p.add_argument("--jobs", type=int, help="users trained in parallel processes, each with cpu_count/jobs "
-                   "threads (default: 2 on a CPU, 1 on CUDA)")
+                   "threads (default: 2 on a CPU, 1 on CUDA); with --backend ray and no --address: the CPUs of the "
+                   "local Ray (default: all)")
     p.add_argument("--seeds", type=int, default=1, help="number of seeds (mean ± std over seeds when > 1)")
     p.add_argument("--one-start", dest="one_start", action="store_true",
                    help="every seed starts from the first seed's No-DA model (seeds vary the adaptation runs and "
@@ -275,7 +308,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=2000,
                    help="paired-bootstrap resamples behind each gain's 95%% interval (default 2000)")
     p.add_argument("--preset", default="demo", help="config preset (demo, paper, tiny) or YAML file")
-    p.add_argument("--tag", default="tables", help="label of this experiment's runs (reuse is per tag)")
+    p.add_argument("--tag", help="label of this experiment's runs (reuse is per tag; default: tables, or "
+                   "annotate-curve)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local",
+                   help="where the cells run: local processes (default) or Ray tasks (pip install \"pss[cluster]\"); "
+                   "with ray every node must see the workspace at the same path (a shared filesystem)")
+    p.add_argument("--address", help="the Ray cluster to submit to, from one of its nodes: HEAD:6379, or auto "
+                   "(the one `ray start` started here); default: start a local Ray with --jobs CPUs (default all)")
+    curve = p.add_argument_group("annotate-curve")
+    curve.add_argument("--counts", type=int, nargs="+", help="numbers of annotated images (default 0 5 10 20 40)")
+    curve.add_argument("--orders", nargs="+", choices=["uncertainty", "random"], default=["uncertainty", "random"])
+    curve.add_argument("--weight", type=float, default=1.0, help="train.annotated_weight of the annotated cells")
+    curve.add_argument("--method", dest="curve_method", default="source_only",
+                       help="the method every cell fine-tunes with (default source_only: No-DA continued)")
     p.set_defaults(func=cmd_experiment)
     return parser
 

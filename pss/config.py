@@ -51,6 +51,8 @@ BATCH_SIZE = Bounds("train.batch_size", 1, 1024, "images per batch")
 SEED = Bounds("train.seed", 0, 2 ** 32 - 1, "numpy seeds are 32-bit")
 LR = Bounds("train.lr", 1e-12, 10.0)
 K = Bounds("grouping.k", 1, 10_000, "k-means groups per user; capped at a quarter of the user's images")
+ANNOTATED_WEIGHT = Bounds("train.annotated_weight", 0.0, 1e6, "weight of the CE on the user's annotated training "
+                          "images; 0 = not used")
 
 
 @dataclass
@@ -128,6 +130,15 @@ class TrainConfig:
         select on the user's labels).
     source_val_every: score the source's held-out split (``data.voc_val_list``) every this many steps (0: only
         at the end); the ``source_val`` events of ``metrics.jsonl`` are the curve No-DA lengths are chosen from.
+    sync_bn: in a multi-process run (``torchrun``, ``pss.engine.distributed``) compute BatchNorm statistics over
+        the global batch (SyncBatchNorm, CUDA only) instead of per process as the released code's DataParallel
+        did; no effect on a single process. ``batch_size`` is always the global batch.
+    annotated_weight: weight ``w`` of the supervised loss on the user's images annotated for training
+        (``annotated.txt``, ``UserCollection.annotated_train``; never an evaluation image): when > 0 every step
+        also draws a batch of them (source crop and augmentation) and adds the named loss
+        ``annotated = w · CE(logits, mask)`` (pixels 255 ignored) to the method's losses, for every method
+        (``Method.annotated_losses``). 0 (default): no such batch, the run is exactly as without annotations.
+        Must be >= 0; > 0 needs at least one annotated image.
     """
 
     steps: int = 300
@@ -146,9 +157,12 @@ class TrainConfig:
     amp: Literal["auto", "off", "bf16"] = "auto"
     channels_last: Literal["auto", "on", "off"] = "auto"
     compile: bool = False
+    sync_bn: bool = False
+    annotated_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        for bounds, value in ((STEPS, self.steps), (BATCH_SIZE, self.batch_size), (SEED, self.seed), (LR, self.lr)):
+        for bounds, value in ((STEPS, self.steps), (BATCH_SIZE, self.batch_size), (SEED, self.seed), (LR, self.lr),
+                              (ANNOTATED_WEIGHT, self.annotated_weight)):
             bounds.check(value)
         if self.eval_every < 0 or self.source_val_every < 0:
             raise ConfigError("train.eval_every and train.source_val_every must be >= 0 (0 = only at the end)")

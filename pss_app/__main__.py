@@ -41,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
     p.add_argument("--k", type=int, default=8, help="initial number of k-means groups per user (default 8)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated demo (default 0)")
+    p.add_argument("--annotator", default="local",
+                   help="your name in the Annotate tab's history of submitted masks (default 'local')")
     return p
 
 
@@ -81,7 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1") and auth is None:
         print(f"pss-app: warning: serving on {args.host} without --auth: anyone who can reach this machine "
               f"can see the photos", file=sys.stderr)
-    demo = build_app(ws, default_k=args.k, private=auth is not None)  # nothing of the workspace before login
+    # private: nothing of the workspace before login
+    demo = build_app(ws, default_k=args.k, private=auth is not None, annotator=args.annotator)
     print(f"Serving workspace {ws.root}", flush=True)
     demo.launch(**launch_kwargs(ws, args.host, args.port, auth))
     return 0

@@ -21,6 +21,7 @@ import plotly
 from pss.api import Workspace, list_users
 from pss.api import atomic_path
 from pss_app.services.statistics import scope_choices
+from pss_app.tabs import annotate as annotate_tab
 from pss_app.tabs import compare as compare_tab
 from pss_app.tabs import groups as groups_tab
 from pss_app.tabs import images as images_tab
@@ -72,8 +73,10 @@ def shared_context(ws: Workspace, demo: gr.Blocks, default_k: int = DEFAULT_K, p
                       plotly_js=install_plotly_js(ws), private=private)
 
 
-def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False) -> gr.Blocks:
-    """The whole app for workspace ``ws`` (not launched).
+def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False,
+              annotator: str = "local") -> gr.Blocks:
+    """The whole app for workspace ``ws`` (not launched). ``annotator``: the name the Annotate tab records as the
+    author of submitted masks.
 
     ``private`` (with ``--auth``): no workspace data in the components' initial values. Gradio writes the API
     description, with every dropdown's choices and value, into the page it serves before login; the choices are
@@ -84,6 +87,7 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False) 
         gr.Markdown("## pss · personalized semantic segmentation workbench"
                     + ("" if private else f"\nWorkspace `{ws.root}`"))
         ctx = shared_context(ws, demo, default_k, private)
+        ctx.annotator = annotator or "local"
         # the one action for a newcomer: train the demo comparison of the user through the job queue
         quickstart_tab.build(ctx)
         with gr.Tabs(selected="images") as tabs:
@@ -95,7 +99,8 @@ def build_app(ws: Workspace, default_k: int = DEFAULT_K, private: bool = False) 
             # Inspect / Compare list the user's finished runs when opened (runs finish while the app runs), so a
             # page load does not run a model for a tab nobody looks at.
             inspect_tab.build(ctx)
-            compare_tab.build(ctx)
+            compare_tab.build(ctx)  # publishes ctx.compare_pickers, which Annotate opens fine-tunes in
+            annotate_tab.build(ctx)
         quickstart_tab.show_compare(ctx)
         scope = ctx.published("scope")
 
@@ -142,6 +147,7 @@ def launch_kwargs(ws: Workspace, host: str = "127.0.0.1", port: int | None = Non
     """Keyword arguments of ``Blocks.launch`` implementing the serving rules above."""
     return dict(server_name=host, server_port=port, auth=auth, allowed_paths=served_paths(ws),
                 blocked_paths=[str(ws.runs), str(ws.data)], run_history=False, css=CSS, quiet=quiet,
+                head=annotate_tab.SHORTCUT_JS,
                 show_error=False, max_file_size="20mb", inbrowser=False)
 
 

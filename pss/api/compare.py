@@ -182,7 +182,7 @@ def image_differences(ws: Workspace, user: str, run_a: str, run_b: str, metric: 
     runs_by_id(ws, user, [run_a, run_b])
     column = METRICS.index(metric)
     a, b = image_scores(ws, run_a), image_scores(ws, run_b)
-    names = [r.name for r in user_records(ws, user) if r.mask_path is not None and r.name in a and r.name in b]
+    names = [r.name for r in user_records(ws, user) if r.eval_mask is not None and r.name in a and r.name in b]
     rows = [(n, a[n][column] * 100, b[n][column] * 100) for n in names]
     table = pd.DataFrame(rows, columns=["image", "A", "B"], dtype=object)
     table[["A", "B"]] = table[["A", "B"]].astype(float).round(2)

@@ -16,6 +16,7 @@ from pss.workspace import Workspace
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
+    from pss.engine.distributed import DistContext
     from pss.runs.execute import RunOutcome
     from pss.metrics import SegReport
 
@@ -40,17 +41,25 @@ def make_config(ws: Workspace, preset: str | None = "demo", overrides: Sequence[
 
 
 def train(ws: Workspace, config: ExperimentConfig, device: str = "auto", run_id: str | None = None,
-          console: bool = True) -> RunOutcome:
+          console: bool = True, dist: DistContext | None = None) -> RunOutcome:
     """Train one run in this process. With ``run_id`` of an existing queued run (the app's job worker
-    pre-creates runs), that run is used; otherwise a new run is created."""
+    pre-creates runs), that run is used; otherwise a new run is created.
+
+    ``dist``: this process's rank when ``torchrun`` started several (``pss.engine.distributed.init_from_env``):
+    rank 0 creates the run and tells the others its id; all train it together."""
+    from pss.engine.distributed import SINGLE, broadcast_text
     from pss.runs.execute import execute_run, prepare_run
 
+    dist = dist or SINGLE
     store = ws.store()
-    if run_id is not None and store.run_dir(run_id).exists():
-        run = store.open_run(run_id)
-    else:
-        run = prepare_run(config, ws, device, run_id)
-    return execute_run(run, config, ws, device, console=console)
+    if dist.is_main:
+        if run_id is not None and store.run_dir(run_id).exists():
+            run = store.open_run(run_id)
+        else:
+            run = prepare_run(config, ws, device, run_id)
+        run_id = run.run_id
+    run = store.open_run(broadcast_text(run_id, dist))  # after rank 0 created it: the broadcast waits for that
+    return execute_run(run, config, ws, device, console=console and dist.is_main, dist=dist)
 
 
 def run_config(ws: Workspace, run_id: str) -> ExperimentConfig:
@@ -58,12 +67,17 @@ def run_config(ws: Workspace, run_id: str) -> ExperimentConfig:
     return resolve_config(ws.store().open_run(run_id).config)
 
 
-def resume_run(ws: Workspace, run_id: str, device: str = "auto", console: bool = True) -> RunOutcome:
-    """Continue a run from its latest checkpoint; the result equals an uninterrupted run."""
+def resume_run(ws: Workspace, run_id: str, device: str = "auto", console: bool = True,
+               dist: DistContext | None = None) -> RunOutcome:
+    """Continue a run from its latest checkpoint; the result equals an uninterrupted run (``dist``: as
+    :func:`train`; every rank loads the checkpoint, so the run store must be shared by the nodes)."""
+    from pss.engine.distributed import SINGLE
     from pss.runs.execute import execute_run
 
+    dist = dist or SINGLE
     run = ws.store().open_run(run_id)
-    return execute_run(run, run_config(ws, run_id), ws, device, resume=True, console=console)
+    return execute_run(run, run_config(ws, run_id), ws, device, resume=True, console=console and dist.is_main,
+                       dist=dist)
 
 
 def load_run_model(ws: Workspace, run_id: str, device: str = "auto"):

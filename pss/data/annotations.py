@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
+from pss.data.labels import CLASS_NAMES, NUM_CLASSES
 from pss.data.problems import Problem
 from pss.data.voc_layout import read_list_file
 from pss.errors import DatasetError
@@ -124,3 +127,21 @@ def rank_queue(candidates: Sequence[str], order: QueueOrder = "uncertainty", *,
             out.append(QueueItem(name, float(entropy[name]), "; ".join(parts), group))
         depth += 1
     return out
+
+
+TAG_MIN_FRACTION = 0.01  # a class covering less of a prediction than this does not count as predicted
+
+
+def tag_mismatch(tags: Iterable[int], predicted: np.ndarray, min_fraction: float = TAG_MIN_FRACTION) -> str | None:
+    """What disagrees between an image's tags and its predicted label map, in words (``None`` when they agree):
+    tagged classes the prediction does not show, and predicted classes the tags do not name. A class counts as
+    predicted when it covers at least ``min_fraction`` of the pixels (a few stray pixels are not a claim).
+
+    Shape: ``predicted`` (H, W) class ids (255 = ignore, not counted).
+    """
+    counts = np.bincount(predicted[predicted < NUM_CLASSES].ravel().astype(np.int64), minlength=NUM_CLASSES)
+    shown = {c for c in range(1, NUM_CLASSES) if counts[c] >= min_fraction * max(int(predicted.size), 1)}
+    tagged = {int(t) for t in tags if 0 < int(t) < NUM_CLASSES}
+    parts = [f"tag {CLASS_NAMES[c]} not predicted" for c in sorted(tagged - shown)]
+    parts += [f"{CLASS_NAMES[c]} predicted, not tagged" for c in sorted(shown - tagged)]
+    return "; ".join(parts) or None

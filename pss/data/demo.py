@@ -15,11 +15,14 @@ Example::
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image
@@ -31,8 +34,8 @@ from pss.data.demo_styles import SOURCE_STYLE, STREAM_CLASS_ORDER, UserStyle, ap
 from pss.data.labels import CLASS_NAMES, IGNORE_INDEX, write_label_png
 from pss.errors import ConfigError, DatasetError
 
-__all__ = ["DemoConfig", "DemoSummary", "generate_demo", "make_contact_sheet", "render_source_image",
-           "render_user_image", "README_MARKER"]
+__all__ = ["DemoConfig", "DemoSummary", "generate_demo", "hidden_user_labels", "make_contact_sheet",
+           "read_demo_settings", "render_source_image", "render_user_image", "README_MARKER"]
 
 README_MARKER = "pss demo data"
 _EXIF_ORIENTATION = 0x0112
@@ -227,3 +230,50 @@ def generate_demo(out: Path, seed: int = 0, config: DemoConfig | None = None,
     _write_readme(out, seed, config, complete=True)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def read_demo_settings(root: Path) -> tuple[int, DemoConfig]:
+    """(seed, config) a demo data root was written with, read back from its ``README.txt`` (``_write_readme``)."""
+    readme = Path(root) / "README.txt"
+    text = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else ""
+    seed = re.search(r"^seed: (\d+)$", text, re.MULTILINE)
+    config = re.search(r"^config: DemoConfig\((.*)\)$", text, re.MULTILINE)
+    if not text.startswith(README_MARKER) or seed is None or config is None:
+        raise DatasetError(f"{readme}: not a README written by `pss demo`; hidden masks exist only for the demo data")
+    fields = {f.name: f.type for f in dataclasses.fields(DemoConfig)}
+    values: dict[str, Any] = {}
+    for key, value in re.findall(r"(\w+)=([^,]+)", config.group(1)):
+        if key in fields:
+            values[key] = float(value) if key == "labelled_fraction" else int(value)
+    return int(seed.group(1)), DemoConfig(**values)
+
+
+def hidden_user_labels(root: Path, user: str, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The ground-truth label maps of user ``user``'s images ``names`` (labelled or not) of the demo at ``root``,
+    regenerated from the seed and config in its README: the generator draws every image's label with the image
+    (``render_user_image``) and writes a mask only for the planned labelled ones, so the other masks are hidden, not
+    absent. Nothing on disk changes; the images are not re-rendered into the data.
+
+    Checked: the regenerated label of one stored mask must equal it, else ``DatasetError`` (the data was not written
+    by this demo generator, or was edited). Shape: each label (H, W) uint8, as displayed (EXIF orientation applied).
+    """
+    from pss.data.image_io import load_mask
+
+    match = re.fullmatch(r"id(\d+)", user)
+    if match is None:
+        raise DatasetError(f"{user!r} is not a demo user (id1, id2, ...)")
+    seed, config = read_demo_settings(root)
+    user_index = int(match.group(1))
+    plan = plan_user(seed, user_index, config.images_per_user, config.labelled_fraction)
+    index_of = {name: i for i, name in enumerate(plan.names)}
+    unknown = [n for n in names if n not in index_of]
+    if unknown:
+        raise DatasetError(f"{', '.join(unknown[:5])}: not images of the demo's {user}; regenerate the demo "
+                           f"(`pss demo --out {root}`)")
+    check = plan.names[min(plan.labelled)]
+    stored = Path(root) / "personal" / user / "SegmentationClass" / f"{check}.png"
+    regenerated = render_user_image(seed, user_index, index_of[check], config, plan)[1]
+    if not stored.is_file() or not np.array_equal(load_mask(stored, regenerated.shape), regenerated):
+        raise DatasetError(f"{stored}: the stored mask differs from the one the demo generator draws for it; the "
+                           "data is not this demo's (regenerate it with `pss demo`), so its hidden masks are unknown")
+    return {name: render_user_image(seed, user_index, index_of[name], config, plan)[1] for name in names}

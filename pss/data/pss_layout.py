@@ -67,7 +67,7 @@ class UserCollection:
     @property
     def eval_set(self) -> list[ImageRecord]:
         """The evaluation images, never trained on: ``val_all.txt``'s masked images, or (without that file) every
-        masked image not in ``annotated.txt``."""
+        masked image not in ``annotated.txt``. ``read_user`` marks exactly these records ``scored``."""
         if self.eval_names is not None:
             return [r for r in self.labelled if r.name in self.eval_names]
         return [r for r in self.labelled if r.name not in self.annotated]
@@ -252,8 +252,10 @@ def read_user(personal_root: Path, user: str, k: int | None = None, *, strict: b
         first = problems[0]
         raise DatasetError(f"{first.path}{'' if first.line is None else f':{first.line}'}: {first.message}")
     tag_map = tags or {}
+    # the evaluation set (UserCollection.eval_set): val_all.txt, or without it every mask not annotated for training
+    evaluated = eval_names if eval_names is not None else set(masks) - annotated
     records = [ImageRecord(name=stem, image_path=images[stem], mask_path=masks.get(stem), tags=tag_map.get(stem, ()),
-                           user=user) for stem in sorted(images)]
+                           user=user, scored=stem in evaluated) for stem in sorted(images)]
     return UserCollection(user=user, root=user_dir, records=records, groups=groups, group_k=group_k,
                           eval_names=eval_names, annotated=annotated, problems=problems)
 

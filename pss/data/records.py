@@ -15,6 +15,10 @@ class ImageRecord:
         mask_path: the label PNG, or ``None`` for an unlabelled image.
         tags: image-level class indices (1..20; background is never a tag).
         user: the PSS user folder (``"id3"``) or ``None`` for source images.
+        scored: whether the mask is ground truth that metrics may score. ``False`` for a user's masked images outside
+            the evaluation set (``val_all.txt``), e.g. images annotated for training (``annotated.txt``): they are
+            trained on, never scored. The PSS reader sets it; every scorer reads :attr:`eval_mask`, never
+            ``mask_path`` (the one rule of the honest splits).
     """
 
     name: str
@@ -22,7 +26,13 @@ class ImageRecord:
     mask_path: Path | None
     tags: tuple[int, ...] = ()
     user: str | None = None
+    scored: bool = True
 
     @property
     def labelled(self) -> bool:
         return self.mask_path is not None
+
+    @property
+    def eval_mask(self) -> Path | None:
+        """The mask to score this image against, or ``None`` (unlabelled, or a training annotation)."""
+        return self.mask_path if self.scored else None

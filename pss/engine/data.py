@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -15,6 +15,7 @@ from pss.data.loaders import BatchStream, collate_skip_none, group_batches, shuf
 from pss.data.pss_layout import list_users, read_user
 from pss.data.records import ImageRecord
 from pss.data.voc_layout import read_voc
+from pss.engine.distributed import SINGLE, DistContext, per_rank_batch, shard_plan
 from pss.errors import DatasetError
 from pss.grouping import effective_k, extract_features, kmeans_groups, random_groups, silhouette_k
 
@@ -23,8 +24,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ExperimentData:
-    """``target`` = what adaptation trains on (the user, or the Table 5 mixes); ``evaluation`` = the user's
-    images (all of them: the group context uses unlabelled ones too; metrics use the labelled ones)."""
+    """``target`` = what adaptation trains on, without labels (the user, or the Table 5 mixes; every mask
+    stripped, so no evaluation mask can reach a target batch); ``evaluation`` = the user's images (all of them: the
+    group context uses unlabelled ones too; metrics score only the evaluation set, ``ImageRecord.eval_mask``);
+    ``annotated`` = the user's images annotated for training (``UserCollection.annotated_train``, never evaluation
+    images), the supervised stream of ``train.annotated_weight``."""
 
     source: list[ImageRecord]
     target: list[ImageRecord]
@@ -33,6 +37,7 @@ class ExperimentData:
     target_groups: dict[str, int] | None
     evaluation_groups: dict[str, int] | None
     source_val: list[ImageRecord] = field(default_factory=list)
+    annotated: list[ImageRecord] = field(default_factory=list)
 
 
 DEFAULT_SOURCE_VAL = Path("ImageSets/Segmentation/val.txt")  # VOC2012 val; the demo writes its held-out ids there
@@ -101,8 +106,6 @@ def user_groups(records: Sequence[ImageRecord], grouping: GroupingConfig, cache_
 
 def _unique_names(records: list[ImageRecord]) -> list[ImageRecord]:
     """Mixed sets join several users: prefix names so they stay unique."""
-    from dataclasses import replace
-
     return [replace(r, name=f"{r.user}/{r.name}") for r in records]
 
 
@@ -112,6 +115,7 @@ def load_experiment_data(config: ExperimentConfig, device: torch.device, cache_d
     source = read_voc(data.voc_path(), Path(data.voc_list) if data.voc_list else None)
     user = read_user(data.personal_path(), data.user)
     evaluation = list(user.records)
+    annotated = user.annotated_train
     if data.target == "personal":
         target = evaluation
     else:
@@ -120,6 +124,9 @@ def load_experiment_data(config: ExperimentConfig, device: torch.device, cache_d
         if data.target == "mix_sample":
             rng = np.random.default_rng(config.train.seed)
             target = [target[i] for i in sorted(rng.choice(len(target), size=len(evaluation), replace=False))]
+    # adaptation sees the target images unlabelled: the masks (evaluation ground truth) stay out of target batches
+    # (no method reads them, but the `tags` field falls back on a mask's classes when an image has no tags)
+    target = [replace(r, mask_path=None) for r in target]
     source_val = read_source_val(config)
     held_out = {r.name for r in source_val}
     overlap = sum(r.name in held_out for r in source)
@@ -130,24 +137,51 @@ def load_experiment_data(config: ExperimentConfig, device: torch.device, cache_d
     if not source:
         raise DatasetError(f"no source images found under {data.voc_path()}")
     if not need_groups:
-        return ExperimentData(source, target, evaluation, None, None, None, source_val)
+        return ExperimentData(source, target, evaluation, None, None, None, source_val, annotated)
     g = config.grouping
     args = (g.seed, g.feature_model, cache_dir, device)
     source_groups = compute_groups(source, config.data.source_groups, *args) if config.data.source_groups else None
     evaluation_groups = user_groups(evaluation, g, cache_dir, device).groups
     target_groups = (evaluation_groups if data.target == "personal"
                      else user_groups(target, g, cache_dir, device).groups)
-    return ExperimentData(source, target, evaluation, source_groups, target_groups, evaluation_groups, source_val)
+    return ExperimentData(source, target, evaluation, source_groups, target_groups, evaluation_groups, source_val,
+                          annotated)
 
 
 def make_stream(records: Sequence[ImageRecord], groups: dict[str, int] | None, config: ExperimentConfig,
-                seed: int, pin_memory: bool = False, fields: Sequence[str] = ()) -> BatchStream:
+                seed: int, pin_memory: bool = False, fields: Sequence[str] = (),
+                dist: DistContext = SINGLE) -> BatchStream:
     """Training batches of ``records``: one k-means group per batch when ``groups`` is given (methods.md §1.4);
-    ``fields``: the extra per-image fields the method declares (``pss.data.datasets.EXTRA_FIELDS``)."""
+    ``fields``: the extra per-image fields the method declares (``pss.data.datasets.EXTRA_FIELDS``). In a
+    multi-process run (``dist``) this rank's slice of every batch (``pss.engine.distributed.shard_plan``)."""
     dataset = SegDataset(list(records), train=True, crop=config.data.crop, seed=seed, fields=fields)
     bs = config.train.batch_size
     if groups is not None:
         plan = group_batches([groups.get(r.name, -1) for r in records], bs, seed)
     else:
         plan = shuffled_batches(len(records), bs, seed)
+    if dist.active:
+        per_rank_batch(bs, dist)  # the global batch must split evenly (ConfigError otherwise)
+        plan = shard_plan(plan, dist)
+    return BatchStream(dataset, plan, collate_skip_none, config.data.num_workers, pin_memory)
+
+
+def make_annotated_stream(records: Sequence[ImageRecord], config: ExperimentConfig, seed: int,
+                          pin_memory: bool = False, fields: Sequence[str] = ()) -> BatchStream:
+    """Training batches of the user's annotated training images (``train.annotated_weight``), with the source
+    stream's crop and augmentation (``SegDataset(train=True)``).
+
+    Batches are drawn across the whole annotated set (one group for ``group_batches``: reshuffled every epoch and
+    wrapped around so that every batch is full), not one k-means group per batch as the unlabelled target batches:
+    the set is small and the "annotate next" queue spreads it over the k-means groups (``rank_queue``), so a group
+    holds one or two annotated images and one-group batches would be one image repeated (BatchNorm statistics of a
+    single image, and its gradient counted batch-size times). A batch of several annotated images from different
+    groups is what the source stream is on the demo (plain shuffled batches: one attention group of unrelated
+    images for a group context). Wrapping also makes a single annotated image a usable batch (``MIN_BATCH``).
+    """
+    if not records:
+        raise DatasetError("no annotated training image: annotate images in the Annotate tab or list them in "
+                           "annotated.txt (or set train.annotated_weight=0)")
+    dataset = SegDataset(list(records), train=True, crop=config.data.crop, seed=seed, fields=fields)
+    plan = group_batches([0] * len(records), config.train.batch_size, seed)
     return BatchStream(dataset, plan, collate_skip_none, config.data.num_workers, pin_memory)

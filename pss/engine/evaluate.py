@@ -5,8 +5,8 @@ images of a chunk, as the released code evaluates whole group batches, methods.m
 resized to a common size whose short side is ``short_side`` and whose aspect is the chunk's mean
 aspect (the official ``group_collect``); the logits are then upsampled back to every image's own
 size, so metrics are computed at the original resolution (the official code scores at the resized
-resolution; ours is the stricter choice). MIoU is accumulated over the user's labelled images under
-both conventions, FIoU averaged per image (methods.md §1.7).
+resolution; ours is the stricter choice). MIoU is accumulated over the user's evaluation images (``val_all.txt``;
+never an image annotated for training) under both conventions, FIoU averaged per image (methods.md §1.7).
 """
 from __future__ import annotations
 
@@ -174,13 +174,14 @@ def save_prediction(prediction: Prediction, predictions_dir: Path, maps_dir: Pat
 def evaluate_records(model: Segmenter, records: Sequence[ImageRecord], groups: dict[str, int] | None,
                      settings: EvalSettings, output_dir: Path | None = None, progress: Progress | None = None,
                      ) -> tuple[SegReport, dict[str, float]]:
-    """Predict all ``records`` (labelled or not: the group context uses them all), score the labelled ones.
+    """Predict all ``records`` (labelled or not: the group context uses them all), score those with an evaluation
+    mask (``ImageRecord.eval_mask``: a user's ``val_all.txt`` images; masks annotated for training are not scored).
 
     With ``output_dir``, predictions go to ``output_dir/predictions/<name>.png`` and entropy maps to
     ``output_dir/maps/<name>_entropy.png``.
 
     Returns:
-        the report over the labelled images and every predicted image's mean entropy (for ranking).
+        the report over the evaluation images and every predicted image's mean entropy (for ranking).
     """
     if output_dir is not None:
         (output_dir / "predictions").mkdir(parents=True, exist_ok=True)
@@ -196,9 +197,10 @@ def evaluate_records(model: Segmenter, records: Sequence[ImageRecord], groups: d
         if output_dir is not None:
             save_prediction(prediction, output_dir / "predictions", output_dir / "maps")
         record = by_name[prediction.name]
-        if record.mask_path is not None:
+        # eval_mask, not mask_path: a user's training annotation (annotated.txt) is predicted, never scored
+        if record.eval_mask is not None:
             try:
-                target = load_mask(record.mask_path, prediction.label.shape)
+                target = load_mask(record.eval_mask, prediction.label.shape)
             except DatasetError as exc:  # one bad mask must not stop an evaluation
                 log.warning("skipping %s in the metrics: %s", record.name, exc)
                 continue

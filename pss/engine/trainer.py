@@ -1,9 +1,11 @@
 """The one training loop (code_examples.md P1): every method, every backbone, CPU or CUDA.
 
 Per step (the order of the released ADVENT/PSS code, methods.md §1.3): poly LR on every optimizer the method
-built; the batches of the streams the method draws this step; the method's critics frozen; its segmenter losses
-(source CE, target adversarial/entropy, pseudo CE) summed and back-propagated; the critics unfrozen and their
-losses back-propagated on detached outputs; every optimizer steps; the method's ``after_step``. Nothing here
+built; the batches of the streams the method draws this step (and, with ``train.annotated_weight`` > 0, a batch of
+the user's annotated training images, for every method); the method's critics frozen; its segmenter losses
+(source CE, target adversarial/entropy, pseudo CE; plus ``annotated``, ``Method.annotated_losses``) summed and
+back-propagated; the critics unfrozen and their losses back-propagated on detached outputs; every optimizer
+steps; the method's ``after_step``. Nothing here
 depends on which method runs (the contract is ``pss.methods.base.Method``). Hooks see every step
 (``on_step``) and every logging step (``on_log``); checkpoints make resume == uninterrupted.
 """
@@ -23,9 +25,11 @@ from pss.config import ExperimentConfig, config_to_dict
 from pss.data.loaders import BatchStream, to_device
 from pss.engine.checkpoint import load_checkpoint, save_checkpoint
 from pss.engine.device import fast_path
+from pss.engine.distributed import SINGLE, DistContext, any_rank, average_gradients, average_losses, \
+    broadcast_module, wrap_step
 from pss.engine.hooks import Hook
 from pss.engine.schedule import set_poly_lr
-from pss.methods import Method, StepBatch
+from pss.methods import Method, StepBatch, StepLosses
 from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter
 from pss.status import Status
@@ -50,16 +54,20 @@ class Trainer:
     """Runs ``config.train.steps`` steps of ``method`` on ``model``.
 
     Args:
-        streams: one ``BatchStream`` per name in ``method.streams`` (``source``, ``target``, ``pseudo``).
+        streams: one ``BatchStream`` per name in ``method.streams`` (``source``, ``target``, ``pseudo``), and
+            ``annotated`` when ``train.annotated_weight`` > 0.
         evaluator: called every ``train.eval_every`` steps (if > 0) with the model; returns a ``SegReport``.
         checkpoint_path: step -> where that step's checkpoint goes (``None``: no checkpoints).
+        dist: this process's rank in a ``torchrun`` run (``pss.engine.distributed``); the default is the single
+            process, whose path is unchanged. Under DDP only rank 0 saves checkpoints (give the other ranks no
+            hooks and no evaluator).
     """
 
     def __init__(self, config: ExperimentConfig, model: Segmenter, method: Method, streams: dict[str, BatchStream],
                  device: torch.device, hooks: list[Hook] | None = None,
                  evaluator: Callable[[Segmenter], SegReport] | None = None,
-                 checkpoint_path: Callable[[int], Path] | None = None) -> None:
-        self.config, self.device = config, device
+                 checkpoint_path: Callable[[int], Path] | None = None, dist: DistContext = SINGLE) -> None:
+        self.config, self.device, self.dist = config, device, dist
         self.train_cfg = config.train
         self.fast = fast_path(device, self.train_cfg.amp, self.train_cfg.channels_last)
         memory_format = torch.channels_last if self.fast.channels_last else torch.preserve_format
@@ -75,11 +83,23 @@ class Trainer:
         missing = [name for name in method.streams if name not in streams]
         if missing:
             raise ValueError(f"method {method.name!r} draws the stream(s) {missing}; got only {sorted(streams)}")
+        # the user's annotated training images: drawn by the loop itself, for every method (no method declares it)
+        self.annotated_weight = self.train_cfg.annotated_weight
+        if self.annotated_weight > 0 and "annotated" not in streams:
+            raise ValueError(f"train.annotated_weight={self.annotated_weight} needs an 'annotated' stream (the "
+                             "user's annotated training images); got only " + ", ".join(sorted(streams)))
         self.method.on_train_start(self.total_steps)
         self.optimizers = self.method.build_optimizers(self.model, self.train_cfg)
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group.setdefault("initial_lr", group["lr"])
+        # under DDP the segmenter side of a step is one DDP forward (its gradients averaged in backward); the
+        # method's critics stay plain modules whose gradients are averaged before their optimizer steps
+        self.step_forward: torch.nn.Module | None = None
+        if dist.active:
+            broadcast_module(self.method, dist)
+            self.step_forward = wrap_step(self.forward_model, self.method.segmenter_losses, dist, device,
+                                          self.train_cfg.sync_bn)
 
     @property
     def lr(self) -> float:
@@ -100,7 +120,7 @@ class Trainer:
         }
 
     def save(self) -> Path | None:
-        if self.checkpoint_path is None:
+        if self.checkpoint_path is None or not self.dist.is_main:  # every rank holds the same state: rank 0 writes
             return None
         path = save_checkpoint(self.checkpoint_path(self.step), self.state_dict())
         for hook in self.hooks:
@@ -132,6 +152,8 @@ class Trainer:
         drawn = {name: to_device(next(self.streams[name]), self.device, self.fast.channels_last)
                  for name in ("target", "pseudo", "source")
                  if self.method.uses(name) and self.method.draws(name, self.step)}
+        if self.annotated_weight > 0:  # last: with weight 0 nothing is drawn and every stream is as before
+            drawn["annotated"] = to_device(next(self.streams["annotated"]), self.device, self.fast.channels_last)
         return StepBatch(step=self.step, **drawn)
 
     def train_step(self) -> dict[str, torch.Tensor]:
@@ -144,8 +166,17 @@ class Trainer:
         self.method.train()
         self.method.set_critics_trainable(False)
         with self.fast.autocast(self.device):
-            out = self.method.segmenter_losses(self.forward_model, batch)
-        losses = dict(out.losses)
+            if self.step_forward is not None:
+                out = StepLosses(*self.step_forward(batch))
+            else:
+                out = self.method.segmenter_losses(self.forward_model, batch)
+            losses = dict(out.losses)
+            if batch.annotated is not None:  # added after the method's losses: weight 0 sums the same bits as before
+                extra = self.method.annotated_losses(self.forward_model, batch.annotated, self.annotated_weight)
+                clash = sorted(extra.keys() & losses.keys())
+                if clash:
+                    raise ValueError(f"method {self.method.name!r} already returns the loss(es) {clash}")
+                losses.update(extra)
         _total(losses, f"method {self.method.name!r} returned no segmenter loss").backward()
         if out.cache:
             self.method.set_critics_trainable(True)
@@ -154,6 +185,7 @@ class Trainer:
             if critic:
                 _total(critic, "").backward()
                 losses.update(critic)
+            average_gradients(self.method.parameters(), self.dist)  # nothing on a single process
         for opt in self.optimizers.values():
             opt.step()
         self.method.after_step(self.model, self.step)
@@ -172,8 +204,9 @@ class Trainer:
             for hook in self.hooks:
                 hook.on_step(self, self.step - 1, losses)
             if self.step % log_every == 0 or self.step == self.total_steps:
-                # float() waits for the device: only on logging steps, so a non-finite loss is caught there
-                last = {k: float(v) for k, v in losses.items()}
+                # float() waits for the device: only on logging steps, so a non-finite loss is caught there; under
+                # DDP the logged losses are the ranks' mean (the global batch's), the same on every rank
+                last = {k: float(v) for k, v in average_losses(losses, self.dist).items()}
                 if not all(math.isfinite(v) for v in last.values()):
                     raise FloatingPointError(f"non-finite loss at step {self.step}: {last}; lower train.lr or "
                                              "check the data with `pss doctor`")
@@ -184,7 +217,13 @@ class Trainer:
                 self._evaluate()
             if self.train_cfg.checkpoint_every > 0 and self.step % self.train_cfg.checkpoint_every == 0:
                 self.save()
-            if self.stop_requested and self.step < self.total_steps:
+            stopping = self.stop_requested
+            if self.dist.active:
+                # SIGTERM may reach the ranks at different steps: they agree on logging steps only (a collective
+                # and a device sync, which the logged losses cost there anyway), so all stop at the same step
+                logged = self.step % log_every == 0 or self.step == self.total_steps
+                stopping = logged and any_rank(self.stop_requested, self.dist, self.device)
+            if stopping and self.step < self.total_steps:
                 status = Status.CANCELLED
                 break
         self.save()

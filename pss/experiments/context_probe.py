@@ -64,9 +64,9 @@ def probe_attention(model: Segmenter, records: Sequence[ImageRecord], groups: di
         n, c, h, w = att.region_masks.shape
         sizes.append(n)
         for i, (record, image) in enumerate(zip(chunk_records, images, strict=True)):
-            if record.mask_path is None:
+            if record.eval_mask is None:  # statistics over ground truth use the evaluation images only
                 continue
-            mask = torch.from_numpy(load_mask(record.mask_path, image.shape[:2]).astype(np.int64))
+            mask = torch.from_numpy(load_mask(record.eval_mask, image.shape[:2]).astype(np.int64))
             gt = F.interpolate(mask[None, None].float(), size=(h, w), mode="nearest")[0, 0].long().flatten()
             keep = gt < NUM_CLASSES
             if not keep.any():

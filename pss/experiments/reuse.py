@@ -17,7 +17,7 @@ from typing import Any
 
 from pss.api import runs as api
 from pss.config import ExperimentConfig, config_to_dict, resolve_config
-from pss.errors import CheckpointError
+from pss.errors import CheckpointError, PssError
 from pss.runs.index import RunRecord
 from pss.workspace import Workspace
 from pss.status import Status
@@ -28,11 +28,21 @@ def canonical(config: dict[str, Any]) -> str:
     return json.dumps(json.loads(json.dumps(config)), sort_keys=True)
 
 
+def saved_canonical(saved: dict[str, Any]) -> str | None:
+    """A saved config, with every default filled in, as :func:`canonical` (a run saved before a config field was
+    added, e.g. ``train.annotated_weight``, equals a fresh config with that field's default); ``None`` if it no
+    longer resolves."""
+    try:
+        return canonical(config_to_dict(resolve_config(saved)))
+    except PssError:
+        return None
+
+
 def matching_runs(ws: Workspace, config: ExperimentConfig) -> list[RunRecord]:
     """Runs of the workspace whose saved config equals ``config``, newest first."""
     wanted = canonical(config_to_dict(config))
     candidates = ws.store().list_runs(method=config.method_name, user=config.data.user, search=config.tag or None)
-    return [r for r in candidates if canonical(r.config) == wanted]
+    return [r for r in candidates if canonical(r.config) == wanted or saved_canonical(r.config) == wanted]
 
 
 def ensure_run(ws: Workspace, config: ExperimentConfig, device: str, console: bool = True) -> tuple[RunRecord, str]:

@@ -1,21 +1,22 @@
 """Runs the cells of an experiment: per seed, the shared No-DA run first, then the shared source-only rows (the
-"No-DA continued" controls, in parallel), then each user's rows in dependency order (users in parallel worker
-processes with ``jobs > 1``). Every cell is reused, resumed or trained by ``pss.experiments.reuse``."""
+"No-DA continued" controls, in parallel), then each user's rows in dependency order (users in parallel, one
+thread each, when the backend runs several cells at once). Every cell is reused, resumed or trained by
+``pss.experiments.reuse``, where the backend (``pss.experiments.backends``: this process, local worker processes
+or Ray tasks) runs it; this module only decides what each cell runs, and in which order."""
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Callable, Sequence
 
 from pss.api import runs as api
 from pss.config import ExperimentConfig, config_to_dict
 from pss.data.pss_layout import read_user
 from pss.errors import PssError
-from pss.experiments.reuse import canonical, ensure_run, evaluation_run
+from pss.experiments.backends import Backend, CellResult, CellTask, InProcess
+from pss.experiments.reuse import canonical
 from pss.experiments.spec import SKIPPED, Cell, ExperimentOptions, RowSpec
 from pss.grouping import effective_k
 from pss.runs.index import RunRecord
@@ -24,7 +25,6 @@ from pss.workspace import Workspace
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
-Outcome = tuple[RunRecord, str]
 
 
 @dataclass
@@ -45,15 +45,28 @@ class Plan:
 
 
 class Runner:
-    """One process's view of an experiment: builds each cell's config and reuses, resumes or trains its run."""
+    """One user's (or the shared rows') view of an experiment: builds each cell's task and has the backend run it."""
 
-    def __init__(self, ws: Workspace, plan: Plan, say: Say) -> None:
+    def __init__(self, ws: Workspace, plan: Plan, say: Say, backend: Backend | None = None) -> None:
         self.ws, self.plan, self.opts, self.say = ws, plan, plan.opts, say
+        self.backend = backend or InProcess()
         self.start_seed = 0  # the seed of the No-DA run the current user's cells start from (run_user)
         self.cells: list[Cell] = []
         self.notes: list[str] = []
         self.sizes: dict[str, int] = {}
         self.work = 0  # runs trained, resumed or evaluated by this process
+
+    def execute(self, task: CellTask) -> CellResult:
+        """Run one cell's task on the backend and wait for it; a failure is said here (the experiment goes on)."""
+        result = self.backend.run(task)
+        if result.error:
+            self.say(f"    !! failed: {result.error}")
+        elif result.cancelled:
+            self.say("    !! cancelled")
+        return result
+
+    def train_task(self, config: ExperimentConfig) -> CellTask:
+        return CellTask(self.ws.root, "train", self.opts.device, config, self.opts.console)
 
     def config(self, row_method: str, extra: Sequence[str], user: str, seed: int, steps: int) -> ExperimentConfig:
         overrides = [f"method.name={row_method}", *extra, f"data.user={user}", f"train.seed={seed}",
@@ -72,7 +85,7 @@ class Runner:
             config = self.config("source_only", ["model.context.mode=none"], self.plan.first_user, seed,
                                  self.plan.source_steps)
             self.say(f"[{self.opts.table}] shared No-DA model, seed {seed}")
-            outcome = guard(lambda: ensure_run(self.ws, config, self.opts.device, self.opts.console), self.say)
+            outcome = self.execute(self.train_task(config)).outcome
             self.plan.sources[seed] = outcome[0] if outcome and outcome[0].status == Status.DONE else None
             if outcome:
                 self.work += outcome[1] in ("trained", "resumed")
@@ -84,11 +97,14 @@ class Runner:
         if (row.key, seed) not in self.plan.shared:
             self.plan.shared[(row.key, seed)] = None
             if start is not None:
-                config = self.config(row.method, [*row.overrides, f"train.init_from={start.run_id}"],
+                config = self.config(row.method, [*row.cell_overrides(self.plan.first_user, seed),
+                                                  f"train.init_from={start.run_id}"],
                                      self.plan.first_user, seed, self.plan.adapt_steps)
                 self.say(f"[{self.opts.table}] {row.label}, seed {seed} (source only: one run for every user)")
-                outcome = guard(lambda: ensure_run(self.ws, config, self.opts.device, self.opts.console), self.say)
+                outcome = self.execute(self.train_task(config)).outcome
                 if outcome:
+                    self.say(f"    -> {outcome[1]} run {outcome[0].run_id} ({outcome[0].status}): {row.label}, "
+                             f"seed {seed}")
                     self.work += outcome[1] in ("trained", "resumed")
                     self.plan.shared[(row.key, seed)] = outcome[0] if outcome[0].status == Status.DONE else None
         return self.plan.shared[(row.key, seed)]
@@ -129,11 +145,14 @@ class Runner:
         for index, row in enumerate(self.plan.rows):
             cell = cells[row.key] = Cell(row.key, user, seed)
             self.cells.append(cell)
-            self.say(f"[{self.opts.table} {user} {index + 1}/{len(self.plan.rows)}] {row.label}, seed {seed}")
+            where = f"[{self.opts.table} {user} {index + 1}/{len(self.plan.rows)}] {row.label}, seed {seed}"
+            self.say(where)
             self.run_cell(row, cell, cells, seen)
             self.work += cell.action in ("trained", "resumed", "evaluated")
             scores = f": FIoU {_percent(cell.fiou)} MIoU {_percent(cell.miou)}" if cell.fiou is not None else ""
-            self.say(f"    -> {cell.status}, {cell.action or cell.note} run {cell.run_id}{scores}")
+            # with parallel users the lines of several cells interleave: the result line names its cell again
+            again = f" ({where})" if self.backend.parallel else ""
+            self.say(f"    -> {cell.status}, {cell.action or cell.note} run {cell.run_id}{scores}{again}")
         return list(cells.values())
 
     def run_cell(self, row: RowSpec, cell: Cell, cells: dict[str, Cell], seen: dict[str, Cell]) -> None:
@@ -141,8 +160,8 @@ class Runner:
         if row.source_eval or row.shared:
             model = source if row.source_eval else self.shared_run(row, cell.seed, source)
             if model is not None:
-                record(cell, guard(lambda: evaluation_run(self.ws, model, cell.user, self.opts.tag,
-                                                          self.opts.device), self.say))
+                record(cell, self.execute(CellTask(self.ws.root, "evaluate", self.opts.device, source=model,
+                                                   user=cell.user, tag=self.opts.tag)))
             else:
                 cell.status, cell.note = SKIPPED, "its shared run did not finish"
             return
@@ -155,8 +174,8 @@ class Runner:
         if start is None:
             cell.status, cell.note = SKIPPED, "its starting run did not finish"
             return
-        config = self.config(row.method, [*row.overrides, f"train.init_from={start}"], cell.user, cell.seed,
-                             self.plan.adapt_steps)
+        config = self.config(row.method, [*row.cell_overrides(cell.user, cell.seed), f"train.init_from={start}"],
+                             cell.user, cell.seed, self.plan.adapt_steps)
         key, k = self.effective(config)
         if config.grouping.k_rule == "fixed" and k != config.grouping.k and any(
                 o.startswith("grouping.k=") for o in row.overrides):
@@ -171,24 +190,17 @@ class Runner:
                               "one run serves both")
             return
         seen[key] = cell
-        record(cell, guard(lambda: ensure_run(self.ws, config, self.opts.device, self.opts.console), self.say))
+        record(cell, self.execute(self.train_task(config)))
 
 
-def guard(action: Callable[[], Outcome], say: Say) -> Outcome | None:
-    """Run one cell; a failing run is reported and the experiment goes on (cells that start from it are skipped)."""
-    try:
-        return action()
-    except (PssError, FloatingPointError, RuntimeError, ValueError) as exc:
-        say(f"    !! failed: {type(exc).__name__}: {exc}")
-        log.debug("experiment cell failed", exc_info=True)
-        return None
-
-
-def record(cell: Cell, outcome: Outcome | None) -> None:
-    if outcome is None:
-        cell.status = Status.FAILED
+def record(cell: Cell, result: CellResult) -> None:
+    """The cell's state from its task: its run's, or failed, or cancelled (Ctrl-C: the next invocation resumes or
+    retrains it)."""
+    if result.outcome is None:
+        cell.status = Status.CANCELLED if result.cancelled else Status.FAILED
+        cell.note = "cancelled" if result.cancelled else (result.error or "failed")
         return
-    run, cell.action = outcome
+    run, cell.action = result.outcome
     cell.run_id, cell.status = run.run_id, run.status
     cell.fiou, cell.miou, cell.seconds = run.fiou, run.miou, run.duration_s
 
@@ -199,56 +211,75 @@ def _percent(score: float | None) -> str:
     return "n/a" if score is None else f"{score * 100:.2f}"
 
 
-def _worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _user_job(root: Path, plan: Plan, user: str, seed: int, start_seed: int) -> tuple[list[Cell], list[str], int]:
-    """One user's cells in a worker process (its console output goes to the parent's stdout, line by line)."""
-    runner = Runner(Workspace(root), plan, lambda text: print(text, flush=True))
-    return runner.run_user(user, seed, start_seed), runner.notes, runner.work
-
-
-def _shared_job(root: Path, plan: Plan, key: str, seed: int, start_seed: int) -> tuple[RunRecord | None, int]:
-    """One shared row's run in a worker process."""
-    runner = Runner(Workspace(root), plan, lambda text: print(text, flush=True))
-    row = next(r for r in plan.rows if r.key == key)
-    return runner.shared_run(row, seed, runner.source_run(start_seed)), runner.work
-
-
-def run_cells(ws: Workspace, plan: Plan, users: list[str], seeds: list[int], say: Say) -> Runner:
-    """All cells: per seed, the shared No-DA run, the shared rows, then every user (in ``plan.opts.jobs``
-    processes)."""
-    runner = Runner(ws, plan, say)
+def run_cells(ws: Workspace, plan: Plan, users: list[str], seeds: list[int], say: Say,
+              backend: Backend | None = None) -> Runner:
+    """All cells: per seed, the shared No-DA run, the shared rows, then every user; with a parallel ``backend``
+    the shared rows and the users go in parallel (one driver thread each, waiting on its cells; the backend
+    decides how many run at once). Ctrl-C cancels the backend's queued and running cells and re-raises."""
+    backend = backend or InProcess()
+    runner = Runner(ws, plan, say, backend)
     shared = [row for row in plan.rows if row.shared]
-    jobs = max(1, min(plan.opts.jobs or 1, max(len(users), len(shared))))
     for seed in seeds:
         start_seed = plan.start_seed(seed, seeds)
         start = runner.source_run(start_seed)
-        if jobs == 1:
+        if not backend.parallel:
             for row in shared:
                 runner.shared_run(row, seed, start)
             for user in users:
                 runner.run_user(user, seed, start_seed)
             continue
-        # spawn, not fork: the parent has initialised torch's thread pools, which a forked child cannot reuse
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+        # the cells' own console is off (their progress bars would interleave); each cell says a line instead.
+        # ``quiet`` shares the dicts of ``plan``: the users' threads see the shared rows' runs.
         quiet = replace(plan, opts=replace(plan.opts, console=False))
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(threads,)) as pool:
-            # the shared rows first (the users' cells evaluate them), each in a process of its own
-            for row, shared_future in [(row, pool.submit(_shared_job, ws.root, quiet, row.key, seed, start_seed))
-                                       for row in shared]:
-                record_, work = shared_future.result()
-                plan.shared[(row.key, seed)] = record_
-                runner.work += work
-            quiet = replace(plan, opts=replace(plan.opts, console=False))
-            futures = [pool.submit(_user_job, ws.root, quiet, user, seed, start_seed) for user in users]
-            for user_future in futures:
-                cells, notes, work = user_future.result()
-                runner.cells += cells
-                runner.notes += notes
-                runner.work += work
+        said = _locked(say)
+        with ThreadPoolExecutor(max(1, len(shared), len(users)), thread_name_prefix="pss-cell") as threads:
+            # the shared rows first (the users' cells evaluate them)
+            for part in _gather(backend, [threads.submit(_shared_part, ws, quiet, said, backend, row, seed, start)
+                                          for row in shared]):
+                runner.work += part.work
+            for part in _gather(backend, [threads.submit(_user_part, ws, quiet, said, backend, user, seed,
+                                                         start_seed) for user in users]):
+                runner.cells += part.cells
+                runner.notes += part.notes
+                runner.work += part.work
     return runner
+
+
+def _locked(say: Say) -> Say:
+    """``say`` for several threads: one line at a time."""
+    lock = threading.Lock()
+
+    def said(text: str) -> None:
+        with lock:
+            say(text)
+    return said
+
+
+def _shared_part(ws: Workspace, plan: Plan, say: Say, backend: Backend, row: RowSpec, seed: int,
+                 start: RunRecord | None) -> Runner:
+    """One shared row's run, from a driver thread."""
+    part = Runner(ws, plan, say, backend)
+    part.shared_run(row, seed, start)
+    return part
+
+
+def _user_part(ws: Workspace, plan: Plan, say: Say, backend: Backend, user: str, seed: int,
+               start_seed: int) -> Runner:
+    """One user's cells, from a driver thread."""
+    part = Runner(ws, plan, say, backend)
+    part.run_user(user, seed, start_seed)
+    return part
+
+
+def _gather(backend: Backend, futures: list[Future[Runner]]) -> list[Runner]:
+    """The results of the driver threads, in order. Waits in short slices so that Ctrl-C reaches this (main)
+    thread; it then cancels the backend's cells, lets the threads see their cells end, and re-raises."""
+    try:
+        while wait(futures, timeout=0.5).not_done:
+            pass
+    except KeyboardInterrupt:
+        log.warning("interrupted: cancelling the experiment's queued and running cells")
+        backend.cancel()
+        wait(futures)
+        raise
+    return [f.result() for f in futures]

@@ -23,7 +23,8 @@ class RowSpec:
     ``shared``: a row that trains on the source only (a "No-DA continued" control): one run per seed, trained on the
     workspace's first user and evaluated on the others. ``control``: the key of the row this row's gain is measured
     against (it differs from this row only in the adaptation term); every gain is also reported against the start
-    (the No-DA row)."""
+    (the No-DA row). ``per_cell``: overrides whose ``{user}`` and ``{seed}`` are filled in per cell (e.g. the
+    annotation curve's simulated data folder, which for the random order differs per seed)."""
 
     key: str
     label: str
@@ -34,7 +35,11 @@ class RowSpec:
     source_eval: bool = False
     shared: bool = False
     control: str | None = None
+    per_cell: tuple[str, ...] = ()
 
+    def cell_overrides(self, user: str, seed: int) -> tuple[str, ...]:
+        """The row's overrides for the cell of ``user`` and ``seed``."""
+        return (*self.overrides, *(o.format(user=user, seed=seed) for o in self.per_cell))
 
 
 @dataclass
@@ -50,7 +55,9 @@ class ExperimentOptions:
     has no spread), which saves one No-DA training per extra seed. ``start``: the id of a finished context-free
     No-DA run to start every seed from instead of training one (implies ``one_start``; e.g. the run whose
     source-val curve chose the preset's No-DA length). ``bootstrap``: resamples of the paired
-    bootstrap behind each gain's 95 % interval (``pss.experiments.stats``)."""
+    bootstrap behind each gain's 95 % interval (``pss.experiments.stats``). ``backend``: where the cells run
+    (``pss.experiments.backends``): ``local`` (this process, or ``jobs`` local processes) or ``ray`` (Ray tasks on
+    the cluster at ``address``, or on a local Ray with ``jobs`` CPUs, default all, when ``address`` is None)."""
 
     table: str
     users: list[str] | None = None
@@ -66,6 +73,8 @@ class ExperimentOptions:
     tag: str = "tables"
     jobs: int | None = None
     console: bool = True
+    backend: str = "local"
+    address: str | None = None
 
 
 @dataclass

@@ -69,14 +69,14 @@ def run_image_scores(run_dir: Path, records: Sequence[ImageRecord]) -> ImageScor
     skipped, a labelled image without a saved prediction is an error (the run was evaluated without it)."""
     pairs = []
     for record in records:
-        if record.mask_path is None:
+        if record.eval_mask is None:  # unlabelled, or annotated for training: not an evaluation image
             continue
         path = Path(run_dir) / "predictions" / f"{record.name}.png"
         if not path.is_file():
             raise DatasetError(f"{path}: the run has no saved prediction for labelled image {record.name}; "
                                "evaluate the run again (eval.save_predictions=true)")
         pred = read_label_png(path)
-        pairs.append((record.name, pred, load_mask(record.mask_path, pred.shape)))
+        pairs.append((record.name, pred, load_mask(record.eval_mask, pred.shape)))
     return image_scores(pairs)
 
 

@@ -31,6 +31,7 @@ from typing import Any, Callable, Sequence
 from pss.api import runs as api
 from pss.data.pss_layout import list_users
 from pss.errors import ConfigError, PssError
+from pss.experiments.backends import RayBackend, make_backend
 from pss.experiments.gains import gain_tables
 from pss.experiments.report import write_outputs
 from pss.experiments.runner import Plan, run_cells
@@ -136,12 +137,21 @@ def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], 
             raise ConfigError(f"{name} must be >= 1, got {getattr(opts, name)}")
     if opts.seeds < 1 or (opts.jobs is not None and opts.jobs < 1):
         raise ConfigError("seeds and jobs must be >= 1")
-    if opts.jobs is None:
+    if opts.jobs is None and opts.backend != "ray":  # a Ray cluster decides how many cells run at once
         opts = replace(opts, jobs=default_jobs(opts.device))
     preset = api.make_config(ws, opts.preset).train
     plan = Plan(opts, needed, opts.steps or max(1, preset.steps // 3), opts.source_steps or preset.steps, everyone[0])
     seeds = [preset.seed + i for i in range(opts.seeds)]
-    runner = run_cells(ws, plan, users, seeds, say)
+    backend = make_backend(opts.backend, opts.jobs, opts.device, opts.address)
+    if isinstance(backend, RayBackend):
+        say(f"[{opts.table}] cells run as Ray tasks on {backend.describe()}")
+    try:
+        runner = run_cells(ws, plan, users, seeds, say, backend)
+    except KeyboardInterrupt:  # Ctrl-C: nothing stays queued or running on the cluster
+        backend.cancel()
+        raise
+    finally:
+        backend.close()
     labels = {r.key: r.label for r in TABLES[opts.table]}
     shown_keys = {r.key for r in shown}
     values = [dict(row=labels[c.row], user=c.user, seed=c.seed, FIoU=c.fiou, MIoU=c.miou)

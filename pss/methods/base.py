@@ -32,6 +32,7 @@ class StepBatch:
     source: dict[str, torch.Tensor]
     target: dict[str, torch.Tensor] | None = None
     pseudo: dict[str, torch.Tensor] | None = None
+    annotated: dict[str, torch.Tensor] | None = None  # the user's annotated training images (train.annotated_weight)
 
 
 @dataclass
@@ -50,7 +51,8 @@ class SegLossWeights:
     lambda_seg_aux: float = 0.4
 
 
-STREAMS = ("source", "target", "pseudo")  # the batch streams the loop can draw
+STREAMS = ("source", "target", "pseudo", "annotated")  # the batch streams the loop can draw
+# ``annotated`` is the loop's own: drawn for every method when ``train.annotated_weight`` > 0, never declared
 
 
 class Method(nn.Module):
@@ -67,8 +69,9 @@ class Method(nn.Module):
 
     Owned (called by the loop, in this order):
         :meth:`on_train_start` once; :meth:`build_optimizers` once; per step :meth:`draws` per stream, then
-        :meth:`segmenter_losses` with the method's critics frozen, then :meth:`critic_losses` on the detached
-        ``cache`` with them unfrozen, every optimizer steps, then :meth:`after_step`.
+        :meth:`segmenter_losses` with the method's critics frozen (and, when the run trains on the user's annotated
+        images, :meth:`annotated_losses`, whose default fits every method), then :meth:`critic_losses` on the
+        detached ``cache`` with them unfrozen, every optimizer steps, then :meth:`after_step`.
     """
 
     name: ClassVar[str] = ""
@@ -114,6 +117,15 @@ class Method(nn.Module):
     def segmenter_losses(self, model: Segmenter, batch: StepBatch) -> StepLosses:
         raise NotImplementedError
 
+    def annotated_losses(self, model: Segmenter, batch: dict[str, torch.Tensor], weight: float
+                         ) -> dict[str, torch.Tensor]:
+        """The supervised loss on a batch of the user's annotated training images (``train.annotated_weight`` =
+        ``weight`` > 0; the loop calls it for every method, next to :meth:`segmenter_losses`):
+        ``{"annotated": weight · CE(logits, mask)}``, the main head's logits upsampled to the mask, pixels 255
+        ignored (the supervised term of paper eq. 1 on target images with labels). A method whose forward needs
+        more (e.g. group ids) overrides this; none does."""
+        return {"annotated": annotated_loss(model(batch["image"]), batch["label"], weight)}
+
     def critic_losses(self, cache: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses of the method's own networks (critics: discriminators) on detached outputs; none by default."""
         return {}
@@ -143,3 +155,11 @@ def supervised_losses(out: SegOutput, label: torch.Tensor, weights: SegLossWeigh
     if weights.lambda_seg_aux > 0:
         losses[f"{prefix}_aux"] = weights.lambda_seg_aux * seg_ce(resize_logits(out.aux_logits, size), label)
     return losses
+
+
+def annotated_loss(out: SegOutput, label: torch.Tensor, weight: float) -> torch.Tensor:
+    """``weight · CE(upsampled main logits, label)``, mean over the pixels whose label is not 255.
+
+    Shape: ``out.logits`` (N, C, h, w), ``label`` (N, H, W) long -> a scalar.
+    """
+    return weight * seg_ce(resize_logits(out.logits, tuple(label.shape[-2:])), label)

@@ -7,6 +7,7 @@ run store, above the engine (``pss.engine`` knows nothing of runs; the trainer r
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import time
@@ -21,9 +22,11 @@ import torch
 from pss.config import ExperimentConfig, config_to_dict
 from pss.data.loaders import BatchStream
 from pss.engine.checkpoint import load_model_weights
-from pss.engine.data import ExperimentData, load_experiment_data, make_stream
+from pss.data.annotations import ANNOTATED_LIST
+from pss.engine.data import ExperimentData, load_experiment_data, make_annotated_stream, make_stream
 from pss.engine.skipped import log_skipped
 from pss.engine.device import resolve_device
+from pss.engine.distributed import SINGLE, DistContext
 from pss.engine.evaluate import EvalSettings, evaluate_records
 from pss.engine.hooks import ConsoleHook, Hook, RunStoreHook, SourceValHook, source_val_values
 from pss.engine.pseudo import PseudoContext
@@ -77,7 +80,8 @@ def prepare_run(config: ExperimentConfig, workspace: Workspace, device_spec: str
 
 
 def _pseudo_stream(model: Segmenter, policy: PseudoPolicy, config: ExperimentConfig, data: ExperimentData,
-                   run: Run, settings: EvalSettings, seed: int, fields: tuple[str, ...]) -> BatchStream:
+                   run: Run, settings: EvalSettings, seed: int, fields: tuple[str, ...],
+                   dist: DistContext = SINGLE) -> BatchStream:
     """Second stage: predict the target set with the starting model (and any extra teachers the method's policy
     names) and build the pseudo labels with the method's policy (``pss.methods.pseudo``)."""
     def load_teacher(ref: str) -> Segmenter:
@@ -85,12 +89,15 @@ def _pseudo_stream(model: Segmenter, policy: PseudoPolicy, config: ExperimentCon
         load_model_weights(teacher, resolve_init(ref, run.store))
         return teacher.to(settings.device)
 
-    source = PseudoContext(data.target, data.target_groups, settings, run.dir / "pseudo", load_teacher)
+    # under DDP every rank builds the same labels; the others write theirs apart (PNG writes are not atomic, and
+    # a rank must not read a file another rank is writing); rank 0's folder is the one the app shows
+    out_dir = run.dir / ("pseudo" if dist.is_main else f".pseudo-rank{dist.rank}")
+    source = PseudoContext(data.target, data.target_groups, settings, out_dir, load_teacher)
     pseudo = policy.build(model, source)
     run.log(f"pseudo labels: {len(pseudo.selected)} of {len(pseudo.mean_entropy)} images selected"
             + (f"; {pseudo.summary}" if pseudo.summary else ""))
     groups = {name: data.target_groups[name] for name in pseudo.selected} if data.target_groups else None
-    return make_stream(pseudo.records, groups, config, seed + 2, fields=fields)
+    return make_stream(pseudo.records, groups, config, seed + 2, fields=fields, dist=dist)
 
 
 def finish_run(run: Run, model: Segmenter, config: ExperimentConfig, data: ExperimentData, settings: EvalSettings,
@@ -107,9 +114,15 @@ def finish_run(run: Run, model: Segmenter, config: ExperimentConfig, data: Exper
 
 
 def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device_spec: str = "auto",
-                resume: bool = False, console: bool = True, extra_hooks: list[Hook] | None = None) -> RunOutcome:
+                resume: bool = False, console: bool = True, extra_hooks: list[Hook] | None = None,
+                dist: DistContext = SINGLE) -> RunOutcome:
     """Train and evaluate ``run``; status, events and the report go to the run store. SIGTERM cancels cleanly
-    (a checkpoint is written and the run is marked ``cancelled``)."""
+    (a checkpoint is written and the run is marked ``cancelled``).
+
+    ``dist``: this process's rank in a ``torchrun`` run (``pss.engine.distributed``). Every rank trains its slice
+    of each batch; rank 0 alone writes the run's status, events, console, checkpoints and final evaluation, and
+    the other ranks return once training ended (``report`` None). A rank that fails marks the run failed.
+    """
     started = time.time()
     device = resolve_device(device_spec)
     seed_everything(config.train.seed)
@@ -125,8 +138,13 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         signal.signal(signal.SIGTERM, request_stop)
     except ValueError:  # not the main thread (e.g. called from a test thread): cancellation by flag only
         previous = None
+    main = dist.is_main
     try:
-        run.set_status(Status.RUNNING)
+        if main:
+            run.set_status(Status.RUNNING)
+        if dist.active:
+            run.log(f"rank {dist.rank} of {dist.world} (pid {os.getpid()}): training on {device} (global batch "
+                    f"{config.train.batch_size}, {config.train.batch_size // dist.world} images per process)")
         model = build_segmenter(config.model)
         method = build_method(config.method_name, config.method_params(), config.model.num_classes)
         policy = method.pseudo_policy()
@@ -142,14 +160,28 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         data = load_experiment_data(config, device, workspace.cache, need_groups)
         seed = config.train.seed
         settings = EvalSettings.from_config(config, device)
-        streams = {"source": make_stream(data.source, data.source_groups, config, seed, fields=method.fields)}
+        streams = {"source": make_stream(data.source, data.source_groups, config, seed, fields=method.fields,
+                                         dist=dist)}
         if method.uses("target"):
-            streams["target"] = make_stream(data.target, data.target_groups, config, seed + 1, fields=method.fields)
+            streams["target"] = make_stream(data.target, data.target_groups, config, seed + 1, fields=method.fields,
+                                            dist=dist)
         if method.uses("pseudo"):
             if policy is None:
                 raise ConfigError(f"method {method.name!r} draws pseudo batches but has no pseudo_policy()")
             streams["pseudo"] = _pseudo_stream(model.to(device), policy, config, data, run, settings, seed,
-                                               method.fields)
+                                               method.fields, dist)
+        if config.train.annotated_weight > 0:
+            if dist.world > 1:  # the annotated batch is drawn outside the DDP-wrapped step: not sharded
+                raise ConfigError("train.annotated_weight > 0 is not supported under torchrun yet; train the "
+                                  "annotated fine-tune in one process")
+            if not data.annotated:
+                raise ConfigError(f"train.annotated_weight={config.train.annotated_weight:g} trains on user "
+                                  f"{config.data.user}'s annotated images, and it has none: annotate images in the "
+                                  "Annotate tab or list them in annotated.txt "
+                                  f"({config.data.personal_path() / config.data.user / ANNOTATED_LIST}), or set "
+                                  "train.annotated_weight=0")
+            streams["annotated"] = make_annotated_stream(data.annotated, config, seed + 3, fields=method.fields)
+            run.log(f"annotated training images: {len(data.annotated)} (weight {config.train.annotated_weight:g})")
 
         def evaluator(m: Segmenter) -> SegReport:
             return evaluate_records(m, data.evaluation, data.evaluation_groups, settings)[0]
@@ -158,23 +190,31 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
             # the source val has no k-means groups: each chunk of eval.batch_size images is one attention group
             return evaluate_records(m, data.source_val, None, settings)[0]
 
-        source_val = SourceValHook(run, source_evaluator, config.train.source_val_every) if data.source_val else None
+        source_val = SourceValHook(run, source_evaluator, config.train.source_val_every) \
+            if data.source_val and main else None
         hooks: list[Hook] = [RunStoreHook(run), *([source_val] if source_val else [])] + (extra_hooks or [])
         if console:
             hooks.append(ConsoleHook(f"{config.method_name} {config.data.user}"))
-        trainer = Trainer(config, model, method, streams, device, hooks, evaluator, run.checkpoint_path)
+        if not main:  # the other ranks of a torchrun run write nothing (and do not evaluate)
+            hooks = []
+        trainer = Trainer(config, model, method, streams, device, hooks, evaluator if main else None,
+                          run.checkpoint_path, dist)
         if resume:
             checkpoint = run.latest_checkpoint()
             if checkpoint is None:
                 raise CheckpointError(f"run {run.run_id} has no checkpoint to resume from; start it again")
             trainer.resume(checkpoint)
         result = trainer.run()
+        if not main:
+            return RunOutcome(run.run_id, result.status, None, result, time.time() - started)
         # bad files were skipped where training met them; name them all now that it ended (issue 15)
         log_skipped(streams, run.log, {"source": data.source_groups, "target": data.target_groups})
         if result.status == Status.CANCELLED:
             run.set_status(Status.CANCELLED, duration_s=time.time() - started)
             return RunOutcome(run.run_id, Status.CANCELLED, None, result, time.time() - started)
         extra: dict[str, Any] = {}
+        if "annotated" in streams:  # which images the run was supervised on (none of them is scored)
+            extra["annotated_train"] = sorted(r.name for r in data.annotated)
         if source_val is not None:
             final = source_val_values(source_val.score(trainer.model, result.step))
             curve = [{k: e.get(k) for k in ("step", *final)} for e in run.events("source_val")]
@@ -182,9 +222,12 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         report = finish_run(run, trainer.model, config, data, settings, result.step, started, extra)
         return RunOutcome(run.run_id, Status.DONE, report, result, time.time() - started)
     except BaseException as exc:
-        run.log(traceback.format_exc())
+        prefix = f"rank {dist.rank}: " if dist.active else ""
+        run.log(prefix + traceback.format_exc())
         status = Status.CANCELLED if isinstance(exc, KeyboardInterrupt) else Status.FAILED
-        run.set_status(status, error=f"{type(exc).__name__}: {exc}", duration_s=time.time() - started)
+        # rank 0 says why the run ended; another rank only when the run still looks alive (e.g. rank 0 was killed)
+        if main or run.meta.get("status") in (Status.RUNNING, Status.QUEUED):
+            run.set_status(status, error=f"{prefix}{type(exc).__name__}: {exc}", duration_s=time.time() - started)
         raise
     finally:
         if previous is not None:

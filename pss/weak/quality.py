@@ -18,15 +18,17 @@ from pss.metrics import SegReport, evaluate_pairs
 
 
 def pseudo_mask_quality(mask_folder: Path, records: Sequence[ImageRecord]) -> SegReport:
-    """``SegReport`` of ``<mask_folder>/<name>.png`` against each labelled record's mask (unlabelled records and
-    records without a pseudo mask, e.g. untagged images, are left out; ``num_images`` says how many were scored).
+    """``SegReport`` of ``<mask_folder>/<name>.png`` against each evaluation record's mask (``eval_mask``; unlabelled
+    records, images annotated for training and records without a pseudo mask, e.g. untagged images, are left out;
+    ``num_images`` says how many were scored).
 
     Raises ``DatasetError`` (from ``load_mask``) when a ground-truth mask's size differs from its pseudo mask's."""
     def pairs() -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
         for record in records:
             pseudo_path = Path(mask_folder) / f"{record.name}.png"
-            if record.mask_path is None or not pseudo_path.is_file():
+            # eval_mask: a user's evaluation images only (an image annotated for training is never scored)
+            if record.eval_mask is None or not pseudo_path.is_file():
                 continue
             pseudo = read_label_png(pseudo_path)
-            yield record.name, pseudo, load_mask(record.mask_path, (int(pseudo.shape[0]), int(pseudo.shape[1])))
+            yield record.name, pseudo, load_mask(record.eval_mask, (int(pseudo.shape[0]), int(pseudo.shape[1])))
     return evaluate_pairs(pairs())

@@ -67,6 +67,8 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
             export_btn = gr.Button("Export tables as CSV", elem_id="compare-export")
             files = gr.File(label="CSV files", file_count="multiple", interactive=False, elem_id="compare-files")
 
+    ctx.compare_pickers = (runs, image)  # the Annotate tab opens a fine-tune and its start run here
+
     @guarded(3)
     def choices(user_name: str, image_value: str | None):
         run_list, chosen = _default_runs(ws, user_name)

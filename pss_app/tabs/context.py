@@ -36,6 +36,8 @@ class TabContext:
     images: ImagesTab | None = None  # published by the Images tab: opening an image, the group filter
     banner: QuickstartBanner | None = None  # published by the quick-start banner: "Open Compare"
     scope: gr.Dropdown | None = None  # published by the Statistics tab: refreshed with the users on page load
+    compare_pickers: tuple[gr.CheckboxGroup, gr.Dropdown] | None = None  # published by Compare: (runs, image)
+    annotator: str = "local"  # who the Annotate tab records as the author of a submitted mask (``--annotator``)
 
     @property
     def jobs(self) -> JobService:
