@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pss.api.users import find_record, forget_users, read_user
+from pss.api.users import check_user_name, find_record, forget_users, read_user
 from pss.data.annotations import write_annotated
 from pss.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, VOC_PALETTE, class_index, read_label_png
 from pss.data.pss_layout import TAG_FILES
@@ -142,10 +142,14 @@ def class_counts(mask: np.ndarray) -> dict[str, int]:
 # ---- paths ----------------------------------------------------------------------------------------------------
 
 def annotations_dir(ws: Workspace, user: str) -> Path:
-    return Path(ws.root) / "annotations" / user
+    """``WS/annotations/<user>``; the user name is checked first (the one rule of ``pss.api.users``), so a bad value
+    from an API client gets a message, never a path outside the workspace."""
+    return Path(ws.root) / "annotations" / check_user_name(ws, user)
 
 
 def _draft_dir(ws: Workspace, user: str, name: str) -> Path:
+    if not isinstance(name, str) or not name or name != Path(name).name or name.startswith("."):
+        raise DatasetError(f"image name {name!r}: pick an image of user {user} (a file stem, no folders)")
     return annotations_dir(ws, user) / "drafts" / name
 
 

@@ -7,6 +7,7 @@ import gradio as gr
 
 from pss.api import CLASS_NAMES
 from pss.api.annotate_tools import DEFAULT_THRESHOLD
+from pss.errors import DatasetError
 from pss_app.feedback import guarded, problem
 from pss_app.services import annotate as svc
 from pss_app.services.annotate import BRUSH_COLOURS, HISTORY_COLUMNS, ORDERS, QUEUE_COLUMNS, TAG_CHOICES, TOOLS
@@ -254,6 +255,8 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
     def click_at(user_name: str, name: str, key_value: str, tool_value: str, class_name: str, session_value: str,
                  run_id: str | None, opacity_value: float, x: float, y: float):
         """The same as clicking the preview at image pixel (x, y) (for API clients and tests)."""
+        if x is None or y is None:
+            raise DatasetError("click position: x and y (image pixels) are both needed")
         view, new_session, message = svc.click(ws, user_name, name, key_value, tool_value, class_name, int(x), int(y),
                                                session_value, run_id, opacity_value)
         return (*shown(view), new_session, message, "")
