@@ -42,6 +42,7 @@ from pss.data.annotations import QUEUE_ORDERS, QueueItem, rank_queue, tag_mismat
 from pss.data.labels import read_label_png, write_label_png
 from pss.data.pss_layout import TAG_FILES, UserCollection, list_users, read_user
 from pss.errors import ConfigError, PssError
+from pss.experiments.report import MIOU_NOTE
 from pss.experiments.reuse import evaluation_run
 from pss.experiments.runner import Plan, run_cells
 from pss.experiments.spec import Cell, ExperimentOptions, RowSpec
@@ -337,7 +338,7 @@ def write_curve(result: CurveResult, opts: CurveOptions, start: str, start_steps
              "The real user folder is never written: each annotation set is a simulated folder under "
              f"`experiments/{CURVE}/sim/` (links to the images and evaluation masks, the revealed masks, "
              "annotated.txt).",
-             "MIoU: the paper's convention (mean over all 21 classes, a class absent from both counts 0).",
+             MIOU_NOTE,
              *dict.fromkeys(result.notes)]
     if result.failed:
         notes.append("Not done: " + "; ".join(result.failed))
