@@ -66,6 +66,9 @@ class Method(nn.Module):
             (``pss.data.datasets.EXTRA_FIELDS``: ``tags``, the multi-hot image-level tags).
         default_context: the context mode (``none``/``global``/``group``) when the config leaves it unset.
         starts_from: for a second stage, the method whose run it starts from (``train.init_from``).
+        stages: for a multi-stage pipeline (the weak-supervision systems), its stage names in order; its runner
+            (``pss.weak.runners.PIPELINES``) trains each stage's networks and returns the final segmenter, which is
+            evaluated like any run. Empty (every other method): the run is one training loop of this method.
 
     Owned (called by the loop, in this order):
         :meth:`on_train_start` once; :meth:`build_optimizers` once; per step :meth:`draws` per stream, then
@@ -80,6 +83,7 @@ class Method(nn.Module):
     fields: ClassVar[tuple[str, ...]] = ()
     default_context: ClassVar[str] = "none"
     starts_from: ClassVar[str | None] = None
+    stages: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any, num_classes: int) -> None:
         super().__init__()
