@@ -54,29 +54,38 @@ class ConsoleHook(Hook):
 
 
 class RunStoreHook(Hook):
-    """Writes train/eval/end events and status to a run of the run store (the app polls it)."""
+    """Writes train/eval/end events and status to a run of the run store (the app polls it).
 
-    def __init__(self, run: Any) -> None:
+    For one stage of a multi-stage pipeline (``stage`` given): its ``train`` events carry ``stage`` and count on
+    from ``offset`` (the steps of the stages before it), so the run's progress runs over the whole pipeline; its
+    end is a ``stage_end`` event."""
+
+    def __init__(self, run: Any, offset: int = 0, stage: str | None = None) -> None:
         self.run = run
+        self.offset, self.stage = offset, stage
         self.started = time.time()
 
     def on_start(self, trainer: "Trainer") -> None:
-        self.run.set_status(Status.RUNNING)
+        if self.stage is None:  # a pipeline's run was marked running when it started
+            self.run.set_status(Status.RUNNING)
         self.started = time.time()
 
     def on_log(self, trainer: "Trainer", step: int, losses: dict[str, float], lr: float) -> None:
         now = time.time()
-        self.run.log_event("train", step + 1, lr=lr, seconds=now - self.started, **losses)
+        extra = {"stage": self.stage} if self.stage else {}
+        self.run.log_event("train", self.offset + step + 1, lr=lr, seconds=now - self.started, **extra, **losses)
 
     def on_eval(self, trainer: "Trainer", step: int, report: "SegReport") -> None:
-        self.run.log_event("eval", step + 1, fiou=report.fiou, miou=report.miou["pss"],
+        self.run.log_event("eval", self.offset + step + 1, fiou=report.fiou, miou=report.miou["pss"],
                            miou_present=report.miou["present"])
 
     def on_checkpoint(self, trainer: "Trainer", step: int, path: Any) -> None:
-        self.run.log_event("checkpoint", step + 1, path=str(path))
+        self.run.log_event("checkpoint", self.offset + step + 1, path=str(path))
 
     def on_end(self, trainer: "Trainer", status: str) -> None:
-        self.run.log_event("end", trainer.step, status=status, seconds=time.time() - self.started)
+        kind, extra = ("stage_end", {"stage": self.stage}) if self.stage else ("end", {})
+        self.run.log_event(kind, self.offset + trainer.step, status=status, seconds=time.time() - self.started,
+                           **extra)
 
 
 class SourceValHook(Hook):

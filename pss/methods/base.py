@@ -96,6 +96,11 @@ class Method(nn.Module):
         """Whether the loop must feed this method ``stream`` batches."""
         return stream in cls.streams
 
+    def stage_steps(self, train_steps: int) -> dict[str, int]:
+        """A pipeline's training stages and their steps, in order (the run's progress is their sum; the last one,
+        the final segmenter, usually trains ``train_steps``). Empty for a one-loop method."""
+        return {}
+
     def pseudo_policy(self) -> PseudoPolicy | None:
         """How the ``pseudo`` stream's labels are built (``None`` for methods without one)."""
         return None

@@ -32,7 +32,7 @@ from pss.engine.hooks import ConsoleHook, Hook, RunStoreHook, SourceValHook, sou
 from pss.engine.pseudo import PseudoContext
 from pss.engine.trainer import Trainer, TrainResult
 from pss.errors import CheckpointError, ConfigError
-from pss.methods import build_method
+from pss.methods import Method, build_method
 from pss.methods.pseudo import PseudoPolicy
 from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter, build_segmenter
@@ -40,6 +40,7 @@ from pss.runs.run import Run
 from pss.runs.store import RunStore
 from pss.workspace import Workspace
 from pss.status import Status
+from pss.weak.stages import PipelineOutput, StageContext
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,50 @@ def prepare_run(config: ExperimentConfig, workspace: Workspace, device_spec: str
     """Create the run (status ``queued``) so a job can be queued for it before anything heavy happens."""
     device = resolve_device(device_spec)
     return workspace.store().create_run(config.data.user, config.method_name, config_to_dict(config), str(device),
-                                        config.train.steps, run_id=run_id)
+                                        total_steps(config), run_id=run_id)
+
+
+def total_steps(config: ExperimentConfig) -> int:
+    """The run's progress total: ``train.steps``, or for a pipeline the sum of its training stages' steps."""
+    method = build_method(config.method_name, config.method_params(), config.model.num_classes)
+    return sum(method.stage_steps(config.train.steps).values()) or config.train.steps
+
+
+class _StopHook(Hook):
+    """Passes a pipeline's stop request (SIGTERM) on to the stage's trainer that is running."""
+
+    def __init__(self, stop: list[bool]) -> None:
+        self.stop = stop
+
+    def on_step(self, trainer: Trainer, step: int, losses: dict[str, torch.Tensor]) -> None:
+        if self.stop[0]:
+            trainer.stop_requested = True
+
+
+def _run_pipeline(run: Run, config: ExperimentConfig, method: Method, data: ExperimentData, device: torch.device,
+                  stop: list[bool], console: bool, extra_hooks: list[Hook]) -> PipelineOutput:
+    """A multi-stage method (``method.stages``): its runner (``pss.weak.runners.PIPELINES``) trains each stage with
+    hooks that report into this run (``train`` events numbered over the whole pipeline, ``stage_end`` events)."""
+    from pss.weak.runners import PIPELINES  # late: the pipelines import the weak stages only when one runs
+
+    if method.name not in PIPELINES:
+        raise ConfigError(f"method {method.name!r} declares stages {method.stages} but pss.weak.runners.PIPELINES "
+                          "has no runner for it")
+    offsets, total = {}, 0
+    for stage, steps in method.stage_steps(config.train.steps).items():
+        offsets[stage], total = total, total + steps
+
+    def hooks_for(stage: str) -> list[Hook]:
+        if stage not in offsets:
+            raise ValueError(f"{stage!r} is not a training stage of {method.name!r} ({', '.join(offsets)})")
+        hooks: list[Hook] = [RunStoreHook(run, offsets[stage], stage), _StopHook(stop), *extra_hooks]
+        if console:
+            hooks.append(ConsoleHook(f"{config.method_name} {config.data.user} {stage}"))
+        return hooks
+
+    context = StageContext(config, method, data, device, run.dir, config.train.seed, run.log, hooks_for,
+                           lambda: stop[0])
+    return PIPELINES[method.name](context)
 
 
 def _pseudo_stream(model: Segmenter, policy: PseudoPolicy, config: ExperimentConfig, data: ExperimentData,
@@ -127,9 +171,14 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
     device = resolve_device(device_spec)
     seed_everything(config.train.seed)
     trainer: Trainer | None = None
+    stop = [False]  # a pipeline's stop request (its stages' trainers see it through _StopHook)
+    pipeline_started = False
     previous = signal.getsignal(signal.SIGTERM)
 
     def request_stop(signum: int, frame: Any) -> None:
+        if pipeline_started:
+            stop[0] = True
+            return
         if trainer is None:  # still loading data/models: nothing to checkpoint, stop right away
             raise KeyboardInterrupt("cancelled (SIGTERM) before training started")
         trainer.stop_requested = True
@@ -160,6 +209,18 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
         data = load_experiment_data(config, device, workspace.cache, need_groups)
         seed = config.train.seed
         settings = EvalSettings.from_config(config, device)
+        if method.stages:
+            if dist.active:
+                raise ConfigError(f"{method.name!r} is a multi-stage pipeline: run it in one process (no torchrun)")
+            if resume:  # its stages' outputs are rebuilt: a resumed pipeline starts again from its first stage
+                run.log(f"resume: {method.name} is a pipeline; it starts again from stage {method.stages[0]!r}")
+            pipeline_started = True
+            output = _run_pipeline(run, config, method, data, device, stop, console, extra_hooks or [])
+            if output.model is None or stop[0]:
+                run.set_status(Status.CANCELLED, duration_s=time.time() - started)
+                return RunOutcome(run.run_id, Status.CANCELLED, None, None, time.time() - started)
+            report = finish_run(run, output.model, config, data, settings, output.step, started, output.report)
+            return RunOutcome(run.run_id, Status.DONE, report, None, time.time() - started)
         streams = {"source": make_stream(data.source, data.source_groups, config, seed, fields=method.fields,
                                          dist=dist)}
         if method.uses("target"):
