@@ -61,20 +61,17 @@ JOB_START_S = 5.7
 NOT_STARTED, WAITING, MISSING = "not started", "waiting", "missing"
 
 #: (seconds per training step, fixed seconds per run) on the CPU of a two-core machine, per preset and
-#: (method, context mode): the fallback when this workspace has no finished run to measure. Demo, No-DA: measured
-#: 2026-12-03 on the idle two-core machine (seeded 300-step runs, results/speed: 100.2 s of loop, ~10 s besides).
-#: ADVENT: x3.27, its step's ratio to No-DA's in ``bench/train_step.py`` the same day (665.4 / 203.3 ms). OURS-S1
-#: (x1.27 of ADVENT) and OURS-S2 (x0.59 of No-DA): the ratios of ``bench/quickstart_bench.py`` of 2026-12-02 (a
-#: loaded machine, before the speed work; fixed parts as measured then). Re-run that bench to refresh them.
-#: Tiny: the browser test's chain (a few steps; the fixed part dominates). ``DERIVED`` names the entries that are
-#: ratios, not runs, so the banner does not call them measured.
+#: (method, context mode): the fallback when this workspace has no finished run to measure. Demo: the whole chain
+#: through the job queue, measured by ``bench/quickstart_bench.py`` on 2026-12-04 on the otherwise idle two-core
+#: machine (load average 1.5 along the way): 43.5 min from the click to a filled Compare view, No-DA 1200 steps
+#: 656.7 s, ADVENT 400 steps 555.5 s, OURS-S1 643.7 s, OURS-S2 713.2 s. Re-run that bench to refresh them.
+#: Tiny: the browser test's chain (a few steps; the fixed part dominates).
 MEASURED: dict[str, dict[tuple[str, str], tuple[float, float]]] = {
-    "demo": {("source_only", "none"): (0.334, 10.0), ("advent", "none"): (1.09, 10.7),
-             ("pss", "group"): (1.38, 177.1), ("pss_s2", "group"): (0.197, 42.2)},
+    "demo": {("source_only", "none"): (0.542, 6.5), ("advent", "none"): (1.375, 5.5),
+             ("pss", "group"): (1.566, 17.3), ("pss_s2", "group"): (1.747, 14.3)},
     "tiny": {("source_only", "none"): (0.05, 4.0), ("advent", "none"): (0.05, 4.0), ("pss", "group"): (0.05, 5.0),
              ("pss_s2", "group"): (0.05, 5.0)},
 }
-DERIVED = {("demo", "advent", "none"), ("demo", "pss", "group"), ("demo", "pss_s2", "group")}
 
 
 def quickstart_preset() -> str:
@@ -388,9 +385,7 @@ def rate_for(ws: Workspace, preset: str, method: str, context: str, device_kind:
     rate = _history_rate(ws, method, {**shape, "model.context.mode": context}, device_kind)
     if rate is None and device_kind == "cpu" and (method, context) in MEASURED.get(preset, {}):
         per_step, fixed = MEASURED[preset][(method, context)]
-        basis = (f"{preset} No-DA's measured rate x step-time ratios, two CPU cores"
-                 if (preset, method, context) in DERIVED else f"measured {preset} runs on two CPU cores")
-        rate = Rate(per_step, fixed, basis)
+        rate = Rate(per_step, fixed, f"measured {preset} runs on two CPU cores")
     return rate
 
 
