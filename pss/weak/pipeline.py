@@ -32,6 +32,7 @@ from pss.data.records import ImageRecord
 from pss.data.saliency import SALIENCY_FIELD, saliency_path, write_saliency_png
 from pss.data.tags import NUM_TAGS, record_tags
 from pss.data.transforms import to_float
+from pss.engine.hooks import Hook
 from pss.engine.trainer import Trainer, TrainResult
 from pss.methods.affinity import Affinity, AffinityConfig
 from pss.methods.base import Method, SegLossWeights
@@ -71,14 +72,17 @@ def _to_size(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def train_stage(config: ExperimentConfig, model: torch.nn.Module, method: Method, dataset: SegDataset,
-                device: torch.device, seed: int = 0) -> TrainResult:
-    """``config.train.steps`` steps of ``method`` on ``model`` with ``dataset`` as the method's one stream."""
+                device: torch.device, seed: int = 0, hooks: Sequence[Hook] = ()) -> TrainResult:
+    """``config.train.steps`` steps of ``method`` on ``model`` with ``dataset`` as the method's one stream.
+    ``hooks``: where this stage reports (a pipeline run passes ``StageContext.hooks_for(stage)``: the run's
+    ``train`` events, the console, the stop request)."""
     if len(method.streams) != 1:
         raise ValueError(f"a weak stage draws one stream, {method.name!r} declares {method.streams}")
     stream = BatchStream(dataset, shuffled_batches(len(dataset), config.train.batch_size, seed), collate_skip_none,
                          config.data.num_workers)
     try:
-        trainer = Trainer(config, model, method, {method.streams[0]: stream}, device)  # type: ignore[arg-type]
+        trainer = Trainer(config, model, method, {method.streams[0]: stream}, device,  # type: ignore[arg-type]
+                          list(hooks))
         return trainer.run()
     finally:
         stream.close()
@@ -86,12 +90,13 @@ def train_stage(config: ExperimentConfig, model: torch.nn.Module, method: Method
 
 # -- 1. saliency ---------------------------------------------------------------------------------------------------
 def train_saliency_model(config: ExperimentConfig, source: Sequence[ImageRecord], device: torch.device,
-                         seed: int = 0) -> Segmenter:
+                         seed: int = 0, hooks: Sequence[Hook] = ()) -> Segmenter:
     """A class-agnostic foreground segmenter trained on the source masks (``pss.methods.saliency``)."""
     model = build_segmenter(config.model)
     method = Saliency(SegLossWeights(), config.model.num_classes)
     labelled = [r for r in source if r.mask_path is not None]
-    train_stage(config, model, method, SegDataset(labelled, train=True, crop=config.data.crop, seed=seed), device, seed)
+    train_stage(config, model, method, SegDataset(labelled, train=True, crop=config.data.crop, seed=seed), device, seed,
+                hooks)
     return model
 
 
@@ -122,7 +127,7 @@ def write_saliency_maps(model: Segmenter, records: Sequence[ImageRecord], folder
 # -- 2-3. EPS ------------------------------------------------------------------------------------------------------
 def train_cam_model(config: ExperimentConfig, tagged: Sequence[ImageRecord], saliency_folder: Path | None,
                     device: torch.device, eps: EPSConfig | None = None, seed: int = 0,
-                    frozen_bn: bool | None = None) -> CAMNet:
+                    frozen_bn: bool | None = None, hooks: Sequence[Hook] = ()) -> CAMNet:
     """EPS on the user's tagged images (``pss.data.tags.user_tag_report(...).tagged``) with their saliency maps
     (``saliency_folder``; None: ``SALImages/`` beside the images). ``frozen_bn`` (default: when the backbone is
     ImageNet-pretrained) keeps the backbone's BatchNorm in eval mode with frozen affine parameters, as EPS does."""
@@ -130,7 +135,7 @@ def train_cam_model(config: ExperimentConfig, tagged: Sequence[ImageRecord], sal
     method = EPS(eps or EPSConfig(), config.model.num_classes)
     dataset = SegDataset(list(tagged), train=True, crop=config.data.crop, seed=seed, fields=("tags", SALIENCY_FIELD),
                          saliency_folder=saliency_folder)
-    train_stage(config, model, method, dataset, device, seed)
+    train_stage(config, model, method, dataset, device, seed, hooks)
     return model
 
 
@@ -207,12 +212,12 @@ def write_affinity_labels(tagged: Sequence[ImageRecord], score_folder: Path, fol
 
 
 def train_affinity_model(config: ExperimentConfig, labelled: Sequence[ImageRecord], device: torch.device,
-                         radius: int = PSA_RADIUS, seed: int = 0) -> AffinityNet:
+                         radius: int = PSA_RADIUS, seed: int = 0, hooks: Sequence[Hook] = ()) -> AffinityNet:
     """AffinityNet on the affinity label maps of :func:`write_affinity_labels` (``pss.methods.affinity``)."""
     model = build_affinity_net(config.model)
     method = Affinity(AffinityConfig(radius=radius), config.model.num_classes)
     train_stage(config, model, method, SegDataset(list(labelled), train=True, crop=config.data.crop, seed=seed),
-                device, seed)
+                device, seed, hooks)
     return model
 
 

@@ -33,6 +33,7 @@ from pss.data.records import ImageRecord
 from pss.data.saliency import SALIENCY_FIELD, saliency_path, write_saliency_png
 from pss.data.strong_weak import StrongWeakConfig, StrongWeakSplit, apply_split, split_record_tags
 from pss.data.transforms import to_float
+from pss.engine.hooks import Hook
 from pss.methods.eps import EPS, EPSConfig
 from pss.methods.lnet import CAMCls, CAMClsConfig
 from pss.methods.pnet import PNet, PNetConfig
@@ -65,13 +66,13 @@ def _work_size(height: int, width: int, short_side: int | None) -> tuple[int, in
 
 # -- 2. object map -------------------------------------------------------------------------------------------------
 def train_object_map(config: ExperimentConfig, split: StrongWeakSplit, device: torch.device,
-                     seed: int = 0) -> Segmenter | None:
+                     seed: int = 0, hooks: Sequence[Hook] = ()) -> Segmenter | None:
     """L-Net's class-agnostic object map: ``pss.weak.pipeline.train_saliency_model`` on the split labels (weak
     pixels 255, so foreground = the strong object classes). ``None`` when no object class is strong (nothing
     would be foreground: the 0 % setting, where M falls back to the CAMs, :func:`write_coarse_labels`)."""
     if len(split.strong) <= 1:
         return None
-    return train_saliency_model(config, split.records, device, seed)
+    return train_saliency_model(config, split.records, device, seed, hooks)
 
 
 def readable_object_map(objectness: np.ndarray) -> np.ndarray:
@@ -98,7 +99,8 @@ def write_object_maps(object_model: Segmenter, records: Sequence[ImageRecord], f
 
 # -- 3. CAMs -------------------------------------------------------------------------------------------------------
 def train_cams(config: ExperimentConfig, split: StrongWeakSplit, object_model: Segmenter | None,
-               work: Path, device: torch.device, eps: EPSConfig | None = None, seed: int = 0) -> CAMNet:
+               work: Path, device: torch.device, eps: EPSConfig | None = None, seed: int = 0,
+               hooks: Sequence[Hook] = ()) -> CAMNet:
     """A ``CAMNet`` on every split image with its complete tags: EPS with the object maps as saliency (written to
     ``<work>/objectness/<name>.png``) when there is an object model, else the plain CAM (``pss.methods.lnet``)."""
     model = build_cam_net(config.model, frozen_bn=config.model.pretrained)
@@ -106,14 +108,14 @@ def train_cams(config: ExperimentConfig, split: StrongWeakSplit, object_model: S
     if object_model is None:
         method_cls = CAMCls(CAMClsConfig(), config.model.num_classes)
         dataset = SegDataset(records, train=True, crop=config.data.crop, seed=seed, fields=("tags",))
-        train_stage(config, model, method_cls, dataset, device, seed)
+        train_stage(config, model, method_cls, dataset, device, seed, hooks)
         return model
     folder = work / "objectness"
     write_object_maps(object_model, records, folder, device)
     method = EPS(eps or EPSConfig(), config.model.num_classes)
     dataset = SegDataset(records, train=True, crop=config.data.crop, seed=seed, fields=("tags", SALIENCY_FIELD),
                          saliency_folder=folder)
-    train_stage(config, model, method, dataset, device, seed)
+    train_stage(config, model, method, dataset, device, seed, hooks)
     return model
 
 
@@ -213,13 +215,13 @@ def coarse_label_quality(coarse_folder: Path, source: Sequence[ImageRecord], str
 
 # -- 5. P-Net ------------------------------------------------------------------------------------------------------
 def train_pnet(config: ExperimentConfig, records: Sequence[ImageRecord], pnet: PNetConfig, device: torch.device,
-               seed: int = 0, model: Segmenter | None = None) -> Segmenter:
+               seed: int = 0, model: Segmenter | None = None, hooks: Sequence[Hook] = ()) -> Segmenter:
     """P-Net (``pss.methods.pnet``) on the merged labels of :func:`write_coarse_labels` (``lambda_adv = 0``: the
     L-Net-only row, the same segmenter without the discriminator)."""
     model = model if model is not None else build_segmenter(config.model)
     method = PNet(pnet, config.model.num_classes)
     dataset = SegDataset(list(records), train=True, crop=config.data.crop, seed=seed, fields=("tags",))
-    train_stage(config, model, method, dataset, device, seed)
+    train_stage(config, model, method, dataset, device, seed, hooks)
     return model
 
 
