@@ -100,7 +100,7 @@ def bench_save_client(ws: Workspace, user: str, names: list[str], repeats: int,
                      "composite": None}
             before = ann.read_draft(ws, user, name)
             started = time.perf_counter()
-            message, *_ = client.predict(user, name, value, 0.5, tools_name(), api_name="/annotate_save")
+            message, *_ = client.predict(user, name, value, api_name="/annotate_save")
             times.append(time.perf_counter() - started)
             after = ann.read_draft(ws, user, name)
             assert after is not None and (before is None or len(after.versions) > len(before.versions)), message

@@ -193,21 +193,31 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
     gr.on([opacity.release, tool.change], redraw, [user, image, key, opacity, tool, session], [*view_outputs, status],
           api_visibility="private")
 
-    @guarded(4)
-    def save(user_name: str, name: str | None, key_value: str, value: dict | None, opacity_value: float,
-             tool_value: str):
+    @guarded(3)
+    def save(user_name: str, name: str | None, key_value: str, value: dict | None):
+        """Write the strokes as a draft version and answer at once: the preview is redrawn by a separate event
+        (``refresh_preview``), so the next save, which waits for this one (``always_last``), does not wait for it
+        (bench/annotate_browser_bench.py measures mouse-up to the draft on disk)."""
         result = svc.save_draft(ws, user_name, name or "", key_value, value)
         if not result.pushed:
-            return gr.skip(), gr.skip(), gr.skip(), ""
-        view = svc.image_view(ws, user_name, name or "", opacity_value, tool_value)
-        return result.message, view.preview, gr.Button(interactive=view.can_undo), ""
+            return gr.skip(), gr.skip(), ""
+        return result.message, gr.Button(interactive=True), ""
 
-    save_inputs = [user, image, key, editor, opacity, tool]
-    save_outputs = [saved, preview, undo_btn, status]
-    editor.change(save, save_inputs, save_outputs, api_name="annotate_save", trigger_mode="always_last",
-                  show_progress="hidden")
-    autosave.tick(save, save_inputs, save_outputs, api_visibility="private", trigger_mode="always_last",
-                  show_progress="hidden")
+    @guarded(2)
+    def refresh_preview(user_name: str, name: str | None, opacity_value: float, tool_value: str):
+        if not user_name or not name:
+            return gr.skip(), ""
+        return svc.image_view(ws, user_name, name, opacity_value, tool_value).preview, ""
+
+    save_inputs = [user, image, key, editor]
+    save_outputs = [saved, undo_btn, status]
+    preview_inputs = [user, image, opacity, tool]
+    for trigger, visibility in ((editor.change, "public"), (autosave.tick, "private")):
+        api_name = "annotate_save" if visibility == "public" else None
+        trigger(save, save_inputs, save_outputs, api_name=api_name, api_visibility=visibility,
+                trigger_mode="always_last", show_progress="hidden") \
+            .success(refresh_preview, preview_inputs, [preview, status], api_visibility="private",
+                     trigger_mode="always_last", show_progress="hidden")
 
     @guarded(len(view_outputs) + 1)
     def step(user_name: str, name: str, opacity_value: float, tool_value: str, delta: int):
