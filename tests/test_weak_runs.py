@@ -1,0 +1,184 @@
+"""The tags pipelines as runs (issue 17): ``eps_seg`` and ``eps_affinity`` end to end on a tiny demo (status, the
+run-directory layout the app's Inspect reads, ``train`` events numbered over the whole pipeline, ``stage_end``
+events, the report's entries), the user's masks never trained on, a cancel between stages, the user's own
+``SALImages/`` used when present."""
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pss.api import runs as api
+from pss.data.demo import DemoConfig, generate_demo
+from pss.data.labels import IGNORE_INDEX, read_label_png
+from pss.data.pss_layout import read_user
+from pss.engine.hooks import Hook
+from pss.engine.trainer import Trainer
+from pss.models.affinity import build_affinity_net
+from pss.runs.execute import execute_run, prepare_run
+from pss.status import Status
+from pss.workspace import Workspace
+
+STAGE_STEPS = {"saliency": 1, "cam": 2, "affinity": 1}
+SEG_STEPS = 2
+# crop 96: a 12x12 feature grid (AffinityNet's interior pairs at radius 5 need >= 9 columns: crop >= 72)
+OVERRIDES = ["train.batch_size=2", "data.crop=96", "train.log_every=1", f"train.steps={SEG_STEPS}",
+             *(f"method.{stage}_steps={n}" for stage, n in STAGE_STEPS.items())]
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    generate_demo(tmp_path / "data", seed=0, config=DemoConfig(num_source=8, num_users=1, images_per_user=8,
+                                                               long_side=96))
+    return Workspace(tmp_path)
+
+
+def _run(ws: Workspace, method: str, extra_hooks: list[Hook] | None = None, extra: tuple[str, ...] = ()):
+    config = api.make_config(ws, "tiny", [f"method.name={method}", *OVERRIDES, *extra])
+    run = prepare_run(config, ws, "cpu")
+    return run, execute_run(run, config, ws, "cpu", console=False, extra_hooks=extra_hooks)
+
+
+class _Spy:
+    """Every record a training dataset of the run is built from (``SegDataset``), to check what was trained on."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import pss.data.datasets as datasets
+
+        self.records: list = []
+        original = datasets.SegDataset.__init__
+
+        def spy(this, records, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if kwargs.get("train", args[0] if args else False):
+                self.records.extend(records)
+            original(this, records, *args, **kwargs)
+        monkeypatch.setattr(datasets.SegDataset, "__init__", spy)
+
+
+def _check_layout(run_dir: Path, ws: Workspace, affinity: bool) -> None:
+    user = read_user(ws.personal, "id1")
+    names = [r.name for r in user.records]
+    for name in names:  # our saliency model's maps: 8-bit grey at the image's size
+        with Image.open(run_dir / "saliency" / f"{name}.png") as image:
+            assert image.mode == "L"
+            with Image.open(user.records[names.index(name)].image_path) as photo:
+                assert image.size == photo.size
+    for record in user.records:  # demo users are all tagged
+        with np.load(run_dir / "cam" / f"{record.name}.npz") as scores:
+            classes, maps = scores["classes"], scores["scores"]
+        mask = read_label_png(run_dir / "cam" / f"{record.name}.png")
+        assert classes.tolist() == sorted(record.tags) and maps.dtype == np.float16
+        assert maps.shape == (len(record.tags), *mask.shape)
+        assert set(np.unique(mask)) <= {0, *record.tags}  # the EPS mask names only the image's tags
+        if affinity:
+            labels = read_label_png(run_dir / "affinity" / f"{record.name}.png")
+            assert labels.shape == mask.shape and set(np.unique(labels)) <= {0, IGNORE_INDEX, *record.tags}
+            refined = read_label_png(run_dir / "affinity" / "refined" / f"{record.name}.png")
+            assert refined.shape == mask.shape and set(np.unique(refined)) <= {0, *record.tags}
+    if affinity:
+        from pss.config import resolve_config
+        import yaml
+
+        config = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        net = build_affinity_net(config.model)
+        net.load_state_dict(torch.load(run_dir / "affinity" / "model.pt", weights_only=True))
+
+
+@pytest.mark.parametrize("method", ["eps_seg", "eps_affinity"])
+def test_a_tags_pipeline_is_one_run(ws: Workspace, method: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = _Spy(monkeypatch)
+    run, outcome = _run(ws, method)
+    assert outcome.status == Status.DONE and outcome.report is not None, run.dir.joinpath("log.txt").read_text()
+    affinity = method == "eps_affinity"
+    stages = ["saliency", "cam", *(["affinity"] if affinity else []), "segmenter"]
+    steps = {**STAGE_STEPS, "segmenter": SEG_STEPS}
+    expected, step = [], 0
+    for stage in stages:  # train events numbered over the whole pipeline, stage after stage
+        for _ in range(steps[stage]):
+            step += 1
+            expected.append((stage, step))
+    assert [(e["stage"], e["step"]) for e in run.events("train")] == expected
+    assert [(e["stage"], e["status"]) for e in run.events("stage_end")] == [(s, "done") for s in stages]
+    record = ws.store().index.get_run(run.run_id)
+    assert record.total_steps == step and record.steps == step
+    assert run.latest_checkpoint() is not None  # the final segmenter checkpoints as any run
+    _check_layout(run.dir, ws, affinity)
+
+    report = run.read_report()
+    assert report["num_images"] > 0 and report["saliency_source"] == "trained"
+    user = read_user(ws.personal, "id1")
+    assert report["tags"] == {"tagged": [r.name for r in user.records], "untagged": []}
+    assert set(report["stage_quality"]) == ({"cam", "refined"} if affinity else {"cam"})
+    evaluated = sum(r.eval_mask is not None for r in user.records)
+    for entry in report["stage_quality"].values():
+        assert entry["num_images"] == evaluated > 0 and 0.0 <= entry["miou"] <= 1.0 and 0.0 <= entry["fiou"] <= 1.0
+    assert set(report["stage_seconds"]) == set(stages)
+    assert report["mask_stage"] == ("refined" if affinity else "cam")
+    # the segmenter trained on the last mask stage's masks (copied to pseudo/, as any second stage's labels)
+    mask_dir = run.dir / ("affinity/refined" if affinity else "cam")
+    for name in (p.stem for p in (run.dir / "pseudo").glob("*.png")):
+        assert np.array_equal(read_label_png(run.dir / "pseudo" / f"{name}.png"),
+                              read_label_png(mask_dir / f"{name}.png"))
+    # the user's masks (evaluation ground truth) are scored, never trained on
+    user_masks = {r.mask_path for r in user.records if r.mask_path is not None}
+    trained = [r for r in spy.records if r.user is not None]
+    assert trained and not any(r.mask_path in user_masks for r in trained)
+    assert all(r.mask_path is None or Path(r.mask_path).is_relative_to(run.dir) for r in trained)
+
+
+class _SigtermAtCam(Hook):
+    """Sends this process SIGTERM at the CAM stage's first step (what the job service's cancel does)."""
+
+    def on_step(self, trainer: Trainer, step: int, losses: dict[str, torch.Tensor]) -> None:
+        if step == 0 and "eps_sal" in losses:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_cancel_between_stages(ws: Workspace) -> None:
+    run, outcome = _run(ws, "eps_affinity", [_SigtermAtCam()])
+    assert outcome.status == Status.CANCELLED and run.meta["status"] == Status.CANCELLED
+    ends = run.events("stage_end")
+    # the stop reaches the CAM trainer at its next step: the stage ends there (with 2 steps: at its end), and the
+    # pipeline stops before the next stage
+    assert [e["stage"] for e in ends] == ["saliency", "cam"] and ends[0]["status"] == "done"
+    assert not (run.dir / "affinity").exists() and run.latest_checkpoint() is None
+    assert not list((run.dir / "cam").glob("*.png"))  # the cancelled stage wrote no mask
+
+
+def test_the_users_own_saliency_maps_are_used(ws: Workspace) -> None:
+    user = read_user(ws.personal, "id1")
+    maps = user.root / "SALImages"
+    maps.mkdir()
+    for record in user.records:  # a centred blob: foreground in the middle of every image
+        with Image.open(record.image_path) as photo:
+            width, height = photo.size
+        yy, xx = np.mgrid[0:height, 0:width]
+        blob = np.exp(-(((yy - height / 2) / (height / 4)) ** 2 + ((xx - width / 2) / (width / 4)) ** 2))
+        Image.fromarray(np.rint(blob * 255).astype(np.uint8), "L").save(maps / f"{record.name}.png")
+    run, outcome = _run(ws, "eps_seg")
+    assert outcome.status == Status.DONE
+    report = run.read_report()
+    assert report["saliency_source"] == "user"
+    assert [e["stage"] for e in run.events("stage_end")] == ["cam", "segmenter"]  # no saliency training
+    assert not list((run.dir / "saliency").iterdir())
+    assert "the user's own maps" in (run.dir / "log.txt").read_text()
+    # a bad map stops the run before any training, naming the file
+    Image.fromarray(np.zeros((5, 5), np.uint8), "L").save(maps / f"{user.records[0].name}.png")
+    run, outcome = None, None
+    with pytest.raises(Exception, match="bad saliency map"):
+        _run(ws, "eps_seg")
+
+
+def test_a_pipeline_is_never_the_inspect_views_next_stage() -> None:
+    """The pipelines start from a No-DA run but make their masks in their own stages: the Inspect caption of a
+    No-DA run (or of a pipeline run) keeps asking PSS step 2's policy, which needs no mask folder."""
+    from pss.api.pseudo import next_stage
+    from pss.methods import METHODS
+
+    assert METHODS["eps_seg"].starts_from == METHODS["eps_affinity"].starts_from == "source_only"
+    assert next_stage("source_only") == next_stage("eps_seg") == next_stage("eps_affinity") == "pss_s2"
