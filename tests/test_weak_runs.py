@@ -182,3 +182,41 @@ def test_a_pipeline_is_never_the_inspect_views_next_stage() -> None:
 
     assert METHODS["eps_seg"].starts_from == METHODS["eps_affinity"].starts_from == "source_only"
     assert next_stage("source_only") == next_stage("eps_seg") == next_stage("eps_affinity") == "pss_s2"
+
+
+# ---- OURS-S2 + tags ------------------------------------------------------------------------------------------------
+
+
+def test_restrict_to_tags_by_hand() -> None:
+    from pss.engine.evaluate import Prediction
+    from pss.methods.pseudo import EntropyRankedPseudoConfig, restrict_to_tags
+
+    label = np.array([[0, 3, 7], [15, 3, 255]], np.uint8)
+    # tags {3}: class 7 and 15 are not in the image -> 255; background, the tagged class and 255 stay
+    assert restrict_to_tags(label, (3,)).tolist() == [[0, 3, 255], [255, 3, 255]]
+    assert restrict_to_tags(label, (3, 15)).tolist() == [[0, 3, 255], [15, 3, 255]]
+    assert restrict_to_tags(label, ()).tolist() == label.tolist()  # untagged: left as it is, never guessed
+    assert label.tolist() == [[0, 3, 7], [15, 3, 255]]  # the input is not changed
+
+    # through the policy: the easy half (a, b) is selected; entropy masking keeps every pixel (keep rate 1)
+    predictions = [Prediction("a", label.copy(), np.full((2, 3), 0.1, np.float32), 0),
+                   Prediction("b", label.copy(), np.full((2, 3), 0.2, np.float32), 0),
+                   Prediction("c", label.copy(), np.full((2, 3), 0.9, np.float32), 0),
+                   Prediction("d", label.copy(), np.full((2, 3), 0.8, np.float32), 0)]
+    tags = {"a": (7,), "b": (), "c": (3,), "d": (3,)}
+    written: dict[str, list[list[int]]] = {}
+
+    def write(name: str, out: np.ndarray) -> str:
+        written[name] = out.tolist()
+        return name
+
+    policy = EntropyRankedPseudoConfig(select_rate=0.5, pixel_keep_rate=1.0, restrict_to_tags=True)
+    labels = policy.label_predictions(predictions, write, tags.__getitem__)
+    assert labels.selected == ["a", "b"] and labels.summary == {"restrict_to_tags": True}
+    assert written == {"a": [[0, 255, 7], [255, 255, 255]], "b": label.tolist()}
+    plain = EntropyRankedPseudoConfig(select_rate=0.5, pixel_keep_rate=1.0)  # OURS-S2: the argmax as it is
+    written.clear()
+    plain.label_predictions(predictions, write, tags.__getitem__)
+    assert written == {"a": label.tolist(), "b": label.tolist()}
+    with pytest.raises(ValueError, match="needs the images' tags"):
+        policy.label_predictions(predictions, write)
