@@ -220,3 +220,31 @@ def test_restrict_to_tags_by_hand() -> None:
     assert written == {"a": label.tolist(), "b": label.tolist()}
     with pytest.raises(ValueError, match="needs the images' tags"):
         policy.label_predictions(predictions, write)
+
+
+# ---- pss doctor ----------------------------------------------------------------------------------------------------
+
+
+def test_doctor_checks_the_users_saliency_maps(ws: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
+    from pss.cli import main
+    from pss.data.validate import check_root
+
+    user = read_user(ws.personal, "id1")
+    assert not [p for p in check_root(user.root) if "saliency" in p.kind]  # no SALImages/: nothing to check
+    maps = user.root / "SALImages"
+    maps.mkdir()
+    sizes = {}
+    for record in user.records:
+        with Image.open(record.image_path) as photo:
+            sizes[record.name] = photo.size
+        Image.fromarray(np.full(sizes[record.name][::-1], 128, np.uint8), "L").save(maps / f"{record.name}.png")
+    assert not [p for p in check_root(user.root) if "saliency" in p.kind]  # every map good
+    first, second, third = (r.name for r in user.records[:3])
+    Image.fromarray(np.zeros((7, 9), np.uint8), "L").save(maps / f"{first}.png")               # wrong size
+    (maps / f"{second}.png").unlink()                                                          # missing
+    Image.fromarray(np.ones(sizes[third][::-1], np.uint8), "L").save(maps / f"{third}.png")    # a 0/1 map
+    found = {p.path.stem: p.kind for p in check_root(ws.data) if "saliency" in p.kind}
+    assert found == {first: "saliency_size_mismatch", second: "missing_saliency", third: "bad_saliency_values"}
+    assert main(["doctor", str(user.root)]) != 0
+    out = capsys.readouterr()
+    assert f"{first}.png" in out.out + out.err and "multiply by 255" in out.out + out.err
