@@ -248,3 +248,51 @@ def test_doctor_checks_the_users_saliency_maps(ws: Workspace, capsys: pytest.Cap
     assert main(["doctor", str(user.root)]) != 0
     out = capsys.readouterr()
     assert f"{first}.png" in out.out + out.err and "multiply by 255" in out.out + out.err
+
+
+# ---- pss experiment weak ---------------------------------------------------------------------------------------------
+
+
+def test_the_weak_experiment_writes_its_tables(ws: Workspace, tmp_path: Path) -> None:
+    import pandas as pd
+    import yaml
+
+    from pss.config import PRESET_DIR
+    from pss.experiments.weak_quality import WeakOptions, run_weak
+
+    preset = yaml.safe_load((PRESET_DIR / "tiny.yaml").read_text())
+    preset["data"]["crop"] = 96  # AffinityNet's pairs need a 12x12 grid
+    preset["train"]["batch_size"] = 2
+    preset_path = tmp_path / "tiny96.yaml"
+    preset_path.write_text(yaml.safe_dump(preset))
+    start = api.train(ws, api.make_config(ws, str(preset_path), ["method.name=source_only", "train.steps=1"]),
+                      device="cpu", console=False)
+    opts = WeakOptions(start=start.run_id, seeds=2, steps=1, saliency_steps=1, cam_steps=1, affinity_steps=1,
+                       rows=["eps_affinity"], preset=str(preset_path), device="cpu", jobs=1, console=False,
+                       bootstrap=10)
+    said: list[str] = []
+    result = run_weak(ws, opts, said.append)
+    out = ws.root / "experiments" / "weak"
+    assert result.out_dir == out and not result.tables.failed
+    for name in ("fiou.csv", "miou.csv", "cells.csv", "weak.md", "mask_quality.csv", "mask_quality.md"):
+        assert (out / name).is_file(), name
+    cells = pd.read_csv(out / "cells.csv")
+    assert sorted(set(cells["key"])) == ["eps_affinity", "eps_seg"]  # the shown row and its control
+    assert (cells["status"] == "done").all() and len(cells) == 4  # 2 rows x 2 seeds
+    # the pipeline rows got this invocation's stage lengths
+    run = ws.store().open_run(cells[cells["key"] == "eps_affinity"]["run_id"].iloc[0])
+    assert {k: run.config["method"][k] for k in ("saliency_steps", "cam_steps", "affinity_steps")} == \
+        {"saliency_steps": 1, "cam_steps": 1, "affinity_steps": 1}
+    quality = pd.read_csv(out / "mask_quality.csv")
+    assert list(quality["stage"]) == ["cam", "refined"] and (quality["seeds"] == 2).all()
+    # the table's numbers are the runs' own stage_quality, mean over the seeds
+    runs = [ws.store().open_run(r) for r in cells[cells["key"] == "eps_affinity"]["run_id"]]
+    for stage in ("cam", "refined"):
+        values = [r.read_report()["stage_quality"][stage]["miou"] * 100 for r in runs]
+        got = quality[quality["stage"] == stage]["MIoU_mean"].iloc[0]
+        assert got == pytest.approx(sum(values) / 2, abs=0.01)
+    text = (out / "mask_quality.md").read_text()
+    assert "EPS (CAM + saliency)" in text and "EPS + AffinityNet (random walk)" in text
+    assert "EPS + AffinityNet (tags)" in (out / "weak.md").read_text()
+    again = run_weak(ws, opts, said.append)  # resumable: every cell is reused
+    assert {c.action for c in again.tables.cells} == {"reused"}
