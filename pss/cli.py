@@ -184,7 +184,8 @@ def _weak(args: argparse.Namespace) -> int:
 
     opts = WeakOptions(start=args.start, users=args.users, seeds=args.seeds, steps=args.steps,
                        saliency_steps=args.saliency_steps, cam_steps=args.cam_steps,
-                       affinity_steps=args.affinity_steps, rows=args.methods, preset=args.preset, device=args.device,
+                       affinity_steps=args.affinity_steps, cam_plain=not args.no_cam_plain, rows=args.methods,
+                       preset=args.preset, device=args.device,
                        tag=args.tag or "weak", jobs=args.jobs, bootstrap=args.bootstrap)
     try:
         result = run_weak(Workspace(Path(args.workspace)), opts)
@@ -347,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     weak.add_argument("--saliency-steps", dest="saliency_steps", type=int, help="steps of the saliency stage")
     weak.add_argument("--cam-steps", dest="cam_steps", type=int, help="steps of the EPS (CAM) stage")
     weak.add_argument("--affinity-steps", dest="affinity_steps", type=int, help="steps of the AffinityNet stage")
+    weak.add_argument("--no-cam-plain", dest="no_cam_plain", action="store_true",
+                      help="do not train the plain CAM baseline (the mask-quality table's CAM row)")
     p.set_defaults(func=cmd_experiment)
     return parser
 

@@ -80,13 +80,18 @@ def _check_layout(run_dir: Path, ws: Workspace, affinity: bool) -> None:
             assert labels.shape == mask.shape and set(np.unique(labels)) <= {0, IGNORE_INDEX, *record.tags}
             refined = read_label_png(run_dir / "affinity" / "refined" / f"{record.name}.png")
             assert refined.shape == mask.shape and set(np.unique(refined)) <= {0, *record.tags}
-    if affinity:
+    if affinity:  # the AffinityNet rebuilds from the run's config (psa's stride 8) and loads
         from pss.config import resolve_config
+        from pss.weak.eps_run import affinity_model_config, load_affinity_net
         import yaml
 
         config = resolve_config(yaml.safe_load((run_dir / "config.yaml").read_text()))
-        net = build_affinity_net(config.model)
-        net.load_state_dict(torch.load(run_dir / "affinity" / "model.pt", weights_only=True))
+        assert affinity_model_config(config).output_stride == 8
+        net = load_affinity_net(run_dir, config)
+        state = torch.load(run_dir / "affinity" / "model.pt", weights_only=True)
+        assert state.keys() == build_affinity_net(config.model).state_dict().keys()
+        assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+        assert net(torch.rand(1, 3, 96, 96)).features.shape[-2:] == (12, 12)
 
 
 @pytest.mark.parametrize("method", ["eps_seg", "eps_affinity"])
@@ -284,15 +289,19 @@ def test_the_weak_experiment_writes_its_tables(ws: Workspace, tmp_path: Path) ->
     assert {k: run.config["method"][k] for k in ("saliency_steps", "cam_steps", "affinity_steps")} == \
         {"saliency_steps": 1, "cam_steps": 1, "affinity_steps": 1}
     quality = pd.read_csv(out / "mask_quality.csv")
-    assert list(quality["stage"]) == ["cam", "refined"] and (quality["seeds"] == 2).all()
+    assert list(quality["stage"]) == ["cam_plain", "cam", "refined"] and (quality["seeds"] == 2).all()
+    assert run.config["method"]["cam_plain"] is True  # the CAM row's baseline trains in the eps_affinity runs
+    assert [e["stage"] for e in run.events("stage_end")] == ["saliency", "cam", "cam_plain", "affinity", "segmenter"]
+    assert len(list((run.dir / "cam_plain").glob("*.png"))) == len(read_user(ws.personal, "id1").records)
     # the table's numbers are the runs' own stage_quality, mean over the seeds
     runs = [ws.store().open_run(r) for r in cells[cells["key"] == "eps_affinity"]["run_id"]]
-    for stage in ("cam", "refined"):
+    for stage in ("cam_plain", "cam", "refined"):
         values = [r.read_report()["stage_quality"][stage]["miou"] * 100 for r in runs]
         got = quality[quality["stage"] == stage]["MIoU_mean"].iloc[0]
         assert got == pytest.approx(sum(values) / 2, abs=0.01)
     text = (out / "mask_quality.md").read_text()
-    assert "EPS (CAM + saliency)" in text and "EPS + AffinityNet (random walk)" in text
+    assert "CAM (no saliency loss)" in text and "EPS (CAM + saliency)" in text
+    assert "EPS + AffinityNet (random walk)" in text
     assert "EPS + AffinityNet (tags)" in (out / "weak.md").read_text()
     again = run_weak(ws, opts, said.append)  # resumable: every cell is reused
     assert {c.action for c in again.tables.cells} == {"reused"}

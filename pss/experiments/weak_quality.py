@@ -8,13 +8,13 @@ invocation's stage lengths):
   "OURS-S2 + tags" (``pss_s2`` with ``method.pseudo.restrict_to_tags=true``), next to No-DA, their controls
   (No-DA continued; OURS-S2) and the gains against them: ``fiou.csv``, ``miou.csv``, ``weak.md``, ``cells.csv``,
   ``gains_*.csv``, as every table;
-* the pseudo-mask quality like the EPS reproduction report's Table 2: for each user, the mIoU/FIoU of the EPS masks
-  (``cam``: the EPS-trained CAM with saliency) and of the AffinityNet-refined masks (``refined``) against the
-  user's evaluation masks, read from each ``eps_affinity`` run's ``report.json`` (``stage_quality``; that run
-  contains the EPS stage), mean ± sample std over seeds: ``mask_quality.csv``, ``mask_quality.md``.
+* the pseudo-mask quality like the EPS reproduction report's Table 2: for each user, the mIoU/FIoU of the plain CAM's
+  masks (``cam_plain``: the same classifier without the saliency loss; ``--no-cam-plain`` leaves it out), the EPS
+  masks (``cam``: the CAM trained with the saliency loss) and the AffinityNet-refined masks (``refined``) against
+  the user's evaluation masks, read from each ``eps_affinity`` run's ``report.json`` (``stage_quality``; that run
+  contains the CAM and EPS stages), mean ± sample std over seeds: ``mask_quality.csv``, ``mask_quality.md``.
 
 The masks are scored on the user's evaluation images only; those masks are never trained on (``pss.weak.eps_run``).
-A plain-CAM row (CAM trained without the saliency loss) is not measured here.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from pss.workspace import Workspace
 WEAK = "weak"
 PIPELINE_ROWS = ("eps_seg", "eps_affinity")
 #: mask stage -> its row in the mask-quality table (the report's Table 2 order)
-MASK_STAGES: dict[str, str] = {"cam": "EPS (CAM + saliency)", "refined": "EPS + AffinityNet (random walk)"}
+MASK_STAGES: dict[str, str] = {"cam_plain": "CAM (no saliency loss)", "cam": "EPS (CAM + saliency)",
+                               "refined": "EPS + AffinityNet (random walk)"}
 Say = Callable[[str], None]
 
 
@@ -43,7 +44,8 @@ class WeakOptions:
     """What to run. ``start``: a finished context-free No-DA run every row and seed starts from (None: the tables'
     shared No-DA runs are trained); ``steps``: the segmenter stage's and every adaptation row's ``train.steps``
     (None: a third of the preset's, as every table); ``saliency_steps`` / ``cam_steps`` / ``affinity_steps``: the
-    tags pipelines' stage lengths (None: the method's defaults); ``rows``: keys of ``TABLES["weak"]`` to show
+    tags pipelines' stage lengths (None: the method's defaults); ``cam_plain``: the ``eps_affinity`` runs also train
+    the plain CAM baseline (its masks are scored, never trained on); ``rows``: keys of ``TABLES["weak"]`` to show
     (None: its default rows)."""
 
     start: str | None = None
@@ -53,6 +55,7 @@ class WeakOptions:
     saliency_steps: int | None = None
     cam_steps: int | None = None
     affinity_steps: int | None = None
+    cam_plain: bool = True
     rows: list[str] | None = None
     preset: str = "demo"
     device: str = "auto"
@@ -73,9 +76,12 @@ class WeakOptions:
 
 
 def weak_rows(opts: WeakOptions) -> list[RowSpec]:
-    """``TABLES["weak"]`` with this invocation's stage lengths on the pipeline rows."""
+    """``TABLES["weak"]`` with this invocation's stage lengths on the pipeline rows (and the plain CAM on
+    ``eps_affinity``'s, whose report the mask-quality table reads)."""
     extra = opts.stage_overrides()
-    return [replace(r, overrides=(*r.overrides, *extra)) if r.method in PIPELINE_ROWS else r for r in TABLES[WEAK]]
+    plain = ("method.cam_plain=true",) if opts.cam_plain else ()
+    return [replace(r, overrides=(*r.overrides, *extra, *(plain if r.key == "eps_affinity" else ())))
+            if r.method in PIPELINE_ROWS else r for r in TABLES[WEAK]]
 
 
 @dataclass
@@ -150,8 +156,8 @@ def write_mask_quality(out: Path, quality: Any, opts: WeakOptions, result: Exper
     users = list(dict.fromkeys(quality["user"]))
     seeds = sorted({c.seed for c in result.cells})
     pipeline = next((r for r in weak_rows(opts) if r.key == "eps_affinity"), None)
-    lengths = ", ".join(o.removeprefix("method.") for o in (pipeline.overrides if pipeline else ())) or \
-        "the method's default stage lengths"
+    lengths = ", ".join(o.removeprefix("method.") for o in (pipeline.overrides if pipeline else ())
+                        if "_steps=" in o) or "the method's default stage lengths"
     lines = ["# Pseudo-mask quality of the tags pipelines (`pss experiment weak`)", "",
              f"Each `eps_affinity` run's masks scored against the user's evaluation masks (val_all.txt; never "
              f"trained on); {lengths}; preset `{opts.preset}`, seeds {seeds} (mean ± sample std over seeds), tag "
@@ -161,9 +167,10 @@ def write_mask_quality(out: Path, quality: Any, opts: WeakOptions, result: Exper
                               for user in users}, index=pd.Index(list(MASK_STAGES.values()), name="pseudo masks"))
         lines += [f"## {metric} (%) of the pseudo masks", "", api.table_to_markdown(table), ""]
     notes = [MIOU_NOTE,
-             "EPS masks = the CAM trained with the EPS saliency loss, restricted to each image's tags, background "
-             "score 0.20 (no dCRF); + AffinityNet = those CAMs refined by the random walk (psa: β 8, t 256, α 16). "
-             "A plain CAM (no saliency loss) is not measured.",
+             "CAM = the C+1-map classifier trained with the classification loss alone; EPS = the same with the EPS "
+             "saliency loss (τ 0.4, λ 0.5); both: multi-scale + flip CAMs restricted to each image's tags, "
+             "background score 0.20, no dCRF; + AffinityNet = the EPS CAMs refined by the random walk (psa: β 8, "
+             "t 256, α 16)." + ("" if opts.cam_plain else " The plain CAM was not trained (--no-cam-plain)."),
              "Images without tags are left out of every stage (each run's report lists them under `tags`)."]
     if quality.empty:
         notes.append("No finished eps_affinity cell: nothing to show (see cells.csv).")

@@ -25,6 +25,9 @@ from pss.methods.weak_seg import WeakSeg, WeakSegConfig
 from pss.models.affinity import PSA_RADIUS
 
 
+PLAIN_CAM = "cam_plain"  # the optional plain-CAM stage (``EPSPipelineConfig.cam_plain``), not in ``stages``
+
+
 @dataclass
 class EPSPipelineConfig(WeakSegConfig):
     """Stage lengths and options of the tags pipelines (the segmenter stage trains ``train.steps``).
@@ -35,6 +38,11 @@ class EPSPipelineConfig(WeakSegConfig):
     radius: AffinityNet's pair radius on the stride-8 grid (psa: 5).
     infer_short_side: CAMs, saliency and the random walk are computed at this short side (None: the image's own
         size; large phone photos: e.g. 320 bounds the walk's memory) and written at the image's size.
+    net_output_stride: output stride of the CAM classifier and AffinityNet (EPS and psa: 8, the random walk's
+        grid); the saliency model and the segmenter keep ``model.output_stride``.
+    cam_plain: also train the plain CAM baseline (the same classifier and inference without the saliency loss,
+        ``cam_steps`` steps, its own training stage ``cam_plain`` after ``cam``) and score its masks, written to
+        ``<run>/cam_plain/`` (the "CAM" row of the pseudo-mask quality table); nothing trains on them.
     """
 
     saliency_steps: int = 100
@@ -43,6 +51,8 @@ class EPSPipelineConfig(WeakSegConfig):
     eps: EPSConfig = field(default_factory=EPSConfig)
     radius: int = PSA_RADIUS
     infer_short_side: int | None = None
+    net_output_stride: int = 8
+    cam_plain: bool = False
 
     def __post_init__(self) -> None:
         for name in ("saliency_steps", "cam_steps", "affinity_steps"):
@@ -52,6 +62,8 @@ class EPSPipelineConfig(WeakSegConfig):
             raise ValueError(f"radius must be >= 2 (psa: 5), got {self.radius}")
         if self.infer_short_side is not None and self.infer_short_side < 16:
             raise ValueError(f"infer_short_side must be >= 16 pixels (or null), got {self.infer_short_side}")
+        if self.net_output_stride not in (8, 16):
+            raise ValueError(f"net_output_stride must be 8 (EPS, psa) or 16, got {self.net_output_stride}")
         if self.pseudo.folder:
             raise ValueError("method.pseudo.folder is set by the pipeline (its mask stage's folder in the run): "
                              "leave it empty")
@@ -68,7 +80,12 @@ class EPSPipeline(WeakSeg):
         cfg: EPSPipelineConfig = self.config
         steps = {"saliency": cfg.saliency_steps, "cam": cfg.cam_steps, "affinity": cfg.affinity_steps,
                  "segmenter": train_steps}
-        return {stage: steps[stage] for stage in self.stages}
+        out = {}
+        for stage in self.stages:
+            out[stage] = steps[stage]
+            if stage == "cam" and cfg.cam_plain:  # the optional baseline, right after the EPS stage
+                out[PLAIN_CAM] = cfg.cam_steps
+        return out
 
 
 class EPSSeg(EPSPipeline):

@@ -9,23 +9,27 @@ stage          writes (under the run directory; the app's Inspect reads exactly 
                user supplied ``SALImages/``, which are then used as they are)
 ``cam``        ``cam/<name>.npz``: the tagged classes' CAM scores (``classes`` 1..20, ``scores`` (K, H, W)
                float16 at the image's size); ``cam/<name>.png``: the EPS pseudo mask (VOC palette)
+``cam_plain``  only with ``method.cam_plain``: the same for the plain CAM (no saliency loss), scored only
 ``affinity``   ``affinity/<name>.png``: affinity labels (255 = uncertain); ``affinity/model.pt``: the
-               AffinityNet ``state_dict()`` (``pss.models.affinity.build_affinity_net(config.model)``);
+               AffinityNet ``state_dict()`` (:func:`load_affinity_net`: built with
+               :func:`affinity_model_config`, the run's model at ``net_output_stride``);
                ``affinity/refined/<name>.png``: the random-walk refined masks
 ``segmenter``  the run's checkpoints (``weak_seg`` on the source + the last mask stage's masks, from the
                run's starting model), ``pseudo/<name>.png`` (those masks as the segmenter saw them)
 =============  ==========================================================================================
 
-The report (merged into ``report.json``): ``stage_quality`` (FIoU/MIoU of the ``cam`` and, for ``eps_affinity``,
-``refined`` masks against the user's evaluation masks: scored only, never trained on: every training set here is
-the tagged images without their masks, the affinity labels or the pseudo masks), ``stage_seconds``,
-``saliency_source`` (``user`` | ``trained``) and ``tags`` (tagged / untagged image names: untagged images are left
-out of every stage and reported, never guessed).
+The report (merged into ``report.json``): ``stage_quality`` (FIoU/MIoU of the ``cam`` masks, for ``eps_affinity``
+the ``refined`` ones, and ``cam_plain``'s when trained, against the user's evaluation masks: scored only, never
+trained on: every training set here is the tagged images without their masks, the affinity labels or the pseudo
+masks), ``stage_seconds``, ``saliency_source`` (``user`` | ``trained``), ``tags`` (tagged / untagged image names:
+untagged images are left out of every stage and reported, never guessed) and ``mask_stage`` (whose masks the
+segmenter trained on).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -38,13 +42,13 @@ from pss.engine.data import make_stream
 from pss.engine.evaluate import EvalSettings
 from pss.engine.pseudo import PseudoContext
 from pss.engine.trainer import Trainer
-from pss.errors import ConfigError, DatasetError
+from pss.errors import CheckpointError, ConfigError, DatasetError
 from pss.fileio import atomic_path
-from pss.methods.eps_pipeline import EPSPipeline, EPSPipelineConfig
+from pss.methods.eps_pipeline import PLAIN_CAM, EPSPipeline, EPSPipelineConfig
 from pss.methods.weak_seg import WeakMasksPseudoConfig, WeakSeg, WeakSegConfig
 from pss.metrics import SegReport
-from pss.models.affinity import pair_indices
-from pss.models.segmenter import build_segmenter
+from pss.models.affinity import AffinityNet, build_affinity_net, pair_indices
+from pss.models.segmenter import ModelConfig, build_segmenter
 from pss.status import Status
 from pss.weak import pipeline
 from pss.weak.quality import pseudo_mask_quality
@@ -54,9 +58,30 @@ AFFINITY_MODEL = "model.pt"
 REFINED = "refined"
 
 
-def stage_config(config: ExperimentConfig, steps: int) -> ExperimentConfig:
-    """The run's config with ``train.steps = steps`` (a stage's loop; its events carry that stage's steps)."""
-    return replace(config, train=replace(config.train, steps=steps))
+def stage_config(config: ExperimentConfig, steps: int, output_stride: int | None = None) -> ExperimentConfig:
+    """The run's config with ``train.steps = steps`` (a stage's loop; its events carry that stage's steps) and, for
+    the CAM and AffinityNet stages, their networks' ``output_stride``."""
+    model = config.model if output_stride is None else replace(config.model, output_stride=output_stride)
+    return replace(config, model=model, train=replace(config.train, steps=steps))
+
+
+def affinity_model_config(config: ExperimentConfig) -> ModelConfig:
+    """The model config ``<run>/affinity/model.pt`` was built with: the run's, at the method's
+    ``net_output_stride`` (psa's stride 8 even when the segmenter runs at 16)."""
+    stride = int(config.method_params().get("net_output_stride", EPSPipelineConfig.net_output_stride))
+    return replace(config.model, output_stride=stride)
+
+
+def load_affinity_net(run_dir: Path, config: ExperimentConfig, device: torch.device | None = None) -> AffinityNet:
+    """The AffinityNet of an ``eps_affinity`` run (``<run>/affinity/model.pt``), in eval mode (the Inspect view's
+    affinities of a clicked pixel). Raises ``CheckpointError`` when the run has none (yet)."""
+    path = Path(run_dir) / "affinity" / AFFINITY_MODEL
+    if not path.is_file():
+        raise CheckpointError(f"{path} not found: the run's affinity stage has not finished (or it is not an "
+                              "eps_affinity run)")
+    model = build_affinity_net(affinity_model_config(config))
+    model.load_state_dict(torch.load(path, map_location=device or "cpu", weights_only=True))
+    return model.to(device or torch.device("cpu")).eval()
 
 
 def quality_entry(report: SegReport) -> dict[str, Any]:
@@ -65,12 +90,13 @@ def quality_entry(report: SegReport) -> dict[str, Any]:
             "num_images": report.num_images}
 
 
-def check_affinity_crop(config: ExperimentConfig, radius: int, stride: int = 8) -> None:
+def check_affinity_crop(config: ExperimentConfig, radius: int, stride: int) -> None:
     """AffinityNet's pairs need an interior point on the crop's stride-8 grid: say so before any stage trains."""
     grid = config.data.crop // stride
     if pair_indices(grid, grid, radius, interior_only=True)[0].numel() == 0:
         raise ConfigError(f"data.crop={config.data.crop} gives a {grid}x{grid} feature grid, too small for "
-                          f"AffinityNet's pairs at radius {radius}: use data.crop >= {stride * (2 * radius - 1)}")
+                          f"AffinityNet's pairs at radius {radius} (output stride {stride}): use data.crop >= "
+                          f"{stride * (2 * radius - 1)}")
 
 
 def run_eps(ctx: StageContext) -> PipelineOutput:
@@ -81,7 +107,7 @@ def run_eps(ctx: StageContext) -> PipelineOutput:
     cfg: EPSPipelineConfig = method.config
     config, device, seed = ctx.config, ctx.device, ctx.seed
     if "affinity" in method.stages:
-        check_affinity_crop(config, cfg.radius)
+        check_affinity_crop(config, cfg.radius, cfg.net_output_stride)
     collection = read_user(config.data.personal_path(), config.data.user)
     tags = user_tag_report(collection)
     ctx.log(f"tags: {tags.summary()}")
@@ -124,8 +150,8 @@ def run_eps(ctx: StageContext) -> PipelineOutput:
     # 2. EPS: the CAM classifier on the tags and saliency, its pseudo masks and scores
     started = time.time()
     cam_dir = ctx.stage_dir("cam")
-    cam_model = pipeline.train_cam_model(stage_config(config, cfg.cam_steps), tagged, saliency_folder, device,
-                                         cfg.eps, seed, hooks=ctx.hooks_for("cam"))
+    cam_model = pipeline.train_cam_model(stage_config(config, cfg.cam_steps, cfg.net_output_stride), tagged,
+                                         saliency_folder, device, cfg.eps, seed, hooks=ctx.hooks_for("cam"))
     if ctx.stop_requested():
         return PipelineOutput(None)
     pipeline.write_cam_pseudo_masks(cam_model, tagged, cam_dir, cam_dir, device, short_side=cfg.infer_short_side)
@@ -133,12 +159,27 @@ def run_eps(ctx: StageContext) -> PipelineOutput:
     seconds["cam"] = time.time() - started
     masks = cam_dir
 
+    # 2b. the plain CAM baseline (no saliency loss), scored only
+    if cfg.cam_plain:
+        started = time.time()
+        plain_dir = ctx.work / PLAIN_CAM  # an optional stage: not among method.stages, so not ctx.stage_dir
+        plain_model = pipeline.train_cam_model(stage_config(config, cfg.cam_steps, cfg.net_output_stride), tagged,
+                                               saliency_folder, device, replace(cfg.eps, lambda_sal=0.0), seed,
+                                               hooks=ctx.hooks_for(PLAIN_CAM))
+        if ctx.stop_requested():
+            return PipelineOutput(None)
+        pipeline.write_cam_pseudo_masks(plain_model, tagged, plain_dir, plain_dir, device,
+                                        short_side=cfg.infer_short_side)
+        quality[PLAIN_CAM] = quality_entry(pseudo_mask_quality(plain_dir, collection.records))
+        seconds[PLAIN_CAM] = time.time() - started
+
     # 3. AffinityNet on the confident regions, then the random walk
     if "affinity" in method.stages:
         started = time.time()
         aff_dir = ctx.stage_dir("affinity")
         labelled = pipeline.write_affinity_labels(tagged, cam_dir, aff_dir)
-        aff_model = pipeline.train_affinity_model(stage_config(config, cfg.affinity_steps), labelled, device,
+        aff_model = pipeline.train_affinity_model(stage_config(config, cfg.affinity_steps, cfg.net_output_stride),
+                                                  labelled, device,
                                                   cfg.radius, seed, hooks=ctx.hooks_for("affinity"))
         if ctx.stop_requested():
             return PipelineOutput(None)
