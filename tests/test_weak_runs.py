@@ -305,3 +305,20 @@ def test_the_weak_experiment_writes_its_tables(ws: Workspace, tmp_path: Path) ->
     assert "EPS + AffinityNet (tags)" in (out / "weak.md").read_text()
     again = run_weak(ws, opts, said.append)  # resumable: every cell is reused
     assert {c.action for c in again.tables.cells} == {"reused"}
+
+
+def test_ours_s2_with_tags_as_a_run(ws: Workspace) -> None:
+    """``pss_s2`` with ``method.pseudo.restrict_to_tags``: the pseudo labels the run writes name only each image's
+    tags (plus background and 255), taken from the user's tag file through the engine's pseudo source."""
+    start = api.train(ws, api.make_config(ws, "tiny", ["method.name=source_only", "train.steps=1"]), device="cpu",
+                      console=False)
+    config = api.make_config(ws, "tiny", ["method.name=pss_s2", "train.steps=1", f"train.init_from={start.run_id}",
+                                          "method.pseudo.restrict_to_tags=true", "method.pseudo.pixel_keep_rate=1.0",
+                                          "method.pseudo.select_rate=1.0"])
+    run = prepare_run(config, ws, "cpu")
+    assert execute_run(run, config, ws, "cpu", console=False).status == Status.DONE
+    tags = {r.name: set(r.tags) for r in read_user(ws.personal, "id1").records}
+    written = sorted((run.dir / "pseudo").glob("*.png"))
+    assert len(written) == len(tags)
+    for path in written:
+        assert set(np.unique(read_label_png(path))) <= {0, IGNORE_INDEX, *tags[path.stem]}
