@@ -161,6 +161,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
 
     if args.table == "annotate-curve":
         return _annotate_curve(args)
+    if args.table == "weak":  # the user's tags as supervision (issue 17)
+        return _weak(args)
     opts = ExperimentOptions(table=args.table, users=args.users, methods=args.methods, steps=args.steps,
                              source_steps=args.source_steps, seeds=args.seeds, one_start=args.one_start,
                              bootstrap=args.bootstrap, start=args.start, preset=args.preset,
@@ -174,6 +176,24 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         return 130
     print(f"tables written to {result.out_dir}")
     return 0 if not result.failed else 1
+
+
+def _weak(args: argparse.Namespace) -> int:
+    """``pss experiment weak``: the tags pipelines' Table 1 rows and their pseudo-mask quality (issue 17)."""
+    from pss.experiments.weak_quality import WeakOptions, run_weak
+
+    opts = WeakOptions(start=args.start, users=args.users, seeds=args.seeds, steps=args.steps,
+                       saliency_steps=args.saliency_steps, cam_steps=args.cam_steps,
+                       affinity_steps=args.affinity_steps, cam_plain=not args.no_cam_plain, rows=args.methods,
+                       preset=args.preset, device=args.device,
+                       tag=args.tag or "weak", jobs=args.jobs, bootstrap=args.bootstrap)
+    try:
+        result = run_weak(Workspace(Path(args.workspace)), opts)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume (finished cells are reused)", file=sys.stderr)
+        return 130
+    print(f"tables and mask quality written to {result.out_dir}")
+    return 0 if not result.tables.failed else 1
 
 
 def _annotate_curve(args: argparse.Namespace) -> int:
@@ -287,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "train.annotated_weight, score on the evaluation images (pss.experiments.annotate_curve).")
     workspace_arg(p)
     device_arg(p)
-    p.add_argument("table", choices=["table1", "table3", "table4", "table5", "annotate-curve"])
+    p.add_argument("table", choices=["table1", "table3", "table4", "table5", "annotate-curve", "weak"])
     p.add_argument("--users", nargs="+", help="users (default: all)")
     p.add_argument("--methods", nargs="+", metavar="ROW",
                    help="rows to run (table1: source_only adaptseg maxsquare fda fda_ssl advent mrnet_s1 mrnet pss "
@@ -321,6 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
     curve.add_argument("--weight", type=float, default=1.0, help="train.annotated_weight of the annotated cells")
     curve.add_argument("--method", dest="curve_method", default="source_only",
                        help="the method every cell fine-tunes with (default source_only: No-DA continued)")
+    # the user's tags as supervision (issue 17)
+    weak = p.add_argument_group("weak", "weak = the tags pipelines (EPS, EPS + AffinityNet, OURS-S2 + tags) as "
+                                "Table 1 rows and the quality of their pseudo masks (pss.experiments.weak_quality); "
+                                "rows: eps_seg eps_affinity pss_s2 pss_s2_tags (and source_only noda_cont)")
+    weak.add_argument("--saliency-steps", dest="saliency_steps", type=int, help="steps of the saliency stage")
+    weak.add_argument("--cam-steps", dest="cam_steps", type=int, help="steps of the EPS (CAM) stage")
+    weak.add_argument("--affinity-steps", dest="affinity_steps", type=int, help="steps of the AffinityNet stage")
+    weak.add_argument("--no-cam-plain", dest="no_cam_plain", action="store_true",
+                      help="do not train the plain CAM baseline (the mask-quality table's CAM row)")
     p.set_defaults(func=cmd_experiment)
     return parser
 

@@ -39,9 +39,12 @@ class PseudoStatus:
 
 def next_stage(method: str) -> str:
     """The method whose pseudo labels a run of ``method`` would feed (see the module docstring)."""
-    if method in METHODS and METHODS[method].uses("pseudo"):
+    # a pipeline (``Method.stages``) makes its pseudo masks in its own stages, not with a policy over a model's
+    # prediction: it is never the "next stage" here (its masks are in its run directory)
+    if method in METHODS and METHODS[method].uses("pseudo") and not METHODS[method].stages:
         return method
-    return next((name for name, cls in METHODS.items() if cls.starts_from == method), DEFAULT_STAGE)
+    return next((name for name, cls in METHODS.items() if cls.starts_from == method and not cls.stages),
+                DEFAULT_STAGE)
 
 
 def pseudo_status(ctx: RunContext, name: str, mean_entropy: float) -> PseudoStatus:

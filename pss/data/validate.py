@@ -17,6 +17,7 @@ from pss.data.image_io import IMAGE_SUFFIXES, ensure_strict_pillow, load_mask, l
 from pss.data.labels import label_value_problem, read_label_png
 from pss.data.problems import KINDS, Problem
 from pss.data.pss_layout import list_users, read_user
+from pss.data.saliency import SALIENCY_FOLDER, check_saliency
 from pss.data.voc_layout import DEFAULT_LISTS, MASK_FOLDERS, read_list_file
 from pss.errors import DatasetError
 
@@ -112,14 +113,18 @@ def _image_files(folder: Path) -> dict[str, Path]:
 
 
 def check_user(personal_root: Path, user: str, progress: Progress | None = None) -> list[Problem]:
-    """Check one user folder: the reader's problems (tags, lists, groups) plus every image and mask decoded."""
+    """Check one user folder: the reader's problems (tags, lists, groups) plus every image and mask decoded, and,
+    when the user has a ``SALImages/`` folder, every image's saliency map (missing, unreadable, size, range)."""
     try:
         collection = read_user(personal_root, user)
     except DatasetError as exc:
         folder = Path(personal_root) / user / "JPEGImages"
         return [Problem(folder, "missing_folder", _reason(exc, folder))]
     pairs = [(r.image_path, [r.mask_path] if r.mask_path is not None else []) for r in collection.records]
-    return collection.problems + check_files(pairs, progress)
+    problems = collection.problems + check_files(pairs, progress)
+    if (collection.root / SALIENCY_FOLDER).is_dir():  # the user's own saliency maps (the tags pipelines use them)
+        problems += check_saliency(collection.records)
+    return problems
 
 
 def _scaled(progress: Progress | None, start: float, span: float, label: str) -> Progress | None:

@@ -82,6 +82,9 @@ class PseudoContext:
         write_label_png(path, label)
         return replace(self._by_name[name], mask_path=path)
 
+    def tags(self, name: str) -> tuple[int, ...]:
+        return self._by_name[name].tags
+
     def load_model(self, ref: str) -> Segmenter:
         if self.load_teacher is None:
             raise ConfigError("pseudo.extra_models needs a model loader (run the method through `pss train`)")

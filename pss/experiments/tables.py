@@ -53,6 +53,15 @@ CONTINUED_GROUP_UNGATED = RowSpec(
 K_GRID_ROWS = [RowSpec(f"k{k}", str(k), "pss", (f"grouping.k={k}",), control="noda_cont_group")
                for k in (1, 10, 80, 200)]
 
+# the user's tags as supervision (issue 17): the pipelines against No-DA continued (same start, steps, source CE),
+# the random walk against EPS alone, OURS-S2 + tags against OURS-S2 (they differ only in the tag restriction)
+TAGS_ROWS = [
+    RowSpec("eps_seg", "EPS (tags)", "eps_seg", control="noda_cont"),
+    RowSpec("eps_affinity", "EPS + AffinityNet (tags)", "eps_affinity", control="eps_seg"),
+    RowSpec("pss_s2_tags", "OURS-S2 + tags", "pss_s2", ("method.pseudo.restrict_to_tags=true",), init="pss",
+            control="pss_s2"),
+]
+
 TABLES: dict[str, list[RowSpec]] = {
     "table1": [  # Tables 1 (FIoU) and 2 (MIoU)
         NO_DA,
@@ -68,6 +77,8 @@ TABLES: dict[str, list[RowSpec]] = {
         RowSpec("mrnet", "MRNet", "mrnet_s2", init="mrnet_s1", control="noda_cont"),
         RowSpec("pss", "OURS-S1", "pss", control="noda_cont_group"),
         RowSpec("pss_s2", "OURS-S2", "pss_s2", init="pss", control="noda_cont_group"),
+        # the user's tags as supervision (issue 17; `pss experiment weak` sets their stage lengths)
+        *(replace(r, default=False) for r in TAGS_ROWS),
     ],
     "table3": [
         NO_DA,
@@ -85,6 +96,15 @@ TABLES: dict[str, list[RowSpec]] = {
     ],
     "table4": [NO_DA, CONTINUED_GROUP, *K_GRID_ROWS,
                RowSpec("auto", "auto", "pss", ("grouping.k_rule=silhouette",), control="noda_cont_group")],
+    "weak": [  # `pss experiment weak` (pss.experiments.weak_quality): Table 1 rows + the pseudo-mask quality
+        NO_DA,
+        CONTINUED,
+        CONTINUED_GROUP,
+        *TAGS_ROWS[:2],
+        RowSpec("pss", "OURS-S1", "pss", default=False, control="noda_cont_group"),
+        RowSpec("pss_s2", "OURS-S2", "pss_s2", init="pss", control="noda_cont_group"),
+        TAGS_ROWS[2],
+    ],
     "table5": [
         NO_DA,
         CONTINUED_GROUP,
@@ -95,15 +115,18 @@ TABLES: dict[str, list[RowSpec]] = {
 }
 
 
-def select_rows(table: str, methods: Sequence[str] | None) -> tuple[list[RowSpec], list[RowSpec]]:
-    """(rows to show, rows to train = shown rows + what they start from), in table order."""
-    if table not in TABLES:
+def select_rows(table: str, methods: Sequence[str] | None,
+                rows: Sequence[RowSpec] | None = None) -> tuple[list[RowSpec], list[RowSpec]]:
+    """(rows to show, rows to train = shown rows + what they start from), in table order. ``rows``: the table's
+    rows when a caller derives them from its options (default ``TABLES[table]``)."""
+    if rows is None and table not in TABLES:
         raise ConfigError(f"unknown table {table!r}; choose one of {', '.join(TABLES)} (table1 = Tables 1 and 2)")
-    specs = {r.key: r for r in TABLES[table]}
+    table_rows = list(rows) if rows is not None else TABLES[table]
+    specs = {r.key: r for r in table_rows}
     unknown = [m for m in methods or () if m not in specs]
     if unknown:
         raise ConfigError(f"{table} has no row {', '.join(unknown)}; its rows: {', '.join(specs)}")
-    shown = [r for r in TABLES[table] if (r.key in methods if methods else r.default)]
+    shown = [r for r in table_rows if (r.key in methods if methods else r.default)]
     needed = {r.key for r in shown}
     for row in shown:
         if row.control:  # a gain needs its control's runs
@@ -111,7 +134,7 @@ def select_rows(table: str, methods: Sequence[str] | None) -> tuple[list[RowSpec
         while row.init != "source":
             row = specs[row.init]
             needed.add(row.key)
-    return shown, [r for r in TABLES[table] if r.key in needed]
+    return shown, [r for r in table_rows if r.key in needed]
 
 
 def default_jobs(device: str) -> int:
@@ -121,10 +144,14 @@ def default_jobs(device: str) -> int:
     return 2 if resolve_device(device).type == "cpu" and (os.cpu_count() or 1) >= 2 else 1
 
 
-def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], None] = print) -> ExperimentResult:
-    """Train (or reuse) every run of ``opts.table``, then write and return its tables (module docstring)."""
+def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], None] = print,
+                   rows: Sequence[RowSpec] | None = None) -> ExperimentResult:
+    """Train (or reuse) every run of ``opts.table``, then write and return its tables (module docstring).
+    ``rows``: the table's rows when they depend on the caller's options (e.g. ``pss experiment weak``'s stage
+    lengths); default ``TABLES[opts.table]``."""
     started = time.time()
-    shown, needed = select_rows(opts.table, opts.methods)
+    table_rows = list(rows) if rows is not None else TABLES[opts.table] if opts.table in TABLES else None
+    shown, needed = select_rows(opts.table, opts.methods, table_rows)
     everyone = list_users(ws.personal)
     if not everyone:
         raise ConfigError(f"no users under {ws.personal}; write the demo with `pss demo --out {ws.data}`")
@@ -152,7 +179,7 @@ def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], 
         raise
     finally:
         backend.close()
-    labels = {r.key: r.label for r in TABLES[opts.table]}
+    labels = {r.key: r.label for r in needed}
     shown_keys = {r.key for r in shown}
     values = [dict(row=labels[c.row], user=c.user, seed=c.seed, FIoU=c.fiou, MIoU=c.miou)
               for c in runner.cells if c.row in shown_keys and c.status == Status.DONE]

@@ -7,6 +7,7 @@ from pss.configbase import from_dict
 from pss.errors import ConfigError
 from pss.methods.adaptseg import AdaptSeg
 from pss.methods.advent import Advent
+from pss.methods.eps_pipeline import EPSAffinity, EPSSeg
 from pss.methods.base import Method, StepBatch, StepLosses
 from pss.methods.fda import FDA, FDASelfTraining
 from pss.methods.maxsquare import MaxSquare
@@ -25,6 +26,9 @@ METHODS: dict[str, type[Method]] = {  # the order of the paper's Tables 1-2 (the
     MRNetStage2.name: MRNetStage2,
     PSS.name: PSS,
     PSSStep2.name: PSSStep2,
+    # the user's tags as supervision (issue 17): pipelines, run by pss.weak.runners.PIPELINES
+    EPSSeg.name: EPSSeg,
+    EPSAffinity.name: EPSAffinity,
 }
 
 

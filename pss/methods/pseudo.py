@@ -19,7 +19,7 @@ evaluation does and writes the label PNGs. So a new policy is one dataclass here
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +73,10 @@ class PseudoSource(Protocol):
 
     def load_model(self, ref: str) -> Segmenter:
         """A run id or checkpoint path -> that segmenter on the training device (extra teachers)."""
+        ...
+
+    def tags(self, name: str) -> tuple[int, ...]:
+        """Image ``name``'s image-level tags (class indices 1..20; ``()`` when it has none)."""
         ...
 
 
@@ -148,6 +152,24 @@ def mask_uncertain_pixels(prediction: "Prediction", keep_rate: float) -> np.ndar
     return label
 
 
+def restrict_to_tags(label: np.ndarray, tags: Sequence[int]) -> np.ndarray:
+    """"OURS-S2 + tags" (issue 17): pixels whose pseudo class is neither background nor one of the image's ``tags``
+    become 255 (ignored), so a pseudo label never teaches a class the user said is not in the image. An image
+    without tags (``()``) is left as it is: a user image with no tag line is untagged, not a photo of nothing
+    (``pss.data.tags``: untagged images are reported, never guessed; the record cannot tell it from ``UNKNOWN``).
+
+    Shape:
+        label (H, W) uint8 -> (H, W) uint8.
+    """
+    if not tags:
+        return label
+    allowed = np.zeros(256, dtype=bool)
+    allowed[[0, IGNORE_INDEX, *(int(t) for t in tags)]] = True
+    out = label.copy()
+    out[~allowed[label]] = IGNORE_INDEX
+    return out
+
+
 @dataclass
 class EntropyRankedPseudoConfig:
     """How PSS step 2 builds pseudo labels (paper §4.3, §5.2; methods.md §1.6 for the released code).
@@ -158,11 +180,15 @@ class EntropyRankedPseudoConfig:
         are set to 255 ("the masked pseudo label pixels are set to 255"). 1.0 = the released code's full
         argmax maps.
     pseudo_every: train a pseudo batch every this many steps (released code: 2).
+    restrict_to_tags: "OURS-S2 + tags" (issue 17): in each selected image, pixels whose argmax is a class outside
+        the image's tags (``imgLabelList.txt``) plus background become 255 (:func:`restrict_to_tags`; after the
+        entropy masking). False: the paper's OURS-S2.
     """
 
     select_rate: float = 0.5
     pixel_keep_rate: float = 0.8
     pseudo_every: int = 2
+    restrict_to_tags: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.select_rate <= 1 or not 0 < self.pixel_keep_rate <= 1:
@@ -174,16 +200,26 @@ class EntropyRankedPseudoConfig:
         names = list(mean_entropy)
         return [names[i] for i in select_easy_images([mean_entropy[n] for n in names], self.select_rate)]
 
-    def label_predictions(self, predictions: Sequence["Prediction"], write: Any) -> PseudoLabels:
-        """Select the easy images among ``predictions`` and write their masked labels with ``write(name, label)``."""
+    def label_predictions(self, predictions: Sequence["Prediction"], write: Any,
+                          tags: Callable[[str], Sequence[int]] | None = None) -> PseudoLabels:
+        """Select the easy images among ``predictions`` and write their masked labels with ``write(name, label)``;
+        with ``restrict_to_tags``, ``tags(name)`` gives each image's tags."""
         entropy = {p.name: p.mean_entropy for p in predictions}
         by_name = {p.name: p for p in predictions}
         chosen = self.selected_images(entropy)
-        records = [write(name, mask_uncertain_pixels(by_name[name], self.pixel_keep_rate)) for name in chosen]
-        return PseudoLabels(records, entropy, chosen)
+        if self.restrict_to_tags and tags is None:
+            raise ValueError("restrict_to_tags needs the images' tags (the pseudo source's tags())")
+        records = []
+        for name in chosen:
+            label = mask_uncertain_pixels(by_name[name], self.pixel_keep_rate)
+            if self.restrict_to_tags and tags is not None:
+                label = restrict_to_tags(label, tags(name))
+            records.append(write(name, label))
+        return PseudoLabels(records, entropy, chosen, {"restrict_to_tags": True} if self.restrict_to_tags else {})
 
     def build(self, model: Segmenter, source: PseudoSource) -> PseudoLabels:
-        return self.label_predictions(list(source.predict(model)), source.write)
+        return self.label_predictions(list(source.predict(model)), source.write,
+                                      source.tags if self.restrict_to_tags else None)
 
 
 # ---- FDA SSL ------------------------------------------------------------------------------------------------------
@@ -286,4 +322,5 @@ class FusedArgmaxPseudoConfig:
 
 
 __all__ = ["ClassThresholdPseudoConfig", "EntropyRankedPseudoConfig", "FusedArgmaxPseudoConfig", "PseudoLabels",
-           "PseudoPolicy", "PseudoSource", "SoftPrediction", "Teacher", "class_thresholds", "mask_uncertain_pixels"]
+           "PseudoPolicy", "PseudoSource", "SoftPrediction", "Teacher", "class_thresholds", "mask_uncertain_pixels",
+           "restrict_to_tags"]

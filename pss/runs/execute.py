@@ -98,7 +98,8 @@ class _StopHook(Hook):
 
 
 def _run_pipeline(run: Run, config: ExperimentConfig, method: Method, data: ExperimentData, device: torch.device,
-                  stop: list[bool], console: bool, extra_hooks: list[Hook]) -> PipelineOutput:
+                  stop: list[bool], console: bool, extra_hooks: list[Hook],
+                  model: Segmenter | None = None) -> PipelineOutput:
     """A multi-stage method (``method.stages``): its runner (``pss.weak.runners.PIPELINES``) trains each stage with
     hooks that report into this run (``train`` events numbered over the whole pipeline, ``stage_end`` events)."""
     from pss.weak.runners import PIPELINES  # late: the pipelines import the weak stages only when one runs
@@ -119,7 +120,7 @@ def _run_pipeline(run: Run, config: ExperimentConfig, method: Method, data: Expe
         return hooks
 
     context = StageContext(config, method, data, device, run.dir, config.train.seed, run.log, hooks_for,
-                           lambda: stop[0])
+                           lambda: stop[0], model, run.checkpoint_path)
     return PIPELINES[method.name](context)
 
 
@@ -215,7 +216,7 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
             if resume:  # its stages' outputs are rebuilt: a resumed pipeline starts again from its first stage
                 run.log(f"resume: {method.name} is a pipeline; it starts again from stage {method.stages[0]!r}")
             pipeline_started = True
-            output = _run_pipeline(run, config, method, data, device, stop, console, extra_hooks or [])
+            output = _run_pipeline(run, config, method, data, device, stop, console, extra_hooks or [], model)
             if output.model is None or stop[0]:
                 run.set_status(Status.CANCELLED, duration_s=time.time() - started)
                 return RunOutcome(run.run_id, Status.CANCELLED, None, None, time.time() - started)

@@ -2,7 +2,11 @@
 ``pss.weak.stages``). A method whose class declares ``stages`` must have a line here (tests/test_pipelines.py)."""
 from __future__ import annotations
 
+from pss.weak.eps_run import run_eps
 from pss.weak.stages import PipelineRunner
 
 PIPELINES: dict[str, PipelineRunner] = {
+    # the user's tags as supervision (issue 17)
+    "eps_seg": run_eps,
+    "eps_affinity": run_eps,
 }

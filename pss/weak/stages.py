@@ -41,6 +41,10 @@ class StageContext:
     log: Callable[[str], None]
     hooks_for: Callable[[str], list[Hook]]
     stop_requested: Callable[[], bool]
+    # the run's segmenter as execute_run built it (``train.init_from``'s weights loaded) and where its checkpoints
+    # go: a pipeline's final segmenter stage starts from it, as a second stage does, and checkpoints like any run
+    segmenter: Segmenter | None = None
+    checkpoint_path: Callable[[int], Path] | None = None
 
     def stage_dir(self, stage: str) -> Path:
         if stage not in self.method.stages:
