@@ -13,6 +13,7 @@ from pss.methods.maxsquare import MaxSquare
 from pss.methods.mrnet import MRNet, MRNetStage2
 from pss.methods.pss import PSS, PSSStep2
 from pss.methods.source_only import SourceOnly
+from pss.methods.transfer import Transfer
 
 METHODS: dict[str, type[Method]] = {  # the order of the paper's Tables 1-2 (the app lists them in this order)
     SourceOnly.name: SourceOnly,
@@ -25,6 +26,7 @@ METHODS: dict[str, type[Method]] = {  # the order of the paper's Tables 1-2 (the
     MRNetStage2.name: MRNetStage2,
     PSS.name: PSS,
     PSSStep2.name: PSSStep2,
+    Transfer.name: Transfer,  # a pipeline (stages: objectness, cam, coarse, pnet; runner: pss.weak.runners)
 }
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pss.weak.stages import PipelineRunner
+from pss.weak.transfer_run import run_transfer_pipeline
 
 PIPELINES: dict[str, PipelineRunner] = {
+    "transfer": run_transfer_pipeline,
 }
