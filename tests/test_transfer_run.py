@@ -166,3 +166,46 @@ def test_sigterm_cancels_between_stages(ws: Workspace) -> None:
     assert [e["stage"] for e in run.events("stage_end")] == ["objectness"]  # no later stage started
     assert not (run.dir / "objectness").exists() and not (run.dir / "coarse").exists()
     assert run.latest_checkpoint() is None and run.read_report() is None
+
+
+def test_transfer_experiment_writes_its_table(ws: Workspace) -> None:
+    from pss.experiments.transfer import TransferOptions, run_transfer_experiment
+
+    lines: list[str] = []
+    method_settings = [o for o in FAST if o.startswith("method.") and not o.startswith("method.name")]
+    opts = TransferOptions(rows=["zero_lnet"], seeds=1, steps=6, preset="tiny", device="cpu", jobs=1,
+                           console=False, overrides=method_settings)
+    result = run_transfer_experiment(ws, opts, lines.append)
+    assert not result.failed, result.failed
+    out = ws.root / "experiments" / "transfer"
+    assert (out / "transfer.csv").is_file() and (out / "transfer.md").is_file() and (out / "cells.csv").is_file()
+    table = result.table
+    assert list(table.index) == ["fully supervised", "0 % strong, L-Net only"]  # full is always run: the reference
+    cells = {c.row: c for c in result.cells}
+    assert cells["full"].status == Status.DONE and cells["zero_lnet"].status == Status.DONE
+    full, zero = table.loc["fully supervised"], table.loc["0 % strong, L-Net only"]
+    assert full["source val all (% of full)"] == pytest.approx(100.0)
+    assert full["id1"] == pytest.approx(cells["full"].miou * 100, abs=1e-6) and full["id1"] > 0, lines
+    assert zero["id1"] == pytest.approx(cells["zero_lnet"].miou * 100, abs=1e-6)
+    assert zero["id1 (% of full)"] == pytest.approx(cells["zero_lnet"].miou / cells["full"].miou * 100, abs=1e-6)
+    # the transfer run's own source-val split (its report) is what the table's source-val columns hold
+    report = ws.store().open_run(cells["zero_lnet"].run_id or "").read_report()
+    assert report is not None and report["split"]["weak"] == list(range(1, C))
+    assert zero["source val all"] == pytest.approx(report["source_val_split"]["all"] * 100, abs=1e-6)
+    assert zero["source val weak"] == pytest.approx(report["source_val_split"]["weak"] * 100, abs=1e-6)
+    # the fully supervised source-val matrix was scored once and cached; a second invocation reuses every run
+    assert len(list((out / "source_val").glob("*.json"))) == 1
+    again = run_transfer_experiment(ws, opts, lines.append)
+    assert {c.action for c in again.cells} <= {"reused", "shared"}
+    text = (out / "transfer.md").read_text()
+    assert "96.5" in text and "89.4" in text and "0 % strong, L-Net only" in text
+    with pytest.raises(ConfigError, match="method"):
+        TransferOptions(overrides=["train.lr=1"]).validate()  # a transfer row may differ only in its method
+
+
+def test_cli_lists_the_transfer_rows() -> None:
+    from pss.cli import build_parser
+    from pss.experiments.transfer import ROW_KEYS
+
+    args = build_parser().parse_args(["experiment", "transfer", "--rows", *ROW_KEYS, "--set", "method.cam_steps=5"])
+    assert args.table == "transfer" and args.rows == list(ROW_KEYS) and args.transfer_set == ["method.cam_steps=5"]
