@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "--steps = every row's final segmenter (default: the preset's train.steps)")
     transfer.add_argument("--rows", nargs="+", choices=["full", "half_lnet", "half", "zero_lnet", "zero"],
                           help="rows to run (default all; full, the reference, is always run)")
-    transfer.add_argument("--set", dest="transfer_set", nargs="+", metavar="method.KEY=VALUE",
+    transfer.add_argument("--set", dest="transfer_set", action="append", metavar="method.KEY=VALUE",
                           help="method settings of the transfer rows, e.g. method.objectness_steps=300")
     p.set_defaults(func=cmd_experiment)
     return parser
