@@ -92,15 +92,19 @@ def main() -> None:
     for label, (rates, _, _) in measured.items():
         print(f"{label:32s} s/step vs source_only: " + ", ".join(f"{s} {r / base:.2f}x" for s, r in rates.items()))
     for steps in args.table_steps:
-        per_seed = 0.0
+        full = transfer = 0.0
         for label, count in (("fully supervised (source_only)", 1), ("transfer 50 % strong", 2),
                              ("transfer 0 % strong", 2)):
             rates, fixed, _ = measured[label]
             extra = score_s * max(0, steps // every - 1) if every and count == 1 else 0.0
-            per_seed += count * (fixed + extra + sum(r * steps for r in rates.values()))
+            seconds = count * (fixed + extra + sum(r * steps for r in rates.values()))
+            full, transfer = (full + seconds, transfer) if count == 1 else (full, transfer + seconds)
+        per_seed = full + transfer
+        # --jobs 2: the fully supervised run trains alone first (the runner's order), the four transfer rows two at
+        # a time
         print(f"pss experiment transfer --steps {steps} --seeds {args.seeds}: about {per_seed * args.seeds / 3600:.1f} "
-              f"h of one process ({per_seed / 60:.0f} min per seed; with --jobs 2 on two idle cores about "
-              f"{per_seed * args.seeds / 7200:.1f} h)")
+              f"h of one process ({per_seed / 60:.0f} min per seed); --jobs 2 on two idle cores about "
+              f"{(full + transfer / 2) * args.seeds / 3600:.1f} h")
     if tmp is not None:
         tmp.cleanup()
 

@@ -160,10 +160,14 @@ class _SigtermOnce(Hook):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_sigterm_cancels_between_stages(ws: Workspace) -> None:
-    run, outcome = _run(ws, ["method.strong_fraction=0.5"], hooks=[_SigtermOnce()])
+@pytest.mark.parametrize("objectness_steps, ended", [(1, Status.DONE), (3, Status.CANCELLED)])
+def test_sigterm_cancels_between_stages(ws: Workspace, objectness_steps: int, ended: str) -> None:
+    """One object-map step: the stage finishes, and the check between stages stops the run; three: the stage's
+    own loop stops early. Either way no later stage starts."""
+    run, outcome = _run(ws, ["method.strong_fraction=0.5", f"method.objectness_steps={objectness_steps}"],
+                        hooks=[_SigtermOnce()])
     assert outcome.status == Status.CANCELLED and run.meta["status"] == Status.CANCELLED
-    assert [e["stage"] for e in run.events("stage_end")] == ["objectness"]  # no later stage started
+    assert [(e["stage"], e["status"]) for e in run.events("stage_end")] == [("objectness", ended)]
     assert not (run.dir / "objectness").exists() and not (run.dir / "coarse").exists()
     assert run.latest_checkpoint() is None and run.read_report() is None
 

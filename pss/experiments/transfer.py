@@ -12,7 +12,8 @@ Rows (``ROWS``), every one trained on the source only, from the preset's initial
 The transfer rows are ``transfer`` runs (``pss.methods.transfer``) whose final P-Net trains ``steps`` steps, as
 ``full`` does (each L-Net stage trains ``steps`` more unless ``--set method.objectness_steps=..`` says otherwise);
 one run per row and seed, trained on the first user's config and evaluated on the others (the tables' ``shared``
-rows). Cells are reused, resumed or trained by the tables' runner; ``--jobs`` runs rows in parallel.
+rows). Cells are reused, resumed or trained by the tables' runner; ``--jobs`` runs rows in parallel (default as
+the tables': 2 local processes on a CPU with two cores or more, else 1).
 
 Columns: mIoU (%, the ``pss`` convention: 21 classes, absent = 0) on the source's held-out split for all classes
 and for the split's strong (background included) and weak classes (``pss.weak.split_report``: one confusion
@@ -43,6 +44,7 @@ from pss.experiments.backends import make_backend
 from pss.experiments.report import MIOU_NOTE
 from pss.experiments.runner import Plan, run_cells
 from pss.experiments.spec import NO_INIT, Cell, ExperimentOptions, RowSpec
+from pss.experiments.tables import default_jobs
 from pss.runs.index import RunRecord
 from pss.status import Status
 from pss.weak.split_report import group_miou
@@ -140,13 +142,14 @@ def run_transfer_experiment(ws: Workspace, opts: TransferOptions, say: Say = pri
     steps = opts.steps or preset.train.steps
     rows = transfer_rows(opts.rows, opts.overrides)
     seeds = [preset.train.seed + i for i in range(opts.seeds)]
+    jobs = opts.jobs or default_jobs(opts.device)  # as the tables: 2 processes on a CPU with two cores, else 1
     table_opts = ExperimentOptions(table=TRANSFER, users=users, steps=steps, source_steps=steps, seeds=opts.seeds,
-                                   preset=opts.preset, device=opts.device, tag=opts.tag, jobs=opts.jobs or 1,
+                                   preset=opts.preset, device=opts.device, tag=opts.tag, jobs=jobs,
                                    console=opts.console)
     # the fully supervised run is the runner's shared No-DA run (source_only, the same steps, context-free),
     # trained on the first user's config like the transfer rows
     plan = Plan(table_opts, rows, steps, steps, users[0])
-    backend = make_backend("local", opts.jobs or 1, opts.device)
+    backend = make_backend("local", jobs, opts.device)
     try:
         runner = run_cells(ws, plan, users, seeds, say, backend)
     finally:
