@@ -163,6 +163,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         return _annotate_curve(args)
     if args.table == "weak":  # the user's tags as supervision (issue 17)
         return _weak(args)
+    if args.table == "transfer":
+        return _transfer(args)
     opts = ExperimentOptions(table=args.table, users=args.users, methods=args.methods, steps=args.steps,
                              source_steps=args.source_steps, seeds=args.seeds, one_start=args.one_start,
                              bootstrap=args.bootstrap, start=args.start, preset=args.preset,
@@ -208,6 +210,21 @@ def _annotate_curve(args: argparse.Namespace) -> int:
                         jobs=args.jobs)
     result = run_annotate_curve(Workspace(Path(args.workspace)), opts)
     print(f"curve written to {result.out_dir}")
+    return 0 if not result.failed else 1
+
+
+def _transfer(args: argparse.Namespace) -> int:
+    from pss.experiments.transfer import TRANSFER, TransferOptions, run_transfer_experiment
+
+    opts = TransferOptions(rows=args.rows, users=args.users, steps=args.steps, seeds=args.seeds, preset=args.preset,
+                           device=args.device, tag=args.tag or TRANSFER, jobs=args.jobs,
+                           overrides=list(args.transfer_set or []))
+    try:
+        result = run_transfer_experiment(Workspace(Path(args.workspace)), opts)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume (finished cells are reused)", file=sys.stderr)
+        return 130
+    print(f"table written to {result.out_dir}")
     return 0 if not result.failed else 1
 
 
@@ -307,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "train.annotated_weight, score on the evaluation images (pss.experiments.annotate_curve).")
     workspace_arg(p)
     device_arg(p)
-    p.add_argument("table", choices=["table1", "table3", "table4", "table5", "annotate-curve", "weak"])
+    p.add_argument("table", choices=["table1", "table3", "table4", "table5", "annotate-curve", "weak", "transfer"])
     p.add_argument("--users", nargs="+", help="users (default: all)")
     p.add_argument("--methods", nargs="+", metavar="ROW",
                    help="rows to run (table1: source_only adaptseg maxsquare fda fda_ssl advent mrnet_s1 mrnet pss "
@@ -350,6 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     weak.add_argument("--affinity-steps", dest="affinity_steps", type=int, help="steps of the AffinityNet stage")
     weak.add_argument("--no-cam-plain", dest="no_cam_plain", action="store_true",
                       help="do not train the plain CAM baseline (the mask-quality table's CAM row)")
+    transfer = p.add_argument_group("transfer", "strong -> weak class transfer (L-Net / P-Net, issue 18): fully "
+                                    "supervised vs 50 % and 0 % strong classes, L-Net only and L-Net + P-Net; "
+                                    "--steps = every row's final segmenter (default: the preset's train.steps)")
+    transfer.add_argument("--rows", nargs="+", choices=["full", "half_lnet", "half", "zero_lnet", "zero"],
+                          help="rows to run (default all; full, the reference, is always run)")
+    transfer.add_argument("--set", dest="transfer_set", action="append", metavar="method.KEY=VALUE",
+                          help="method settings of the transfer rows, e.g. method.objectness_steps=300")
     p.set_defaults(func=cmd_experiment)
     return parser
 

@@ -58,7 +58,8 @@ def method_losses(name: str, records: dict[str, list[ImageRecord]]) -> list[dict
     method = build_method(name, config.method_params(), config.model.num_classes)
     groups = {r.name: i % 2 for i, r in enumerate(records["source"] + records["target"])}
     use = groups if config.model.context.mode != "none" else None
-    streams = {"source": make_stream(records["source"], use, config, 1),
+    # the method's declared fields (transfer's P-Net loss reads tags); () for the others: their batches as recorded
+    streams = {"source": make_stream(records["source"], use, config, 1, fields=method.fields),
                "target": make_stream(records["target"], use, config, 2),
                "pseudo": make_stream(records["source"], None, config, 3)}
     seen: list[dict[str, float]] = []

@@ -35,7 +35,9 @@ def _trainer(method_name: str, records: dict[str, list[ImageRecord]], steps: int
     method = build_method(method_name, config.method_params(), config.model.num_classes)
     groups = {r.name: i % 2 for i, r in enumerate(records["source"] + records["target"])}
     use_groups = config.model.context.mode != "none"
-    streams = {"source": make_stream(records["source"], groups if use_groups else None, config, 1)}
+    # the method's declared fields (e.g. tags, for transfer's P-Net loss); () for most methods: the batches as before
+    streams = {"source": make_stream(records["source"], groups if use_groups else None, config, 1,
+                                     fields=method.fields)}
     if method.uses("target"):
         streams["target"] = make_stream(records["target"], groups if use_groups else None, config, 2)
     if method.uses("pseudo"):  # pseudo labels = the source labels, enough to exercise the pseudo batch path

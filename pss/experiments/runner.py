@@ -17,7 +17,7 @@ from pss.data.pss_layout import read_user
 from pss.errors import PssError
 from pss.experiments.backends import Backend, CellResult, CellTask, InProcess
 from pss.experiments.reuse import canonical
-from pss.experiments.spec import SKIPPED, Cell, ExperimentOptions, RowSpec
+from pss.experiments.spec import NO_INIT, SKIPPED, Cell, ExperimentOptions, RowSpec
 from pss.grouping import effective_k
 from pss.runs.index import RunRecord
 from pss.status import Status
@@ -96,9 +96,9 @@ class Runner:
         """The one run of a ``shared`` row for ``seed`` (trained on the first user's config), started from ``start``."""
         if (row.key, seed) not in self.plan.shared:
             self.plan.shared[(row.key, seed)] = None
-            if start is not None:
-                config = self.config(row.method, [*row.cell_overrides(self.plan.first_user, seed),
-                                                  f"train.init_from={start.run_id}"],
+            if start is not None or row.init == NO_INIT:
+                init = [] if row.init == NO_INIT or start is None else [f"train.init_from={start.run_id}"]
+                config = self.config(row.method, [*row.cell_overrides(self.plan.first_user, seed), *init],
                                      self.plan.first_user, seed, self.plan.adapt_steps)
                 self.say(f"[{self.opts.table}] {row.label}, seed {seed} (source only: one run for every user)")
                 outcome = self.execute(self.train_task(config)).outcome
@@ -171,10 +171,11 @@ class Runner:
             start = source.run_id
         elif parent is not None and parent.status == Status.DONE:
             start = parent.run_id
-        if start is None:
+        if start is None and row.init != NO_INIT:
             cell.status, cell.note = SKIPPED, "its starting run did not finish"
             return
-        config = self.config(row.method, [*row.cell_overrides(cell.user, cell.seed), f"train.init_from={start}"],
+        init = [f"train.init_from={start}"] if start is not None and row.init != NO_INIT else []
+        config = self.config(row.method, [*row.cell_overrides(cell.user, cell.seed), *init],
                              cell.user, cell.seed, self.plan.adapt_steps)
         key, k = self.effective(config)
         if config.grouping.k_rule == "fixed" and k != config.grouping.k and any(

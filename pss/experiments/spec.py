@@ -13,13 +13,17 @@ from typing import Any
 #: Cell states beyond a run's ``pss.status.Status``: not run yet, or not run because its start did not finish.
 PENDING = "pending"
 SKIPPED = "skipped"
+#: ``RowSpec.init`` of a row that starts from nothing but the preset's initialisation (no ``train.init_from``).
+NO_INIT = "none"
 
 
 @dataclass(frozen=True)
 class RowSpec:
-    """One row of a table. ``init``: ``"source"`` (the shared No-DA model) or the key of the row whose run (same user
-    and seed) starts this one. ``default``: shown unless ``--methods`` says otherwise (other rows are trained only
-    when a shown row depends on them, or when asked for). ``source_eval``: the No-DA model itself, evaluated.
+    """One row of a table. ``init``: ``"source"`` (the shared No-DA model), :data:`NO_INIT` (the preset's
+    initialisation, e.g. ImageNet: a row trained from scratch beside the No-DA model, as the transfer table's) or the
+    key of the row whose run (same user and seed) starts this one. ``default``: shown unless ``--methods`` says
+    otherwise (other rows are trained only when a shown row depends on them, or when asked for). ``source_eval``:
+    the No-DA model itself, evaluated.
     ``shared``: a row that trains on the source only (a "No-DA continued" control): one run per seed, trained on the
     workspace's first user and evaluated on the others. ``control``: the key of the row this row's gain is measured
     against (it differs from this row only in the adaptation term); every gain is also reported against the start
@@ -113,4 +117,4 @@ class ExperimentResult:
     gains: dict[str, Any] = field(default_factory=dict)  # "<metric> vs control|start" -> DataFrame (gains.py)
     controls: dict[str, str] = field(default_factory=dict)  # row label -> its control's label
 
-__all__ = ["PENDING", "SKIPPED", "Cell", "ExperimentOptions", "ExperimentResult", "RowSpec"]
+__all__ = ["NO_INIT", "PENDING", "SKIPPED", "Cell", "ExperimentOptions", "ExperimentResult", "RowSpec"]

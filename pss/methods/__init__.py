@@ -14,6 +14,7 @@ from pss.methods.maxsquare import MaxSquare
 from pss.methods.mrnet import MRNet, MRNetStage2
 from pss.methods.pss import PSS, PSSStep2
 from pss.methods.source_only import SourceOnly
+from pss.methods.transfer import Transfer
 
 METHODS: dict[str, type[Method]] = {  # the order of the paper's Tables 1-2 (the app lists them in this order)
     SourceOnly.name: SourceOnly,
@@ -29,6 +30,7 @@ METHODS: dict[str, type[Method]] = {  # the order of the paper's Tables 1-2 (the
     # the user's tags as supervision (issue 17): pipelines, run by pss.weak.runners.PIPELINES
     EPSSeg.name: EPSSeg,
     EPSAffinity.name: EPSAffinity,
+    Transfer.name: Transfer,  # a pipeline (stages: objectness, cam, coarse, pnet; runner: pss.weak.runners)
 }
 
 

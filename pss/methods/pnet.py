@@ -22,8 +22,9 @@ Our design (every item an engineering choice, not the paper's):
   a zero vector would tell D "real" by itself. They take the prediction's detached softmax instead
   (:func:`real_masks`), so D judges only the labelled pixels.
 
-Not registered in ``pss.methods.METHODS``: it needs the split's labels (``pss.weak.transfer.run_transfer`` builds
-its stream), which the engine's streams cannot give yet.
+Not registered alone in ``pss.methods.METHODS``: it needs the split's labels, which the engine's streams cannot
+give; the registered pipeline ``transfer`` (``pss.methods.transfer``, a subclass) builds them in its earlier stages
+and trains this loss as its final stage.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import torch
 
 from pss.config import ExperimentConfig, config_to_dict
 from pss.data.loaders import BatchStream
-from pss.engine.checkpoint import load_model_weights
+from pss.engine.checkpoint import load_model_weights, save_checkpoint
 from pss.data.annotations import ANNOTATED_LIST
 from pss.engine.data import ExperimentData, load_experiment_data, make_annotated_stream, make_stream
 from pss.engine.skipped import log_skipped
@@ -146,13 +147,15 @@ def _pseudo_stream(model: Segmenter, policy: PseudoPolicy, config: ExperimentCon
 
 
 def finish_run(run: Run, model: Segmenter, config: ExperimentConfig, data: ExperimentData, settings: EvalSettings,
-               step: int, started: float, extra_report: dict[str, Any] | None = None, **status: Any) -> SegReport:
+               step: int, started: float, extra_report: dict[str, Any] | None = None,
+               after_eval: Callable[[SegReport], dict[str, Any]] | None = None, **status: Any) -> SegReport:
     """The end of every run that produced a model: score it on the user's images (predictions and entropy maps
-    saved when ``eval.save_predictions``), write the report, log the ``eval`` event at ``step``, mark it done."""
+    saved when ``eval.save_predictions``), write the report, log the ``eval`` event at ``step``, mark it done.
+    ``after_eval`` (a pipeline's, ``PipelineOutput.after_eval``): more report entries made from that evaluation."""
     report, entropies = evaluate_records(model, data.evaluation, data.evaluation_groups, settings,
                                          output_dir=run.dir if config.eval.save_predictions else None)
     run.write_report({**report.to_dict(), "mean_entropy": entropies, "groups": data.evaluation_groups,
-                      **(extra_report or {})})
+                      **(extra_report or {}), **(after_eval(report) if after_eval is not None else {})})
     run.log_event("eval", step, fiou=report.fiou, miou=report.miou["pss"], miou_present=report.miou["present"])
     run.set_status(Status.DONE, fiou=report.fiou, miou=report.miou["pss"], duration_s=time.time() - started, **status)
     return report
@@ -220,7 +223,12 @@ def execute_run(run: Run, config: ExperimentConfig, workspace: Workspace, device
             if output.model is None or stop[0]:
                 run.set_status(Status.CANCELLED, duration_s=time.time() - started)
                 return RunOutcome(run.run_id, Status.CANCELLED, None, None, time.time() - started)
-            report = finish_run(run, output.model, config, data, settings, output.step, started, output.report)
+            # the final segmenter is the run's model, as a one-loop run's last checkpoint (inspect, predict, init_from)
+            save_checkpoint(run.checkpoint_path(output.step), {"step": output.step,
+                                                               "model": output.model.state_dict(),
+                                                               "config": config_to_dict(config)})
+            report = finish_run(run, output.model, config, data, settings, output.step, started, output.report,
+                                output.after_eval)
             return RunOutcome(run.run_id, Status.DONE, report, None, time.time() - started)
         streams = {"source": make_stream(data.source, data.source_groups, config, seed, fields=method.fields,
                                          dist=dist)}

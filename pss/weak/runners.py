@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pss.weak.eps_run import run_eps
 from pss.weak.stages import PipelineRunner
+from pss.weak.transfer_run import run_transfer_pipeline
 
 PIPELINES: dict[str, PipelineRunner] = {
     # the user's tags as supervision (issue 17)
     "eps_seg": run_eps,
     "eps_affinity": run_eps,
+    "transfer": run_transfer_pipeline,
 }

@@ -22,6 +22,7 @@ from pss.config import ExperimentConfig
 from pss.engine.data import ExperimentData
 from pss.engine.hooks import Hook
 from pss.methods.base import Method
+from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter
 
 
@@ -57,11 +58,14 @@ class StageContext:
 @dataclass
 class PipelineOutput:
     """The final segmenter (``None`` when the run was cancelled between stages) and extra report entries
-    (JSON-serialisable; merged into ``report.json``), e.g. ``{"stage_quality": {...}, "split": {...}}``."""
+    (JSON-serialisable; merged into ``report.json``), e.g. ``{"stage_quality": {...}, "split": {...}}``.
+    ``after_eval``: called with the report of the user's evaluation (``finish_run``), returns more report entries
+    made from it (e.g. the transfer pipeline's strong / weak split of the user's mIoU); None: none."""
 
     model: Segmenter | None
     report: dict[str, Any] = field(default_factory=dict)
     step: int = 0  # the final segmenter stage's last step (the ``eval`` event's step)
+    after_eval: Callable[[SegReport], dict[str, Any]] | None = None
 
 
 PipelineRunner = Callable[[StageContext], PipelineOutput]
