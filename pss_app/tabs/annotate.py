@@ -377,16 +377,9 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
             return gr.skip(), gr.skip(), gr.skip(), problem("launch a fine-tune first")
         from pss_app.services.inspect import image_choices as compare_images
 
-        runs = svc.run_choices(ws, user_name)[1:]
-        images = compare_images(ws, user_name)
-        values = [v for _, v in images]
-        shown_image = name if name in values else (values[0] if values else None)
-        listed = {v for _, v in runs}
-        missing = [r for r in pair if r not in listed]
-        if missing:
-            return gr.skip(), gr.skip(), gr.skip(), problem(f"run {missing[0]} has not finished yet")
-        return (gr.Tabs(selected="compare"), gr.CheckboxGroup(choices=runs, value=list(pair)),
-                gr.Dropdown(choices=images, value=shown_image), "")
+        chosen = svc.finetune_compare(ws, user_name, pair[0], pair[1], name, compare_images(ws, user_name))
+        return (gr.Tabs(selected="compare"), gr.CheckboxGroup(choices=chosen.run_choices, value=chosen.runs),
+                gr.Dropdown(choices=chosen.image_choices, value=chosen.image), "")
 
     open_compare.click(to_compare, [user, finetune, image], [ctx.published("tabs"), compare_runs, compare_image,
                                                               status], api_visibility="private")
