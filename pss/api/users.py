@@ -104,6 +104,20 @@ def find_record(records: list[ImageRecord], name: str, user: str) -> ImageRecord
     raise DatasetError(f"user {user!r} has no image named {name!r}")
 
 
+# What a record's mask is, in the words every view uses (Inspect, Compare, their image lists): only an evaluation
+# image's mask is ground truth that a view scores; an image annotated for training has a mask that is never scored.
+MASK_SCORED = "ground truth (scored)"
+MASK_TRAINING = "annotated for training — not scored"
+
+
+def mask_role(record: ImageRecord) -> str | None:
+    """``MASK_SCORED`` for an evaluation image (``record.eval_mask``), ``MASK_TRAINING`` for a masked image that is
+    not scored (``annotated.txt``), ``None`` without a mask."""
+    if record.eval_mask is not None:
+        return MASK_SCORED
+    return MASK_TRAINING if record.mask_path is not None else None
+
+
 def forget_users(ws: Workspace | None = None, user: str | None = None) -> None:
     """Drop cached collections: of one user of ``ws``, of every user of ``ws``, or (``ws=None``) all."""
     with _LOCK:
@@ -112,4 +126,5 @@ def forget_users(ws: Workspace | None = None, user: str | None = None) -> None:
                 del _CACHE[key]
 
 
-__all__ = ["USER_NAME", "check_user_name", "find_record", "forget_users", "read_user", "user_records"]
+__all__ = ["MASK_SCORED", "MASK_TRAINING", "USER_NAME", "check_user_name", "find_record", "forget_users", "mask_role",
+           "read_user", "user_records"]

@@ -49,6 +49,9 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
             pseudo = gr.Image(label="Step-2 pseudo label (hatched = ignored, 255)", type="filepath", format="png",
                               interactive=False, elem_id="inspect-pseudo")
             pseudo_info = gr.Markdown(elem_id="inspect-pseudo-info")
+        with gr.Column():
+            # the image's mask, captioned with what it is: scored ground truth or a training annotation (unscored)
+            mask = gr.Image(label="Mask", type="filepath", format="png", interactive=False, elem_id="inspect-mask")
     note = gr.Markdown(elem_id="inspect-note")
     with gr.Row(equal_height=True):
         x = gr.Number(None, label="x (image pixel)", precision=0, minimum=0, scale=1, elem_id="inspect-x")
@@ -87,18 +90,20 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
 
     user.change(other_user, user, [run, image, status], api_visibility="private")
 
-    view_outputs = [prediction, entropy, pseudo, summary, pseudo_info, legend, note, display, status]
+    view_outputs = [prediction, entropy, pseudo, summary, pseudo_info, legend, note, mask, display, status]
 
     @guarded(len(view_outputs))
     def show(run_id: str, name: str, opacity_value: float, stretch_value: bool):
         if not run_id or not name:
-            return None, None, None, "", "", "", "", "", ""
+            return None, None, None, "", "", "", "", gr.Image(value=None, label="Mask"), "", ""
         view = inspect_view(ws, run_id, name, opacity_value, stretch_value)
         m = view.maps
         size = json.dumps({"width": m.display.width, "height": m.display.height, "scale": m.display.scale,
                            "image_width": m.width, "image_height": m.height})
+        shown_mask = gr.Image(value=str(m.mask) if m.mask else None,
+                              label=f"Mask: {m.mask_role}" if m.mask_role else "Mask: none (unlabelled image)")
         return (str(m.prediction), str(m.entropy), str(m.pseudo_label), view.summary, view.pseudo, view.legend,
-                view.attention_note, size, "")
+                view.attention_note, shown_mask, size, "")
 
     gr.on([run.change, image.change, opacity.release, stretch.change], show, [run, image, opacity, stretch],
           view_outputs, api_name="inspect_view")
