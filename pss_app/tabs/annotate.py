@@ -8,7 +8,7 @@ import gradio as gr
 from pss.api import CLASS_NAMES
 from pss.api.annotate_tools import DEFAULT_THRESHOLD
 from pss.errors import DatasetError
-from pss_app.feedback import guarded, problem
+from pss_app.feedback import guarded, problem, refused
 from pss_app.services import annotate as svc
 from pss_app.services.annotate import BRUSH_COLOURS, HISTORY_COLUMNS, ORDERS, QUEUE_COLUMNS, TAG_CHOICES, TOOLS
 from pss_app.tabs.context import TabContext, tab_page
@@ -289,6 +289,18 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
         return view.info, f"✔ tags of {name}: {', '.join(written) or 'UNKNOWN (none)'}", ""
 
     save_tags.click(write_tags, [user, image, tags], [info, saved, status], api_name="annotate_tags")
+
+    # ---- the image list's "name · state" labels follow every action ----
+    # A listener of its own on what the actions already write (``info`` holds the state line of every action that
+    # shows an image: open, undo/redo, discard, pre-label, click, submit, review, revert; ``saved`` gets each draft
+    # save's message), so the save path stays as it is and the labels never lag behind. Only the choices change,
+    # never the value: the editor is not reloaded. No status output: it never clears another action's message.
+    @refused
+    def relabel(user_name: str):
+        return gr.Dropdown(choices=svc.image_choices(ws, user_name))
+
+    gr.on([info.change, saved.change], relabel, user, image, api_name="annotate_image_labels",
+          show_progress="hidden")
 
     # ---- history ----
     def pick_version(table, evt: gr.SelectData):
