@@ -323,7 +323,67 @@ def finetune_request(ws: Workspace, start_run: str, device: str = "auto") -> Lau
                          preset=str(run.dir / "config.yaml"), extra=(ANNOTATED_WEIGHT_OVERRIDE,))
 
 
-__all__ = ["ANNOTATED_WEIGHT_OVERRIDE", "DEFAULT_THRESHOLD", "Click", "allowed_classes", "annotate_queue",
-           "blank_mask", "fill_superpixel", "finetune_request", "grabcut_refine", "image_superpixels", "prelabel",
-           "queue_candidates", "refine_with_run", "restricted_prelabel", "superpixel_edges", "superpixels",
-           "tag_mismatch"]
+
+@dataclass(frozen=True)
+class RunScore:
+    """One run's scores on the user's evaluation images, read from its ``report.json`` (``None`` before the run
+    was evaluated). ``miou`` is the report's ``miou["pss"]`` (21 classes, absent = 0: the paper's convention)."""
+
+    run_id: str
+    status: str
+    fiou: float | None
+    miou: float | None
+    images: frozenset[str]
+
+
+@dataclass(frozen=True)
+class FinetuneGain:
+    """Before (the start run) and after (the fine-tune run) on the held-out evaluation images.
+
+    ``same_images``: both reports scored the same images (a changed ``val_all.txt`` between the two runs makes the
+    numbers incomparable, and the view says so). ``finished``: the fine-tune has stopped (done, failed, cancelled).
+    """
+
+    before: RunScore
+    after: RunScore
+    finished: bool
+
+    @property
+    def same_images(self) -> bool:
+        return self.before.images == self.after.images
+
+    def gain(self, metric: str) -> float | None:
+        """after - before of ``metric`` ("fiou" or "miou"); ``None`` while either is missing."""
+        a, b = getattr(self.after, metric), getattr(self.before, metric)
+        return None if a is None or b is None else a - b
+
+
+def run_score(ws: Workspace, run_id: str) -> RunScore:
+    """The run's status and its report's FIoU / MIoU and scored image names; DatasetError if no such run."""
+    from pss.errors import RunStoreError
+
+    try:
+        run = ws.store().open_run(run_id)
+    except RunStoreError as exc:
+        raise DatasetError(f"run {run_id!r} is not in this workspace any more; pick another run") from exc
+    status = str(run.meta.get("status", "unknown"))
+    report = run.read_report() or {}
+
+    def number(value: object) -> float | None:  # None: not evaluated yet, or NaN saved as null
+        return float(value) if isinstance(value, (int, float)) else None
+
+    images = frozenset(str(i["name"]) for i in report.get("images", []))
+    return RunScore(run_id, status, number(report.get("fiou")), number((report.get("miou") or {}).get("pss")),
+                    images)
+
+
+def finetune_gain(ws: Workspace, start_run: str, run_id: str) -> FinetuneGain:
+    """Scores of the start run and of its fine-tune from their reports (issue 16, item 5: the measured gain)."""
+    after = run_score(ws, run_id)
+    return FinetuneGain(run_score(ws, start_run), after, after.status in ("done", "failed", "cancelled"))
+
+
+__all__ = ["ANNOTATED_WEIGHT_OVERRIDE", "DEFAULT_THRESHOLD", "Click", "FinetuneGain", "RunScore", "allowed_classes",
+           "annotate_queue", "blank_mask", "fill_superpixel", "finetune_gain", "finetune_request", "grabcut_refine",
+           "image_superpixels", "prelabel", "queue_candidates", "refine_with_run", "restricted_prelabel", "run_score",
+           "superpixel_edges", "superpixels", "tag_mismatch"]

@@ -20,7 +20,7 @@ from pss.api.data import file_key, load_image
 from pss.api.inspect import image_inference
 from pss.api.run_choice import RunChoice, done_runs
 from pss.api.runs import results_tables
-from pss.api.users import find_record, user_records
+from pss.api.users import find_record, mask_role, user_records
 from pss.data.labels import CLASS_NAMES, read_label_png
 from pss.errors import DatasetError, PssError
 from pss.workspace import Workspace
@@ -46,13 +46,18 @@ class RunPanel:
 
 @dataclass
 class Comparison:
-    """The Fig. 4-style figure of one image (PNG) and the per-run panels in figure order."""
+    """The Fig. 4-style figure of one image (PNG) and the per-run panels in figure order.
+
+    ``labelled``: the image has a ground truth that is scored (an evaluation image). ``mask_role``: what its mask
+    is (``pss.api.users.mask_role``): an image annotated for training shows its mask under that caption, unscored.
+    """
 
     user: str
     name: str
     figure: Path
     labelled: bool
     panels: list[RunPanel]
+    mask_role: str | None = None
 
 
 def runs_by_id(ws: Workspace, user: str, run_ids: Sequence[str]) -> list[RunChoice]:
@@ -113,25 +118,31 @@ def compare_image(ws: Workspace, user: str, name: str, run_ids: Sequence[str], d
     """
     runs = runs_by_id(ws, user, run_ids)
     record = find_record(user_records(ws, user), name, user)
-    target = read_label_png(record.mask_path) if record.mask_path is not None else None
+    # only an evaluation image's mask is scored (ImageRecord.eval_mask); a training annotation is shown, unscored
+    target = read_label_png(record.eval_mask) if record.eval_mask is not None else None
+    training = read_label_png(record.mask_path) if record.mask_path is not None and target is None else None
     columns = [(run, *_run_panel(ws, run, name, target, device)) for run in runs]
+    role = mask_role(record)
     keys = [name, COMPARE_VERSION, file_key(record.image_path),
-            file_key(record.mask_path) if record.mask_path is not None else "-"]
+            file_key(record.mask_path) if record.mask_path is not None else "-", role or "-"]
     for run, panel, pred in columns:
         keys += [run.run_id, panel.message, "-" if pred is None else hashlib.blake2b(pred.tobytes()).hexdigest()]
     key = hashlib.blake2b("|".join(keys).encode(), digest_size=10).hexdigest()
     out = Path(ws.cache) / "compare" / user / f"{name}-{key}.png"
     if not out.exists():
-        maps.save_png(_figure(record, target, columns, user), out)
-    return Comparison(user, name, out, target is not None, [panel for _, panel, _ in columns])
+        maps.save_png(_figure(record, target, columns, user, training), out)
+    return Comparison(user, name, out, target is not None, [panel for _, panel, _ in columns], role)
 
 
-def _figure(record: Any, target: np.ndarray | None, columns: list, user: str) -> np.ndarray:
-    """Row 1: photo, GT, each run's prediction; row 2 (labelled images): each run's error map."""
+def _figure(record: Any, target: np.ndarray | None, columns: list, user: str,
+            training: np.ndarray | None = None) -> np.ndarray:
+    """Row 1: photo, GT (or the training annotation, captioned as not scored), each run's prediction; row 2
+    (evaluation images only): each run's error map."""
     photo = load_image(record.image_path)
-    if target is not None and target.shape != photo.shape[:2]:
-        raise DatasetError(f"the GT mask {record.mask_path} does not match its image's size "
-                           f"{photo.shape[1]}×{photo.shape[0]}; fix the mask (pss doctor lists such files)")
+    for mask in (target, training):
+        if mask is not None and mask.shape != photo.shape[:2]:
+            raise DatasetError(f"the mask {record.mask_path} does not match its image's size "
+                               f"{photo.shape[1]}×{photo.shape[0]}; fix the mask (pss doctor lists such files)")
     size = _panel_size(photo.shape[1], photo.shape[0])
     shown = (size.width, size.height)
     small = maps.resize_rgb(photo, shown)
@@ -139,13 +150,17 @@ def _figure(record: Any, target: np.ndarray | None, columns: list, user: str) ->
     top: list[np.ndarray | None] = [maps.titled(small, [record.name, f"{user} · photo"]),
                                     maps.titled(maps.label_overlay(small, gt, 1.0), ["ground truth", ""])
                                     if gt is not None else None]
+    if training is not None:
+        shown_mask = maps.resize_label(training, shown)
+        top[1] = maps.titled(maps.label_overlay(small, shown_mask, 1.0), ["annotated for training", "not scored"])
     bottom: list[np.ndarray | None] = [None, None]
     for run, panel, pred in columns:
         if pred is None:
             top.append(maps.titled(np.full_like(small, 235), [run.short, "no prediction"]))
             bottom.append(None)
             continue
-        scores = f"FIoU {_pct(panel.fiou)} · MIoU {_pct(panel.miou)}" if gt is not None else "no GT for this image"
+        scores = (f"FIoU {_pct(panel.fiou)} · MIoU {_pct(panel.miou)}" if gt is not None else
+                  "training image: not scored" if training is not None else "no GT for this image")
         top.append(maps.titled(maps.label_overlay(small, maps.resize_label(pred, shown), 1.0), [run.short, scores]))
         if target is None or gt is None:  # gt is target resized: both or neither
             bottom.append(None)

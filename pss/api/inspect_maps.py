@@ -20,13 +20,13 @@ import pss.api.maps as maps
 from pss.api.data import file_key, load_image
 from pss.api.inspect import RunContext, derived, image_inference, run_context
 from pss.api.pseudo import PseudoStatus, pseudo_status
-from pss.api.users import find_record, user_records
-from pss.data.labels import CLASS_NAMES
-from pss.errors import ModelError
+from pss.api.users import find_record, mask_role, user_records
+from pss.data.labels import CLASS_NAMES, read_label_png
+from pss.errors import DatasetError, ModelError
 from pss.inference import RegionWeight
 from pss.workspace import Workspace
 
-MAPS_VERSION = "m2"  # part of every PNG name: bump when a drawing changes
+MAPS_VERSION = "m3"  # part of every PNG name: bump when a drawing changes
 
 
 @dataclass
@@ -35,7 +35,8 @@ class InspectMaps:
 
     ``legend``: (class name, "#rrggbb", % of pixels) of the predicted classes, largest first.
     ``display``: the size the maps are drawn at (``display.scale`` display pixels per image pixel; clicks on
-    the prediction map are in display pixels).
+    the prediction map are in display pixels). ``mask``/``mask_role``: the image's mask, shown (never scored
+    here) with what it is: an evaluation image's ground truth or an annotation made for training.
     """
 
     run_id: str
@@ -52,6 +53,8 @@ class InspectMaps:
     ignored_fraction: float
     context: str
     has_attention: bool
+    mask: Path | None = None  # the image's mask over the photo, when it has one
+    mask_role: str | None = None  # pss.api.users.mask_role: scored ground truth, or a training annotation (unscored)
 
 
 @dataclass
@@ -118,6 +121,9 @@ def _maps(ws: Workspace, ctx: RunContext, name: str, opacity: float, stretch: bo
     paths = {"prediction": Path(f"{base}-pred-{opacity:.2f}.png"),
              "entropy": Path(f"{base}-entropy-{'stretch' if stretch else 'full'}.png"),
              "pseudo": Path(f"{base}-pseudo-{status.pixel_keep_rate:.3f}.png")}
+    if record.mask_path is not None:  # keyed on the mask file too: a re-annotated mask is drawn again
+        mask_key = hashlib.blake2b(file_key(record.mask_path).encode(), digest_size=6).hexdigest()
+        paths["mask"] = Path(f"{base}-mask-{mask_key}.png")
     missing = [k for k, p in paths.items() if not p.exists()]
     # the share of ignored pseudo-label pixels (a quantile per image): derived once, kept with the inference
     if missing:
@@ -134,6 +140,7 @@ def _maps(ws: Workspace, ctx: RunContext, name: str, opacity: float, stretch: bo
             "entropy": lambda: maps.with_colour_bar(
                 maps.heat_colours(maps.resize_rgb(inference.entropy, shown), vmin, vmax), vmin, vmax, "entropy"),
             "pseudo": lambda: maps.pseudo_label_colours(maps.resize_label(pseudo, shown)),
+            "mask": lambda: maps.label_overlay(photo, maps.resize_label(_mask_of(record, width, height), shown), 1.0),
         }
 
         def draw(key: str) -> Path:
@@ -142,7 +149,17 @@ def _maps(ws: Workspace, ctx: RunContext, name: str, opacity: float, stretch: bo
         maps.draw_all([partial(draw, k) for k in missing])
     return InspectMaps(ctx.run_id, name, ctx.user, width, height, size, paths["prediction"], paths["entropy"],
                        paths["pseudo"], _legend(inference.label), status, ignored,
-                       ctx.config.model.context.mode, inference.attention is not None)
+                       ctx.config.model.context.mode, inference.attention is not None, paths.get("mask"),
+                       mask_role(record))
+
+
+def _mask_of(record: Any, width: int, height: int) -> np.ndarray:
+    """The record's mask, checked against the image size (DatasetError naming the file otherwise)."""
+    mask = read_label_png(record.mask_path)
+    if mask.shape != (height, width):
+        raise DatasetError(f"the mask {record.mask_path} is {mask.shape[1]}×{mask.shape[0]}, its image "
+                           f"{width}×{height}; fix the mask (pss doctor lists such files)")
+    return mask
 
 
 REGION_SIDE = 320  # long side of the region soft-mask maps (a gallery of a few small pictures)

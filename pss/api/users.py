@@ -2,8 +2,11 @@
 
 Every caller (the gallery paging through thumbnails, Inspect and Compare resolving an image name, statistics,
 grouping) reads users through ``read_user``. Re-reading ``imgLabelList.txt`` and listing thousands of files on
-every request would dominate a page, so the parsed collection is kept in memory and re-read only when the
-folder (files added or removed), its image or mask folders or a tag list changes (their mtimes).
+every request would dominate a page, so the parsed collection is kept in memory and re-read only when something
+the reader reads changes: the folder and its image and mask folders (files added or removed: their mtimes), or
+any list file ``pss.data.pss_layout.read_user`` parses (tags, ``val_all.txt``, ``annotated.txt``, the groupings
+``train_cluster<K>.txt``), keyed on each file's (mtime_ns, size). A folder's mtime alone misses a list file
+edited in place (an editor saving without a rename, ``>>`` in a shell): the folder's entries do not change.
 
 A user name comes from a client, so it is checked before it is joined into a path: it must be a user folder
 name (``id<N>``, as ``pss.data.pss_layout`` lists them), which rules out ``../``, ``/`` and absolute paths.
@@ -16,16 +19,20 @@ import threading
 from pathlib import Path
 
 from pss.data import pss_layout
+from pss.data.annotations import ANNOTATED_LIST
 from pss.data.pss_layout import UserCollection
 from pss.data.records import ImageRecord
 from pss.errors import DatasetError
 from pss.workspace import Workspace
 
 USER_NAME = re.compile(r"id[0-9]+")  # the user folder names pss_layout.list_users lists
-_WATCHED = ("", "JPEGImages", "SegmentationClass", "imgLabelList.txt", "imgLabelListnew.txt")
+_FOLDERS = ("", "JPEGImages", "SegmentationClass")  # entries added or removed change these mtimes
+# every list file pss_layout.read_user parses (plus the train_cluster*.txt groupings, globbed in _signature)
+_LIST_FILES = (*pss_layout.TAG_FILES, "val_all.txt", ANNOTATED_LIST)
 
 _LOCK = threading.Lock()
-_CACHE: dict[tuple[str, str], tuple[tuple[int, ...], UserCollection]] = {}
+Signature = tuple[tuple[str, int, int], ...]
+_CACHE: dict[tuple[str, str], tuple[Signature, UserCollection]] = {}
 
 
 def check_user_name(ws: Workspace, user: object) -> str:
@@ -37,17 +44,23 @@ def check_user_name(ws: Workspace, user: object) -> str:
     return user
 
 
-def _signature(user_dir: Path) -> tuple[int, ...]:
-    """mtimes of the user folder, its image and mask folders and tag lists (0 for a missing optional part);
-    FileNotFoundError when the folder itself is missing."""
-    stamps = []
-    for part in _WATCHED:
-        try:
-            stamps.append(os.stat(user_dir / part).st_mtime_ns)
-        except FileNotFoundError:
-            if part == "":
-                raise
-            stamps.append(0)
+def _stamp(path: Path) -> tuple[int, int]:
+    """(mtime_ns, size) of ``path``; (0, -1) when it is missing (a file appearing or vanishing changes it)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return 0, -1
+    return st.st_mtime_ns, st.st_size
+
+
+def _signature(user_dir: Path) -> Signature:
+    """(part, mtime_ns, size) of the user folder, its image and mask folders and every list file the reader reads
+    (missing optional parts stamped (0, -1)); FileNotFoundError when the folder itself is missing."""
+    root = os.stat(user_dir)  # raises FileNotFoundError: the caller reports the missing user
+    stamps: list[tuple[str, int, int]] = [("", root.st_mtime_ns, root.st_size)]
+    clusters = sorted(p.name for p in user_dir.glob("train_cluster*.txt"))
+    for part in (*_FOLDERS[1:], *_LIST_FILES, *clusters):
+        stamps.append((part, *_stamp(user_dir / part)))
     return tuple(stamps)
 
 
@@ -91,6 +104,20 @@ def find_record(records: list[ImageRecord], name: str, user: str) -> ImageRecord
     raise DatasetError(f"user {user!r} has no image named {name!r}")
 
 
+# What a record's mask is, in the words every view uses (Inspect, Compare, their image lists): only an evaluation
+# image's mask is ground truth that a view scores; an image annotated for training has a mask that is never scored.
+MASK_SCORED = "ground truth (scored)"
+MASK_TRAINING = "annotated for training — not scored"
+
+
+def mask_role(record: ImageRecord) -> str | None:
+    """``MASK_SCORED`` for an evaluation image (``record.eval_mask``), ``MASK_TRAINING`` for a masked image that is
+    not scored (``annotated.txt``), ``None`` without a mask."""
+    if record.eval_mask is not None:
+        return MASK_SCORED
+    return MASK_TRAINING if record.mask_path is not None else None
+
+
 def forget_users(ws: Workspace | None = None, user: str | None = None) -> None:
     """Drop cached collections: of one user of ``ws``, of every user of ``ws``, or (``ws=None``) all."""
     with _LOCK:
@@ -99,4 +126,5 @@ def forget_users(ws: Workspace | None = None, user: str | None = None) -> None:
                 del _CACHE[key]
 
 
-__all__ = ["USER_NAME", "check_user_name", "find_record", "forget_users", "read_user", "user_records"]
+__all__ = ["MASK_SCORED", "MASK_TRAINING", "USER_NAME", "check_user_name", "find_record", "forget_users", "mask_role",
+           "read_user", "user_records"]

@@ -438,32 +438,63 @@ def latest_finetune(ws: Workspace, user: str) -> tuple[str, str] | None:
     return None
 
 
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f}"
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:+.1f}"
+
+
 def finetune_result(ws: Workspace, start_run: str, run_id: str) -> tuple[str, bool]:
     """The before/after table of a fine-tune (FIoU/MIoU of the start run and of the new one on the user's
-    evaluation images) and whether the new run has finished (or stopped)."""
-    index = ws.store().index
-    before, after = index.get_run(start_run), index.get_run(run_id)
-    if after is None:
-        return f"fine-tune run `{run_id}` is not in this workspace any more", True
-    status = str(after.status.value if hasattr(after.status, "value") else after.status)
-
-    def pct(value: float | None) -> str:
-        return "–" if value is None else f"{value * 100:.1f}"
-
-    finished = status in ("done", "failed", "cancelled")
-    lines = [f"fine-tune `{run_id}`: **{status}**", "",
-             "| | run | FIoU (%) | MIoU (%) |", "|---|---|---|---|",
-             f"| before | `{start_run}` | {pct(before.fiou if before else None)} | "
-             f"{pct(before.miou if before else None)} |",
-             f"| after | `{run_id}` | {pct(after.fiou)} | {pct(after.miou)} |", "",
+    evaluation images, read from the two runs' ``report.json``) and whether the new run has finished (or stopped)."""
+    try:
+        gain = tools.finetune_gain(ws, start_run, run_id)
+    except DatasetError:
+        return f"fine-tune run `{run_id}` (or its start run `{start_run}`) is not in this workspace any more", True
+    before, after = gain.before, gain.after
+    lines = [f"fine-tune `{run_id}`: **{after.status}**", "",
+             "| | run | FIoU (%) | MIoU (%) | images scored |", "|---|---|---|---|---|",
+             f"| before | `{start_run}` | {_pct(before.fiou)} | {_pct(before.miou)} | {len(before.images)} |",
+             f"| after | `{run_id}` | {_pct(after.fiou)} | {_pct(after.miou)} | {len(after.images)} |",
+             f"| gain | | {_signed(gain.gain('fiou'))} | {_signed(gain.gain('miou'))} | |", "",
              "Both are scored on the user's evaluation images (val_all.txt), which are never trained on. "
-             "Open them side by side in **Compare**."]
-    return "\n".join(lines), finished
+             "**Open both in Compare** to see them image by image."]
+    if after.images and not gain.same_images:
+        lines.append("")
+        lines.append("⚠ the two reports scored different images (the evaluation list changed between the runs): "
+                     "the gain is not a like-for-like comparison.")
+    return "\n".join(lines), gain.finished
+
+
+@dataclass
+class CompareSelection:
+    """What "Open both in Compare" puts in the Compare tab: its run choices with the two runs ticked, and an image."""
+
+    run_choices: list[tuple[str, str]]
+    runs: list[str]
+    image_choices: list[tuple[str, str]]
+    image: str | None
+
+
+def finetune_compare(ws: Workspace, user: str, start_run: str, run_id: str, name: str | None,
+                     image_choices: list[tuple[str, str]]) -> CompareSelection:
+    """The Compare selection of a fine-tune: both runs ticked among the user's finished runs, the image being
+    annotated when Compare lists it (else its first). ``image_choices``: Compare's image list (the caller's tab
+    owns it). DatasetError while either run has not finished."""
+    runs = run_choices(ws, user)[1:]
+    listed = {v for _, v in runs}
+    missing = [r for r in (start_run, run_id) if r not in listed]
+    if missing:
+        raise DatasetError(f"run {missing[0]} has not finished yet; open Compare when the fine-tune is done")
+    values = [v for _, v in image_choices]
+    return CompareSelection(runs, [start_run, run_id], image_choices,
+                            name if name in values else (values[0] if values else None))
 
 
 __all__ = ["BRUSH_COLOURS", "HISTORY_COLUMNS", "ORDERS", "QUEUE_COLUMNS", "SHORTCUTS", "TAG_CHOICES", "TOOLS",
-           "AnnotateView", "Saved", "apply_prelabel", "base_mask", "click", "clicks_json", "finetune_result",
-           "history_diff",
-           "image_choices", "image_key", "image_view", "latest_finetune", "launch_finetune", "layer_of",
-           "legend_html", "next_in_queue", "parse_clicks", "preview_pixel", "queue_rows", "run_choices", "save_draft",
-           "shortcuts_markdown", "submit", "undo_redo"]
+           "AnnotateView", "CompareSelection", "Saved", "apply_prelabel", "base_mask", "click", "clicks_json",
+           "finetune_compare", "finetune_result", "history_diff", "image_choices", "image_key", "image_view",
+           "latest_finetune", "launch_finetune", "layer_of", "legend_html", "next_in_queue", "parse_clicks",
+           "preview_pixel", "queue_rows", "run_choices", "save_draft", "shortcuts_markdown", "submit", "undo_redo"]

@@ -17,6 +17,7 @@ from pss.api import Workspace
 from pss.api.compare import (Comparison, compare_image, export_tables, image_differences, per_class_table,
                              results_for_runs)
 from pss.api.maps import ERROR_COLOURS, ERROR_NAMES
+from pss.api.users import MASK_TRAINING
 from pss.errors import DatasetError
 
 FILTERS = ("all images", "B better", "A better", "tied")
@@ -68,7 +69,11 @@ def compare_view(ws: Workspace, user: str, name: str, run_ids: Sequence[str] | N
                      "MIoU": _pct(panel.miou),
                      **{name: round(100 * count / total, 1) for name, count in errors.items()}})
     messages = "  \n".join(f"⚠ {p.run.short}: {p.message}" for p in comparison.panels if p.message)
-    if not comparison.labelled:
+    if comparison.mask_role == MASK_TRAINING:
+        messages = (messages + "  \n" if messages else "") + (
+            f"{name}: mask {MASK_TRAINING} (it is in annotated.txt, not val_all.txt): predictions are not scored "
+            "against it.")
+    elif not comparison.labelled:
         messages = (messages + "  \n" if messages else "") + f"{name} has no GT mask: predictions only."
     return CompareView(comparison, pd.DataFrame(rows), messages)
 

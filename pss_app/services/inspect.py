@@ -13,6 +13,7 @@ from pathlib import Path
 from pss.api import Workspace, done_runs, user_records
 from pss.api.inspect_maps import InspectMaps, PixelInspection, inspect_maps, inspect_pixel
 from pss.api.maps import DisplaySize
+from pss.api.users import MASK_SCORED, MASK_TRAINING, mask_role
 from pss.errors import DatasetError
 
 TOP_REGIONS = 8
@@ -28,12 +29,16 @@ def run_choices(ws: Workspace, user: str) -> list[tuple[str, str]]:
 
 
 def image_choices(ws: Workspace, user: str) -> list[tuple[str, str]]:
-    """(label, name) of the user's images, labelled ones first (they have a GT to compare with)."""
+    """(label, name) of the user's images: evaluation images first (``· GT``: a scored ground truth to compare
+    with), then images annotated for training (their mask is never scored), then the unlabelled ones."""
     if not user:
         return []
     records = user_records(ws, user)
-    ordered = [r for r in records if r.mask_path is not None] + [r for r in records if r.mask_path is None]
-    return [(f"{r.name} · GT" if r.mask_path is not None else r.name, r.name) for r in ordered]
+    roles = {r.name: mask_role(r) for r in records}
+    order = {MASK_SCORED: 0, MASK_TRAINING: 1, None: 2}
+    ordered = sorted(records, key=lambda r: order[roles[r.name]])  # stable: folder order within each part
+    suffix = {MASK_SCORED: " · GT", MASK_TRAINING: f" · {MASK_TRAINING}", None: ""}
+    return [(f"{r.name}{suffix[roles[r.name]]}", r.name) for r in ordered]
 
 
 @dataclass
@@ -81,6 +86,8 @@ def inspect_view(ws: Workspace, run_id: str, name: str, opacity: float = 0.6, st
     summary = (f"**{maps.name}** · {maps.user} · {maps.width}×{maps.height} · context `{maps.context}`  \n"
                f"mean entropy **{maps.pseudo.mean_entropy:.4f}** (rank {maps.pseudo.rank} of {maps.pseudo.total}, "
                f"1 = most certain)")
+    if maps.mask_role is not None:  # shown for reference; Inspect scores nothing, Compare scores only GT
+        summary += f"  \nmask: **{maps.mask_role}**"
     if maps.has_attention:
         note = "Click a pixel of the prediction to see which regions of its group it attends to."
     else:

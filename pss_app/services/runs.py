@@ -20,6 +20,7 @@ import yaml
 
 from pss.api import (ACTIVE, FINISHED, JobService, Progress, Status, Workspace, job_service, latest_series,
                      measure_progress)
+from pss.api.weak_views import split_info
 from pss.errors import RunStoreError
 from pss_app.services.run_figures import class_iou_figure, eval_figure, loss_figure, pct
 from pss_app.services.run_form import (PRESETS, LaunchResult, context_choices, form_defaults, init_choices,
@@ -173,6 +174,9 @@ def _metrics(record: RunRecord, report: dict[str, Any] | None) -> str:
     if report:
         text += (f" · MIoU over present classes {pct(report['miou'].get('present'))} % · "
                  f"{report['num_images']} labelled images")
+        split = split_info(report)  # a transfer run: which classes were weak (issue 18)
+        if split is not None:
+            text += "  \nSplit: " + split.text()
     return text
 
 

@@ -8,7 +8,7 @@ import gradio as gr
 from pss.api import CLASS_NAMES
 from pss.api.annotate_tools import DEFAULT_THRESHOLD
 from pss.errors import DatasetError
-from pss_app.feedback import guarded, problem
+from pss_app.feedback import guarded, problem, refused
 from pss_app.services import annotate as svc
 from pss_app.services.annotate import BRUSH_COLOURS, HISTORY_COLUMNS, ORDERS, QUEUE_COLUMNS, TAG_CHOICES, TOOLS
 from pss_app.tabs.context import TabContext, tab_page
@@ -300,6 +300,18 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
 
     save_tags.click(write_tags, [user, image, tags], [info, saved, status], api_name="annotate_tags")
 
+    # ---- the image list's "name · state" labels follow every action ----
+    # A listener of its own on what the actions already write (``info`` holds the state line of every action that
+    # shows an image: open, undo/redo, discard, pre-label, click, submit, review, revert; ``saved`` gets each draft
+    # save's message), so the save path stays as it is and the labels never lag behind. Only the choices change,
+    # never the value: the editor is not reloaded. No status output: it never clears another action's message.
+    @refused
+    def relabel(user_name: str):
+        return gr.Dropdown(choices=svc.image_choices(ws, user_name))
+
+    gr.on([info.change, saved.change], relabel, user, image, api_name="annotate_image_labels",
+          show_progress="hidden")
+
     # ---- history ----
     def pick_version(table, evt: gr.SelectData):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else None
@@ -387,16 +399,9 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
             return gr.skip(), gr.skip(), gr.skip(), problem("launch a fine-tune first")
         from pss_app.services.inspect import image_choices as compare_images
 
-        runs = svc.run_choices(ws, user_name)[1:]
-        images = compare_images(ws, user_name)
-        values = [v for _, v in images]
-        shown_image = name if name in values else (values[0] if values else None)
-        listed = {v for _, v in runs}
-        missing = [r for r in pair if r not in listed]
-        if missing:
-            return gr.skip(), gr.skip(), gr.skip(), problem(f"run {missing[0]} has not finished yet")
-        return (gr.Tabs(selected="compare"), gr.CheckboxGroup(choices=runs, value=list(pair)),
-                gr.Dropdown(choices=images, value=shown_image), "")
+        chosen = svc.finetune_compare(ws, user_name, pair[0], pair[1], name, compare_images(ws, user_name))
+        return (gr.Tabs(selected="compare"), gr.CheckboxGroup(choices=chosen.run_choices, value=chosen.runs),
+                gr.Dropdown(choices=chosen.image_choices, value=chosen.image), "")
 
     open_compare.click(to_compare, [user, finetune, image], [ctx.published("tabs"), compare_runs, compare_image,
                                                               status], api_visibility="private")

@@ -1,5 +1,6 @@
 """Inspect tab (layout and wiring only): one image under one finished run — prediction, entropy, pseudo label,
-and, for a clicked pixel, its class probabilities and the group regions it attends to."""
+and, for a clicked pixel, its class probabilities and the group regions it attends to; for a weak-supervision run,
+what each of its stages made of the image (CAMs, saliency, EPS / refined masks, L-Net's maps, pixel affinities)."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ from pss_app.feedback import guarded
 from pss_app.services.quickstart import empty_state
 from pss_app.services.inspect import (ATTENTION_COLUMNS, image_choices, inspect_view, pixel_view, run_choices,
                                       to_image_pixel)
+from pss_app.services.weak import EMPTY_LABELS, weak_pixel, weak_section
 from pss_app.tabs.context import TabContext, tab_page
 
 
@@ -49,6 +51,9 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
             pseudo = gr.Image(label="Step-2 pseudo label (hatched = ignored, 255)", type="filepath", format="png",
                               interactive=False, elem_id="inspect-pseudo")
             pseudo_info = gr.Markdown(elem_id="inspect-pseudo-info")
+        with gr.Column():
+            # the image's mask, captioned with what it is: scored ground truth or a training annotation (unscored)
+            mask = gr.Image(label="Mask", type="filepath", format="png", interactive=False, elem_id="inspect-mask")
     note = gr.Markdown(elem_id="inspect-note")
     with gr.Row(equal_height=True):
         x = gr.Number(None, label="x (image pixel)", precision=0, minimum=0, scale=1, elem_id="inspect-x")
@@ -87,18 +92,20 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
 
     user.change(other_user, user, [run, image, status], api_visibility="private")
 
-    view_outputs = [prediction, entropy, pseudo, summary, pseudo_info, legend, note, display, status]
+    view_outputs = [prediction, entropy, pseudo, summary, pseudo_info, legend, note, mask, display, status]
 
     @guarded(len(view_outputs))
     def show(run_id: str, name: str, opacity_value: float, stretch_value: bool):
         if not run_id or not name:
-            return None, None, None, "", "", "", "", "", ""
+            return None, None, None, "", "", "", "", gr.Image(value=None, label="Mask"), "", ""
         view = inspect_view(ws, run_id, name, opacity_value, stretch_value)
         m = view.maps
         size = json.dumps({"width": m.display.width, "height": m.display.height, "scale": m.display.scale,
                            "image_width": m.width, "image_height": m.height})
+        shown_mask = gr.Image(value=str(m.mask) if m.mask else None,
+                              label=f"Mask: {m.mask_role}" if m.mask_role else "Mask: none (unlabelled image)")
         return (str(m.prediction), str(m.entropy), str(m.pseudo_label), view.summary, view.pseudo, view.legend,
-                view.attention_note, size, "")
+                view.attention_note, shown_mask, size, "")
 
     gr.on([run.change, image.change, opacity.release, stretch.change], show, [run, image, opacity, stretch],
           view_outputs, api_name="inspect_view")
@@ -125,3 +132,57 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
 
     prediction.select(clicked, display, [x, y], api_visibility="private").then(
         show_pixel, pixel_inputs, pixel_outputs, api_visibility="private")
+
+    _weak_section(ctx, run, image)
+
+
+def _weak_section(ctx: TabContext, run: gr.Dropdown, image: gr.Dropdown) -> None:
+    """The weak-supervision runs' stages for the chosen run and image (issues 17, 18)."""
+    ws, status = ctx.ws, ctx.status
+    with gr.Accordion("Weak-supervision stages (EPS / AffinityNet / transfer runs)", open=True,
+                      elem_id="inspect-weak"):
+        weak_info = gr.Markdown(elem_id="inspect-weak-info")
+        cams = gr.Gallery(label="CAM of each tagged class", columns=4, height=240, object_fit="contain",
+                          elem_id="inspect-weak-cams")
+        with gr.Row(equal_height=False):
+            panels = [gr.Image(label=label, type="filepath", format="png", interactive=False,
+                               elem_id=f"inspect-weak-panel{i}") for i, label in enumerate(EMPTY_LABELS)]
+        weak_note = gr.Markdown(elem_id="inspect-weak-note")
+        with gr.Row(equal_height=True):
+            wx = gr.Number(None, label="x (image pixel)", precision=0, minimum=0, scale=1, elem_id="inspect-weak-x")
+            wy = gr.Number(None, label="y (image pixel)", precision=0, minimum=0, scale=1, elem_id="inspect-weak-y")
+            weak_go = gr.Button("Pixel affinities", scale=1, elem_id="inspect-weak-go")
+        affinity = gr.Image(label="Affinities to the neighbours within radius 5 (stride-8 grid)", type="filepath",
+                            format="png", interactive=False, elem_id="inspect-weak-affinity")
+        affinity_info = gr.Markdown(elem_id="inspect-weak-pixel")
+    weak_display = gr.State("")
+
+    weak_outputs = [weak_info, cams, *panels, weak_note, weak_display, status]
+
+    @guarded(len(weak_outputs))
+    def show_weak(run_id: str | None, name: str | None):
+        section = weak_section(ws, run_id, name)
+        shown = [gr.Image(value=path, label=label) for path, label in section.panels]
+        return (section.info, section.cams, *shown, section.pixel_note, section.display, "")
+
+    gr.on([run.change, image.change], show_weak, [run, image], weak_outputs, api_name="inspect_weak")
+
+    pixel_outputs = [affinity, affinity_info, status]
+
+    @guarded(len(pixel_outputs))
+    def show_affinity(run_id: str | None, name: str | None, x_value: float | None, y_value: float | None):
+        result = weak_pixel(ws, run_id, name, x_value, y_value)
+        return result.heat, result.text, ""
+
+    weak_go.click(show_affinity, [run, image, wx, wy], pixel_outputs, api_name="inspect_weak_pixel")
+
+    def clicked(size_json: str, evt: gr.SelectData):
+        if not size_json or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
+            return gr.skip(), gr.skip()
+        size = json.loads(size_json)
+        shown = DisplaySize(size["width"], size["height"], size["scale"])
+        return to_image_pixel(evt.index[0], evt.index[1], shown, size["image_width"], size["image_height"])
+
+    for panel in panels:
+        panel.select(clicked, weak_display, [wx, wy], api_visibility="private").then(
+            show_affinity, [run, image, wx, wy], pixel_outputs, api_visibility="private")

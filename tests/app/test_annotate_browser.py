@@ -77,6 +77,12 @@ def _stroke(page, ws, name: str, row: float = 0.5) -> None:
     _text(page, "#annotate-saved", "draft saved")
 
 
+def _listed(page, name: str, state: str) -> None:
+    """The image dropdown shows ``name · state`` (its labels follow every action)."""
+    page.wait_for_function("t => document.querySelector('#annotate-image input')?.value === t",
+                           arg=f"{name} · {state}")
+
+
 def _names(ws) -> tuple[list[str], list[str]]:
     collection = read_user(ws, USER)
     return [r.name for r in collection.records if r.mask_path is None], [r.name for r in collection.eval_set]
@@ -86,11 +92,14 @@ def test_paint_submit_reload_and_the_png_holds_the_class_ids(page, trained) -> N
     ws = trained.ws
     name = _names(ws)[0][0]
     _open(page, name)
+    _listed(page, name, "unlabelled")
     _stroke(page, ws, name)
+    _listed(page, name, "draft")
     painted = ann.current_mask(ann.target(ws, USER, name))
     assert (painted == PERSON).sum() > 20 and set(np.unique(painted)) <= {PERSON, 255}
     page.locator("#annotate-submit").click()
     _text(page, "#annotate-saved", f"{name} v1 saved")
+    _listed(page, name, "submitted")
     page.reload(wait_until="load")
     _open(page, name)
     _text(page, "#annotate-info", "state submitted")
@@ -134,6 +143,7 @@ def test_prelabel_from_a_run(page, trained) -> None:
     page.locator("#annotate-prelabel").click()
     _text(page, "#annotate-click-info", "pre-labelled from")
     _text(page, "#annotate-info", "state pre-labelled")
+    _listed(page, name, "pre-labelled")
     record = read_user(ws, USER).record(name)
     mask = ann.current_mask(ann.target(ws, USER, name))
     assert set(np.unique(mask)) <= {0, 255, *record.tags}

@@ -53,8 +53,11 @@ def test_inspect_choices_view_and_pixel(served) -> None:
     assert [c[1] for c in run_update["choices"]] == [trained.pss_run, trained.source_run]
     name = _labelled(trained.ws)[0]
     assert image_update["value"] == name
-    prediction, entropy, pseudo, summary, pseudo_info, legend, note, status = client.predict(
+    prediction, entropy, pseudo, summary, pseudo_info, legend, note, mask, status = client.predict(
         trained.pss_run, name, 0.6, False, api_name="/inspect_view")
+    # an evaluation image: its mask, captioned as the scored ground truth
+    assert _png(mask["value"]) == _png(prediction) and mask["label"] == "Mask: ground truth (scored)"
+    assert "ground truth (scored)" in summary
     width, height = _png(prediction)
     assert _png(pseudo) == (width, height) and _png(entropy)[0] > width  # the colour bar is appended
     assert f"**{name}**" in summary and "mean entropy" in summary and "step 2" in pseudo_info
