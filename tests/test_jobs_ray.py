@@ -180,6 +180,7 @@ def test_ray_jobs_are_not_one_per_device_and_their_cancel_signals_no_process(ws:
 
 def test_without_ray_the_option_is_disabled_and_says_what_to_install(ws: Workspace,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("ray")  # imported before the patch, so that its undo puts the module back, not removes it
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     svc = JobService(ws, warm=False)
     option = svc.ray_option()
@@ -188,8 +189,7 @@ def test_without_ray_the_option_is_disabled_and_says_what_to_install(ws: Workspa
     with pytest.raises(ConfigError, match=re.escape('pip install -e ".[cluster]"')):
         svc.launch(request())
     assert sorted(os.listdir(ws.runs)) == runs_before  # nothing was created
-    monkeypatch.delitem(sys.modules, "ray")
-    pytest.importorskip("ray")
+    monkeypatch.undo()
     assert JobService(ws, warm=False).ray_option().available  # with Ray: offered, saying where jobs go
 
 
