@@ -1,6 +1,6 @@
 """``pss-app`` / ``python -m pss_app``: serve the workbench on a workspace (generating the demo on first run).
 
-    pss-app [--workspace DIR] [--host 127.0.0.1] [--port 7860] [--auth user:pass] [--k 8]
+    pss-app [--workspace DIR] [--host 127.0.0.1] [--port 7860] [--auth user:pass] [--k 8] [--ray-address HEAD:6379]
 
 Without ``--workspace`` the app uses ``./pss-workspace``. A workspace folder that is missing or has no
 ``data/personal`` folder gets the embedded demo generated into ``DIR/data`` first (well under a minute on two
@@ -9,6 +9,7 @@ CPU cores, with a progress bar), then the app is served.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pss.api import DEFAULT_WORKSPACE, Workspace, create_demo_workspace, open_workspace
+from pss.api.jobs import RAY_ADDRESS_ENV
 from pss.errors import ConfigError, PssError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -43,6 +45,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated demo (default 0)")
     p.add_argument("--annotator", default="local",
                    help="your name in the Annotate tab's history of submitted masks (default 'local')")
+    p.add_argument("--ray-address", default=None, metavar="HEAD:6379",
+                   help="the Ray cluster that the Runs tab's \"Run on: Ray cluster\" sends jobs to (or 'local': a "
+                        f"local Ray started on first use; default ${RAY_ADDRESS_ENV}, else local). The workspace "
+                        "must be on a filesystem every node mounts at the same path")
     return p
 
 
@@ -75,6 +81,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 2 <= args.k <= 80:
             raise ConfigError(f"--k must be between 2 and 80 (got {args.k})")
         ws = prepare_workspace(args.workspace, seed=args.seed)
+        if args.ray_address is not None:  # read by the workspace's job service (pss.api.jobs) when it starts
+            if not args.ray_address.strip():
+                raise ConfigError("--ray-address is empty; give HEAD:6379, auto, ray://HOST:10001 or local")
+            os.environ[RAY_ADDRESS_ENV] = args.ray_address.strip()
     except PssError as exc:
         print(f"pss-app: error: {exc}", file=sys.stderr)
         return 2

@@ -27,10 +27,13 @@ from typing import Any
 # The form model and its validation (pss.api.launch_form) and device probing and placement (pss.api.devices) are
 # modules of their own; the names the service's callers use with it are importable from here too.
 from pss.api.devices import AUTO_DEVICE, pick_device, visible_gpus
-from pss.api.launch_form import LaunchRequest, validate_launch
+from pss.api.launch_form import RUN_ON_RAY, LaunchRequest, validate_launch
 from pss.api.waiting import ReleasingWorker, cancel_waiting, defer, waiting_for
 from pss.errors import ConfigError, RunStoreError
 from pss.runs import JobQueue, RunStore, Worker
+from pss.runs.jobs import on_ray
+from pss.runs.ray_cluster import RAY_INSTALL, ray_installed
+from pss.runs.ray_jobs import RAY_ADDRESS_ENV, RaySettings, RayWorker, ray_device
 from pss.status import ACTIVE, FINISHED, Status
 from pss.workspace import Workspace
 
@@ -48,11 +51,22 @@ class Launched:
     warnings: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RayOption:
+    """The launch form's "Run on: Ray cluster" choice: whether it can be picked, its label, and why not."""
+
+    available: bool
+    label: str
+    message: str
+
+
 # ---- the job's command line ------------------------------------------------------------------------------
 
 def train_command(ws: Workspace, run_id: str, device: str, config_path: Path | None = None,
                   resume: bool = False) -> list[str]:
     """The job's command line: train the saved config of ``run_id``, or resume it from its checkpoint."""
+    if on_ray(device):  # what its Ray task runs, in the terms of `pss train` (Ray places the task)
+        device = device.split(":", 1)[1]
     base = [sys.executable, "-m", "pss.cli", "train", "-w", str(ws.root), "--device", device]
     if resume:
         return base + ["--resume", run_id]
@@ -64,8 +78,12 @@ def train_command(ws: Workspace, run_id: str, device: str, config_path: Path | N
 class JobService:
     """Launch/cancel/resume/delete runs of one workspace; owns its run store, queue and worker thread."""
 
-    def __init__(self, ws: Workspace, poll_s: float = 0.5, grace_s: float = 10.0, warm: bool | None = None) -> None:
+    def __init__(self, ws: Workspace, poll_s: float = 0.5, grace_s: float = 10.0, warm: bool | None = None,
+                 ray: RaySettings | None = None) -> None:
         self.ws = ws
+        # where "Run on: Ray cluster" sends jobs (PSS_RAY_ADDRESS / pss-app --ray-address; else a local Ray)
+        self.ray = ray or RaySettings.from_env()
+        self.ray_worker: RayWorker | None = None
         # a pre-started job process while idle (pss.runs.warm); PSS_WARM_JOBS=0 turns it off
         self.warm = os.environ.get("PSS_WARM_JOBS", "1") != "0" if warm is None else warm
         self.store = RunStore(Path(ws.runs))
@@ -82,8 +100,28 @@ class JobService:
             self.queue.reap()
             self.worker = ReleasingWorker(self.store, ["cpu"], poll_s=self.poll_s, queue=self.queue, warm=self.warm)
             self.worker.start()
+            if any(on_ray(job.device) for status in ACTIVE for job in self.queue.list_jobs(status=status)):
+                self._start_ray_worker()  # Ray jobs queued (or submitted by this process) before this start
         threading.Thread(target=self._add_gpus, name="pss-gpu-probe", daemon=True).start()
         return self
+
+    def _start_ray_worker(self) -> RayWorker:
+        """The thread that runs Ray jobs (started on the first one: an app that never uses Ray never polls for
+        them). The caller holds ``self._lock``."""
+        if self.ray_worker is None or not self.ray_worker.is_alive():
+            self.ray_worker = RayWorker(self.store, Path(self.ws.root), self.ray, self.queue, poll_s=self.poll_s)
+            self.ray_worker.start()
+        return self.ray_worker
+
+    def ray_option(self) -> RayOption:
+        """The "Run on: Ray cluster" choice as the form shows it: disabled, saying what to install, without Ray."""
+        if not ray_installed():
+            return RayOption(False, "Ray cluster (not installed)",
+                             f"Running jobs on a Ray cluster needs Ray: {RAY_INSTALL}; then restart the app")
+        where = self.ray.address or "a local Ray, started on first use"
+        return RayOption(True, f"Ray cluster ({where})",
+                         f"Jobs run as tasks on {self.ray.describe()}; the workspace must be on a filesystem every "
+                         "node mounts at the same path")
 
     def _add_gpus(self) -> None:
         gpus = visible_gpus()
@@ -96,12 +134,29 @@ class JobService:
             if self.worker is not None:
                 self.worker.stop()
                 self.worker = None
+            if self.ray_worker is not None:
+                self.ray_worker.stop()
+                self.ray_worker = None
 
-    def _kick(self) -> None:
-        """Start what can start now rather than at the worker's next poll."""
+    def _kick(self, device: str = "") -> None:
+        """Start what can start now rather than at the worker's next poll (a Ray job: the Ray worker's next pass,
+        in its own thread, since connecting to Ray can take seconds)."""
+        if on_ray(device):
+            with self._lock:
+                self._start_ray_worker().wake()
+            return
         worker = self.worker
         if worker is not None and worker.is_alive():
             worker.run_once()
+
+    def _job_device(self, device: str, on_ray_cluster: bool) -> str:
+        """The job's device: one of this machine's (``pick_device``), or a Ray device (``ray:cpu``, ...)."""
+        if not on_ray_cluster:
+            return pick_device(device, self.queue)
+        option = self.ray_option()
+        if not option.available:
+            raise ConfigError(option.message)
+        return ray_device(device)
 
     def launch(self, request: LaunchRequest, after: str | None = None) -> Launched:
         """Validate, create the run, queue its job; returns ids (ConfigError before anything is written).
@@ -118,7 +173,7 @@ class JobService:
                 state = parent.status if parent else "not in this workspace"
                 raise ConfigError(f"run {after} to start after is {state}; resume or relaunch it first")
         config = validate_launch(self.ws, request, self.store, after=after)
-        device = pick_device(request.device, self.queue)
+        device = self._job_device(request.device, request.run_on == RUN_ON_RAY)
         run = self.store.create_run(config.data.user, config.method_name, config_to_dict(config), device,
                                     config.train.steps)
         try:
@@ -136,7 +191,7 @@ class JobService:
         if method.uses("pseudo") and not config.train.init_from:
             warnings.append(f"{config.method_name} builds pseudo labels from its starting model; without "
                             f"init-from (a finished {method.starts_from} run) that model is untrained on this task")
-        self._kick()
+        self._kick(device)
         return Launched(run.run_id, job_id, device, warnings)
 
     def cancel(self, run_id: str) -> str:
@@ -160,6 +215,8 @@ class JobService:
         from pss.runs.procs import process_alive, signal_group
 
         job = self.queue.get(job_id)
+        if job.on_ray:  # its pid is this app's; the Ray worker cancels the task (immediately before training)
+            return
         if job.status == Status.RUNNING and job.pid and process_alive(job.pid, job.proc_start) \
                 and not self.store.open_run(run_id).events("train"):
             signal_group(job.pid, signal.SIGKILL)
@@ -183,17 +240,23 @@ class JobService:
                                "GROUP_CONCAT(run_id || status, ',') FROM runs").fetchone()
         return list(row)
 
-    def resume(self, run_id: str, device: str | None = None) -> Launched:
-        """Queue a job continuing ``run_id`` from its latest checkpoint (on its own device unless given)."""
+    def resume(self, run_id: str, device: str | None = None, run_on: str | None = None) -> Launched:
+        """Queue a job continuing ``run_id`` from its latest checkpoint (on its own device unless given; ``run_on``
+        ``local`` or ``ray``: where, by default where its last job ran)."""
         run = self.store.open_run(run_id)
         status = run.meta["status"]
         if status not in RESUMABLE:
             raise RunStoreError(f"run {run_id} is {status}; only failed or cancelled runs can be resumed")
         if run.latest_checkpoint() is None:
             raise RunStoreError(f"run {run_id} has no checkpoint to resume from; launch it again instead")
-        target = pick_device(device or run.meta.get("device") or AUTO_DEVICE, self.queue)
+        last = self.queue.latest_job(run_id)
+        before = last.device if last is not None else str(run.meta.get("device") or AUTO_DEVICE)
+        ray_run = on_ray(before) if run_on is None else run_on == RUN_ON_RAY
+        if on_ray(before):
+            before = before.split(":", 1)[1]  # ray:cpu -> cpu (as a local device too)
+        target = self._job_device(device or before, ray_run)
         job_id = self.queue.enqueue(run_id, train_command(self.ws, run_id, target, resume=True), target)
-        self._kick()
+        self._kick(target)
         return Launched(run_id, job_id, target)
 
     def delete(self, run_id: str, wait_s: float = 15.0) -> None:
@@ -234,4 +297,5 @@ def stop_job_service(ws: Workspace) -> None:
         service.stop()
 
 
-__all__ = ["JobService", "Launched", "job_service", "stop_job_service", "train_command"]
+__all__ = ["RAY_ADDRESS_ENV", "JobService", "Launched", "RayOption", "RaySettings", "job_service", "stop_job_service",
+           "train_command"]

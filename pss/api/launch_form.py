@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_PRESET = "demo"
 METHOD_DEFAULT = "default"  # context mode: the method's own default (``group`` for PSS, ``none`` otherwise)
+RUN_ON_LOCAL = "local"  # the job runs as a process of this machine (the default)
+RUN_ON_RAY = "ray"  # the job runs as a task on the Ray cluster of the job service (``pss.runs.ray_jobs``)
+RUN_ON = (RUN_ON_LOCAL, RUN_ON_RAY)
 
 
 @dataclass
@@ -29,7 +32,8 @@ class LaunchRequest:
     """The Runs form. ``None`` numbers keep the preset's value; ``context="default"`` the method's own mode.
 
     ``init_from``: a run id of this workspace (its latest checkpoint) or a ``.pt`` path. ``extra``: further
-    dotted overrides (``train.log_every=1``).
+    dotted overrides (``train.log_every=1``). ``run_on``: ``local`` (this machine) or ``ray`` (the job service's
+    Ray cluster).
     """
 
     user: str
@@ -44,6 +48,7 @@ class LaunchRequest:
     init_from: str | None = None
     preset: str = DEFAULT_PRESET
     extra: tuple[str, ...] = ()
+    run_on: str = RUN_ON_LOCAL
 
     def overrides(self) -> list[str]:
         """Dotted overrides of the preset (values checked: whole numbers where a count is meant)."""
@@ -124,6 +129,8 @@ def validate_launch(ws: Workspace, request: LaunchRequest, store: RunStore | Non
     from pss.config import build_config, config_to_dict
     from pss.data.pss_layout import list_users
 
+    if request.run_on not in RUN_ON:
+        raise ConfigError(f"run on {request.run_on!r}: choose {' or '.join(map(repr, RUN_ON))}")
     users = list_users(Path(ws.data) / "personal") if (Path(ws.data) / "personal").is_dir() else []
     if request.user not in users:
         raise ConfigError(f"unknown user {request.user!r}; users of this workspace: {', '.join(users) or 'none'}")
@@ -156,5 +163,5 @@ def validate_launch(ws: Workspace, request: LaunchRequest, store: RunStore | Non
     return config
 
 
-__all__ = ["CONTEXT_MODES", "DEFAULT_PRESET", "METHOD_DEFAULT", "LaunchRequest", "method_default_context",
-           "preset_defaults", "validate_launch"]
+__all__ = ["CONTEXT_MODES", "DEFAULT_PRESET", "METHOD_DEFAULT", "RUN_ON", "RUN_ON_LOCAL", "RUN_ON_RAY",
+           "LaunchRequest", "method_default_context", "preset_defaults", "validate_launch"]

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from pss.config import ExperimentConfig
 from pss.errors import ConfigError, PssError
+from pss.runs import ray_cluster
 from pss.runs.index import RunRecord
 from pss.workspace import Workspace
 
@@ -39,7 +40,7 @@ Outcome = tuple[RunRecord, str]
 #: errors of one cell's run that the experiment reports and goes on from (cells that start from it are skipped)
 CELL_ERRORS: tuple[type[BaseException], ...] = (PssError, FloatingPointError, RuntimeError, ValueError)
 BACKENDS = ("local", "ray")
-RAY_INSTALL = 'pip install "pss[cluster]"  (or: pip install "ray>=2.60")'
+RAY_INSTALL = ray_cluster.RAY_INSTALL
 
 
 @dataclass(frozen=True)
@@ -173,12 +174,7 @@ class LocalProcesses(Backend):
 
 def import_ray() -> Any:
     """The ``ray`` module, or a ConfigError that says what to install."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError(f"--backend ray needs Ray, which is not installed here: {RAY_INSTALL}; or run with "
-                          "--backend local") from exc
-    return ray
+    return ray_cluster.import_ray("--backend ray", "or run with --backend local")
 
 
 class RayBackend(Backend):
@@ -198,26 +194,15 @@ class RayBackend(Backend):
     def __init__(self, address: str | None, device: str, num_cpus: int | None = None, cpus_per_task: int = 1) -> None:
         ray = self.ray = import_ray()
         self.address = address
-        self.started = not ray.is_initialized()
-        if self.started:
-            if address:
-                ray.init(address=address, log_to_driver=True)
-            else:
-                ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-        gpus = float(ray.cluster_resources().get("GPU", 0))
-        spec = device.strip().lower()
-        wants_gpu = spec.startswith("cuda") or (spec == "auto" and gpus > 0)
-        if wants_gpu and gpus == 0:
-            raise ConfigError(f"--device {device}: the Ray cluster has no GPU; use --device cpu or add GPU nodes")
-        self.resources: dict[str, float] = {"num_gpus": 1, "num_cpus": 1} if wants_gpu else \
-            {"num_cpus": cpus_per_task}
-        # a GPU task sees one device (CUDA_VISIBLE_DEVICES), which is cuda:0 in it
-        self.device = "cuda" if wants_gpu and spec != "auto" else device
-        threads = 1 if wants_gpu else cpus_per_task
+        self.started = ray_cluster.connect(ray, address, num_cpus)
+        # a GPU task sees one device (CUDA_VISIBLE_DEVICES), which is cuda in it (the job service asks the same)
+        spec = self.spec = ray_cluster.task_spec(ray, device, cpus_per_task)
+        self.resources: dict[str, float] = spec.resources
+        self.device = spec.device if spec.device != "cpu" else device
         # no automatic retry: a retried cell could race its first attempt on the same run; a cell whose node died
         # fails, and the next invocation resumes it from its last checkpoint
         self.remote = ray.remote(_ray_task).options(**self.resources, max_retries=0)
-        self.threads = threads
+        self.threads = spec.threads
         self.pending: dict[Any, Future[CellResult]] = {}
         self.lock = threading.Lock()
         self.cancelled = False
@@ -228,9 +213,7 @@ class RayBackend(Backend):
             where = "the Ray this process was already connected to"
         else:
             where = f"the Ray cluster at {self.address}" if self.address else "a local Ray started for this experiment"
-        resources = self.ray.cluster_resources()
-        return (f"{where}: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs; each cell asks for "
-                + " and ".join(f"{v:g} {k[4:-1].upper()}" for k, v in self.resources.items()))
+        return f"{where}: {ray_cluster.describe_cluster(self.ray)}; each cell asks for {self.spec.describe()}"
 
     def submit(self, task: CellTask) -> Future[CellResult]:
         with self.lock:

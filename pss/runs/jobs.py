@@ -41,6 +41,16 @@ from pss.status import ACTIVE, FINISHED, Status
 log = logging.getLogger(__name__)
 
 ORPHAN_AFTER_S = 60.0  # a run with no job at all this long after its creation was never queued
+#: a job whose device starts with this runs as a task on a Ray cluster (``pss.runs.ray_jobs``): ``ray:auto``,
+#: ``ray:cpu``, ``ray:cuda``. Its ``pid`` is the process that submitted the task (the app): Ray ends a task when
+#: the process that owns it ends, so that process being alive is what "the job may still run" means; it is never
+#: signalled (cancel goes through Ray).
+RAY_DEVICE_PREFIX = "ray:"
+
+
+def on_ray(device: str) -> bool:
+    """Whether a job on ``device`` runs as a Ray task."""
+    return str(device).startswith(RAY_DEVICE_PREFIX)
 
 
 @dataclass
@@ -73,6 +83,11 @@ class Job:
         row["command_json"] = json.dumps(row.pop("command"))
         row["resumable"] = int(self.resumable)
         return row
+
+    @property
+    def on_ray(self) -> bool:
+        """A Ray task (``pss.runs.ray_jobs``), not a process of this machine: ``pid`` is its owner's."""
+        return on_ray(self.device)
 
 
 class JobQueue:
@@ -139,14 +154,15 @@ class JobQueue:
         return job.job_id
 
     def next_runnable(self, busy_devices: Iterable[str] = (), devices: Iterable[str] | None = None,
-                      claim: bool = True) -> Job | None:
+                      claim: bool = True, exclusive: bool = True) -> Job | None:
         """The oldest queued job whose device is free, or None.
 
         A device is busy if it is in ``busy_devices`` or any job runs on it. ``devices``, if
         given, restricts the choice to jobs for those devices. With ``claim`` (the default) the job
         is marked ``running`` (pid unknown until ``mark_running``) in the same ``BEGIN IMMEDIATE``
         transaction as the check, so concurrent callers never get the same job or double-book a
-        device; ``claim=False`` only peeks.
+        device; ``claim=False`` only peeks. ``exclusive=False``: devices are not booked (Ray jobs: the cluster
+        schedules its tasks by their resources).
         """
         allowed = None if devices is None else set(devices)
         with self.store.index.transaction() as conn:
@@ -154,7 +170,7 @@ class JobQueue:
             busy = set(busy_devices) | {r[0] for r in running}
             queued = conn.execute("SELECT * FROM jobs WHERE status = ? ORDER BY created, rowid", (Status.QUEUED,))
             for row in queued.fetchall():
-                if row["device"] in busy or (allowed is not None and row["device"] not in allowed):
+                if (exclusive and row["device"] in busy) or (allowed is not None and row["device"] not in allowed):
                     continue
                 job = Job.from_row(row)
                 if claim:
@@ -209,7 +225,8 @@ class JobQueue:
 
         Queued → ``cancelled`` at once. Running → SIGTERM to its process group now (the engine
         checkpoints and exits), SIGKILL after ``grace_s`` if still alive; the status becomes
-        ``cancelled`` when the worker sees the process end, so this returns ``running``.
+        ``cancelled`` when the worker sees the process end, so this returns ``running``. A Ray job is only
+        flagged: the worker that owns its task cancels it through Ray (``pss.runs.ray_jobs``).
         """
         job = self.get(job_id)
         if job.status == Status.QUEUED:
@@ -221,7 +238,7 @@ class JobQueue:
         with self.store.index.connect() as conn:
             conn.execute("UPDATE jobs SET cancel_requested = COALESCE(cancel_requested, ?) WHERE job_id = ?",
                          (now_iso(), job_id))
-        if job.pid is not None and process_alive(job.pid, job.proc_start):
+        if job.pid is not None and not job.on_ray and process_alive(job.pid, job.proc_start):
             log.info("job %s: sending SIGTERM to process group %s", job_id, job.pid)
             signal_group(job.pid, signal.SIGTERM)
             timer = threading.Timer(self.grace_s, self._kill_if_alive, (job.pid, job.proc_start))
@@ -246,11 +263,17 @@ class JobQueue:
                                                  "before starting the process; enqueue the run again"))
                 continue
             if process_alive(job.pid, job.proc_start):
-                if job.cancel_requested and now - iso_to_epoch(job.cancel_requested) > self.grace_s:
+                # a Ray job's pid is the app that owns its task: its cancel is that app's to carry out
+                if job.cancel_requested and now - iso_to_epoch(job.cancel_requested) > self.grace_s and \
+                        not job.on_ray:
                     self._kill_if_alive(job.pid, job.proc_start)
                 continue
-            status, error = self.outcome(job, f"process {job.pid} is gone (killed or crashed) before the "
-                                               "run finished; see the run's log")
+            if job.on_ray:  # Ray ends a task whose owner ended
+                failure = (f"the app that ran it on Ray (process {job.pid}) stopped before the run finished, and "
+                           "Ray ended its task with it; resume it")
+            else:
+                failure = f"process {job.pid} is gone (killed or crashed) before the run finished; see the run's log"
+            status, error = self.outcome(job, failure)
             ended.append(self.mark_ended(job.job_id, status, error))
         self.reconcile_runs()
         return ended
@@ -344,4 +367,4 @@ class JobQueue:
 
 
 # The worker that runs these jobs is pss.runs.worker.Worker: it imports this module, never the other way round.
-__all__ = ["Job", "JobQueue"]
+__all__ = ["RAY_DEVICE_PREFIX", "Job", "JobQueue", "on_ray"]

@@ -6,8 +6,8 @@ from typing import Any
 
 from pss.api import Status, Workspace, job_service
 from pss.api.devices import AUTO_DEVICE
-from pss.api.launch_form import (CONTEXT_MODES, DEFAULT_PRESET, METHOD_DEFAULT, LaunchRequest, method_default_context,
-                                 preset_defaults)
+from pss.api.launch_form import (CONTEXT_MODES, DEFAULT_PRESET, METHOD_DEFAULT, RUN_ON_LOCAL, RUN_ON_RAY, LaunchRequest,
+                                 method_default_context, preset_defaults)
 from pss.api.runs import registered_methods
 
 PRESETS = [DEFAULT_PRESET, "tiny", "paper"]
@@ -30,6 +30,23 @@ def form_defaults(preset: str) -> dict[str, Any]:
     return preset_defaults(preset)
 
 
+@dataclass(frozen=True)
+class RunOnChoices:
+    """The form's "Run on" radio: ``(label, value)`` choices, whether the Ray choice can be taken, and the line
+    under it (where Ray jobs go, or what to install)."""
+
+    choices: list[tuple[str, str]]
+    ray_available: bool
+    info: str
+
+
+def run_on_choices(ws: Workspace) -> RunOnChoices:
+    """"this machine" and the Ray cluster of the job service (disabled, saying what to install, without Ray)."""
+    option = job_service(ws, start=False).ray_option()
+    return RunOnChoices([("this machine", RUN_ON_LOCAL), (option.label, RUN_ON_RAY)], option.available,
+                        option.message)
+
+
 @dataclass
 class LaunchResult:
     """The new run's id and the message for the form (``⚠`` lines for warnings)."""
@@ -40,11 +57,13 @@ class LaunchResult:
 
 def launch_from_form(ws: Workspace, preset: str, user: str, method: str, context: str, k: float | None,
                      steps: float | None, lr: float | None, batch_size: float | None, seed: float | None,
-                     device: str, init_from: str | None) -> LaunchResult:
-    """Validate the form and queue the run (ConfigError/RunStoreError with the reason, before anything starts)."""
+                     device: str, init_from: str | None, run_on: str | None = RUN_ON_LOCAL) -> LaunchResult:
+    """Validate the form and queue the run (ConfigError/RunStoreError with the reason, before anything starts).
+    ``run_on``: ``local`` (this machine, the default) or ``ray`` (the job service's Ray cluster)."""
     request = LaunchRequest(user=user, method=method, context=context or METHOD_DEFAULT, k=k, steps=steps, lr=lr,
                             batch_size=batch_size, seed=seed, device=device or AUTO_DEVICE,
-                            init_from=init_from or None, preset=preset or DEFAULT_PRESET)
+                            init_from=init_from or None, preset=preset or DEFAULT_PRESET,
+                            run_on=run_on or RUN_ON_LOCAL)
     service = job_service(ws)
     launched = service.launch(request)
     job = service.queue.get(launched.job_id)
@@ -61,5 +80,5 @@ def init_choices(ws: Workspace) -> list[tuple[str, str]]:
     return choices
 
 
-__all__ = ["PRESETS", "LaunchResult", "context_choices", "form_defaults", "init_choices", "launch_from_form",
-           "method_choices"]
+__all__ = ["PRESETS", "LaunchResult", "RunOnChoices", "context_choices", "form_defaults", "init_choices",
+           "launch_from_form", "method_choices", "run_on_choices"]

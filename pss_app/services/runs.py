@@ -23,8 +23,8 @@ from pss.api import (ACTIVE, FINISHED, JobService, Progress, Status, Workspace, 
 from pss.api.weak_views import split_info
 from pss.errors import RunStoreError
 from pss_app.services.run_figures import class_iou_figure, eval_figure, loss_figure, pct
-from pss_app.services.run_form import (PRESETS, LaunchResult, context_choices, form_defaults, init_choices,
-                                       launch_from_form, method_choices)
+from pss_app.services.run_form import (PRESETS, LaunchResult, RunOnChoices, context_choices, form_defaults,
+                                       init_choices, launch_from_form, method_choices, run_on_choices)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pss.api import RunRecord
@@ -243,5 +243,5 @@ def history_signature(ws: Workspace) -> str:
 __all__ = ["ALL", "HISTORY_COLUMNS", "LOG_LINES", "PRESETS", "STATUS_CHOICES", "LaunchResult", "Progress", "RunView",
            "class_iou_figure", "compact_log", "context_choices", "eval_figure", "form_defaults", "format_duration",
            "history_signature", "history_table", "init_choices", "latest_series", "launch_from_form", "loss_figure",
-           "measure_progress", "method_choices", "progress_html", "queue_position", "run_view", "selected_run",
-           "service", "settings_text", "view_signature", "view_state"]
+           "measure_progress", "method_choices", "progress_html", "queue_position", "run_on_choices", "run_view",
+           "selected_run", "service", "settings_text", "view_signature", "view_state", "RunOnChoices"]

@@ -41,13 +41,14 @@ class RunForm:
     seed: gr.Number
     device: gr.Dropdown
     init_from: gr.Dropdown
+    run_on: gr.Radio  # this machine, or the job service's Ray cluster (disabled without Ray)
     launch: gr.Button
     status: gr.Markdown  # the form's own message line (a refused launch says why here)
 
     def launch_inputs(self) -> list[gr.components.Component]:
         """The launch's inputs, in the order ``/launch_run`` takes them."""
         return [self.preset, self.user, self.method, self.context, self.k, self.steps, self.lr, self.batch,
-                self.seed, self.device, self.init_from]
+                self.seed, self.device, self.init_from, self.run_on]
 
     def preset_fields(self) -> dict[str, gr.Number]:
         """The numbers a preset sets, by their key in ``svc.form_defaults``, in ``/runs_preset_defaults`` order."""
@@ -141,9 +142,12 @@ def _form_layout(ctx: TabContext, methods: list[str]) -> RunForm:
     init = svc.init_choices(ctx.ws)
     init_from = gr.Dropdown(init[:1] if ctx.private else init, value="", label="Start from (init-from run)",
                             elem_id="runs-init", allow_custom_value=True)  # runs finish after page load
+    where = svc.run_on_choices(ctx.ws)
+    run_on = gr.Radio(where.choices, value="local", label="Run on", info=where.info, elem_id="runs-run-on",
+                      interactive=where.ray_available)  # without Ray there is nothing to choose: info says why
     launch = gr.Button("Launch", variant="primary", elem_id="runs-launch")
     status = gr.Markdown(elem_id="runs-form-status")
-    return RunForm(preset, user, method, context, k, steps, lr, batch, seed, device, init_from, launch, status)
+    return RunForm(preset, user, method, context, k, steps, lr, batch, seed, device, init_from, run_on, launch, status)
 
 
 def _live_layout() -> LiveView:
@@ -230,9 +234,9 @@ def _wire_form(ctx: TabContext, form: RunForm, live: LiveView) -> None:
     @reports_to(form.status)
     def launch_run(preset_name: str, user_name: str, method_name: str, context_mode: str, k_value: float | None,
                    steps_value: float | None, lr_value: float | None, batch_value: float | None,
-                   seed_value: float | None, device_name: str, init_run: str | None) -> Updates:
+                   seed_value: float | None, device_name: str, init_run: str | None, run_on: str | None) -> Updates:
         result = svc.launch_from_form(ws, preset_name, user_name, method_name, context_mode, k_value, steps_value,
-                                      lr_value, batch_value, seed_value, device_name, init_run)
+                                      lr_value, batch_value, seed_value, device_name, init_run, run_on)
         return {live.selected: result.run_id, form.status: result.message}
 
     form.launch.click(launch_run, form.launch_inputs(), [live.selected, form.status], api_name="launch_run")

@@ -181,3 +181,28 @@ def test_queue_position_of_a_waiting_job(tmp_path: Path) -> None:
     position = [svc.queue_position(jobs, jobs.queue.get(job_id)) for job_id in (*ids, other)]
     assert position == ["", "waiting for cpu: 1 running, 0 ahead", "waiting for cpu: 1 running, 1 ahead",
                         "waiting for cuda:0: 0 running, 0 ahead"]
+
+
+def test_run_on_offers_this_machine_and_the_ray_cluster_or_says_what_to_install(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    if importlib.util.find_spec("ray") is not None:
+        import ray  # noqa: F401  (imported before the patch, so that its undo puts the module back, not removes it)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError: Ray not installed
+    without = svc.run_on_choices(ws)
+    assert without.choices == [("this machine", "local"), ("Ray cluster (not installed)", "ray")]
+    assert not without.ray_available and 'pip install -e ".[cluster]"' in without.info
+    with pytest.raises(ConfigError, match=re.escape('Running jobs on a Ray cluster needs Ray: pip install -e ".[cluster]"')):
+        svc.launch_from_form(ws, "tiny", "id1", "source_only", "default", 4, 3, 0.01, 4, 1, "cpu", "", "ray")
+    with pytest.raises(ConfigError, match="run on 'moon': choose 'local' or 'ray'"):
+        svc.launch_from_form(ws, "tiny", "id1", "source_only", "default", 4, 3, 0.01, 4, 1, "cpu", "", "moon")
+    assert svc.history_table(ws).empty  # nothing was created
+    monkeypatch.undo()  # Ray is back (where installed)
+    pytest.importorskip("ray")
+    monkeypatch.setenv("PSS_RAY_ADDRESS", "head:6379")
+    stop_job_service(ws)  # the next service reads the address
+    with_ray = svc.run_on_choices(ws)
+    assert with_ray.ray_available and with_ray.choices[1] == ("Ray cluster (head:6379)", "ray")
+    assert with_ray.info.startswith("Jobs run as tasks on the Ray cluster at head:6379; the workspace must be on")
