@@ -34,7 +34,7 @@ FAST = ["method.name=transfer", "train.steps=2", "method.objectness_steps=3", "m
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("transfer_demo")
-    generate_demo(root / "data", seed=0, config=DemoConfig(num_source=8, num_users=1, images_per_user=8,
+    generate_demo(root / "data", seed=0, config=DemoConfig(num_source=8, num_users=2, images_per_user=8,
                                                            long_side=96))
     return root
 
@@ -185,7 +185,8 @@ def test_transfer_experiment_writes_its_table(ws: Workspace) -> None:
     assert (out / "transfer.csv").is_file() and (out / "transfer.md").is_file() and (out / "cells.csv").is_file()
     table = result.table
     assert list(table.index) == ["fully supervised", "0 % strong, L-Net only"]  # full is always run: the reference
-    cells = {c.row: c for c in result.cells}
+    by_user = {(c.row, c.user): c for c in result.cells}
+    cells = {row: by_user[(row, "id1")] for row in ("full", "zero_lnet")}
     assert cells["full"].status == Status.DONE and cells["zero_lnet"].status == Status.DONE
     full, zero = table.loc["fully supervised"], table.loc["0 % strong, L-Net only"]
     assert full["source val all (% of full)"] == pytest.approx(100.0)
@@ -197,6 +198,14 @@ def test_transfer_experiment_writes_its_table(ws: Workspace) -> None:
     assert report is not None and report["split"]["weak"] == list(range(1, C))
     assert zero["source val all"] == pytest.approx(report["source_val_split"]["all"] * 100, abs=1e-6)
     assert zero["source val weak"] == pytest.approx(report["source_val_split"]["weak"] * 100, abs=1e-6)
+    # one transfer run per seed, scored on the other user by an evaluation-only run that keeps its split (the app
+    # shows the weak classes there too)
+    other = by_user[("zero_lnet", "id2")]
+    assert other.action == "evaluated" and other.run_id != cells["zero_lnet"].run_id
+    moved = ws.store().open_run(other.run_id or "").read_report()
+    assert moved is not None and moved["split"] == report["split"] and "coarse_quality" in moved
+    assert moved["eval_split"]["all"] == pytest.approx(moved["miou"]["pss"])
+    assert zero["id2"] == pytest.approx((other.miou or 0) * 100, abs=1e-6)
     # the fully supervised source-val matrix was scored once and cached; a second invocation reuses every run
     assert len(list((out / "source_val").glob("*.json"))) == 1
     again = run_transfer_experiment(ws, opts, lines.append)
