@@ -222,3 +222,61 @@ def test_cli_lists_the_transfer_rows() -> None:
 
     args = build_parser().parse_args(["experiment", "transfer", "--rows", *ROW_KEYS, "--set", "method.cam_steps=5"])
     assert args.table == "transfer" and args.rows == list(ROW_KEYS) and args.transfer_set == ["method.cam_steps=5"]
+
+
+def _matrix(cells: dict[tuple[int, int], int]) -> np.ndarray:
+    matrix = np.zeros((C, C), np.int64)
+    for (truth, pred), count in cells.items():
+        matrix[truth, pred] = count
+    return matrix
+
+
+def test_percent_of_fully_supervised_by_hand() -> None:
+    """Hand case, strong = {0, 1}. Fully supervised: class 0 10 right, class 1 10 right, class 2 5 right + 5 as
+    background -> IoU 10/15, 1, 5/10; the transfer row loses class 2 entirely -> IoU 10/20, 1, 0. The ``pss``
+    convention averages every class of a group (absent = 0): all = sum / 21, strong = (IoU0 + IoU1) / 2, weak =
+    IoU2 / 19. So the transfer row keeps (1.5 / 21) / ((2/3 + 1.5) / 21) = 69.23 % of all, 0.75 / (5/6) = 90 % of
+    strong and 0 % of weak."""
+    from types import SimpleNamespace
+
+    from pss.experiments.runner import Plan
+    from pss.experiments.spec import Cell, ExperimentOptions
+    from pss.experiments.transfer import per_seed_values, summarise, transfer_rows
+
+    full = _matrix({(0, 0): 10, (1, 1): 10, (2, 2): 5, (2, 0): 5})
+    half = _matrix({(0, 0): 10, (1, 1): 10, (2, 0): 10})
+    rows = transfer_rows(["half"])
+    plan = Plan(ExperimentOptions(table="transfer"), rows, 1, 1, "id1")
+    plan.sources[7] = SimpleNamespace(run_id="full-run")  # type: ignore[assignment]
+    plan.shared[("half", 7)] = SimpleNamespace(run_id="half-run")  # type: ignore[assignment]
+    matrices = {"full-run": full, "half-run": half}
+
+    class Scores:  # what the experiment reads of the runs: their reports and confusion matrices
+        def report(self, run_id: str) -> dict:
+            return {"split": {"strong": [0, 1]}} if run_id == "half-run" else {}
+
+        def user_confusion(self, run_id: str) -> np.ndarray:
+            return matrices[run_id]
+
+        def source_val_confusion(self, record: SimpleNamespace) -> np.ndarray:
+            return matrices[record.run_id]
+
+    cells = [Cell("full", "id1", 7, "full-run", Status.DONE), Cell("half", "id1", 7, "half-run", Status.DONE)]
+    values = per_seed_values(cells, plan, rows, ["id1"], [7], Scores())  # type: ignore[arg-type]
+    half_values, full_values = values[("half", 7)], values[("full", 7)]
+    assert full_values["source val all"] == pytest.approx((2 / 3 + 1 + 0.5) / 21 * 100)
+    assert full_values["source val strong"] == pytest.approx((2 / 3 + 1) / 2 * 100)  # the 50 % rows' split
+    assert full_values["source val weak"] == pytest.approx(0.5 / 19 * 100)
+    assert half_values["source val all"] == pytest.approx(1.5 / 21 * 100)
+    assert half_values["source val all (% of full)"] == pytest.approx(1.5 / (2 / 3 + 1.5) * 100)  # 69.23
+    assert half_values["source val strong (% of full)"] == pytest.approx(90.0)
+    assert half_values["source val weak (% of full)"] == pytest.approx(0.0)
+    assert half_values["id1 (% of full)"] == pytest.approx(1.5 / (2 / 3 + 1.5) * 100)
+    # mean and sample std over seeds: 69.23 and a second seed at 80 -> mean 74.62, std |80 - 69.23| / sqrt(2)
+    values[("half", 8)] = {**half_values, "source val all (% of full)": 80.0}
+    table, std = summarise(values, rows, ["id1"])
+    first = 1.5 / (2 / 3 + 1.5) * 100
+    assert table.loc["50 % strong, L-Net + P-Net", "source val all (% of full)"] == pytest.approx((first + 80) / 2)
+    assert std.loc["50 % strong, L-Net + P-Net", "source val all (% of full)"] == pytest.approx(
+        abs(80 - first) / np.sqrt(2))
+    assert np.isnan(std.loc["fully supervised", "source val all"])  # one seed: no spread
