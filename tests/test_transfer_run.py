@@ -34,7 +34,7 @@ FAST = ["method.name=transfer", "train.steps=2", "method.objectness_steps=3", "m
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("transfer_demo")
-    generate_demo(root / "data", seed=0, config=DemoConfig(num_source=8, num_users=1, images_per_user=8,
+    generate_demo(root / "data", seed=0, config=DemoConfig(num_source=8, num_users=2, images_per_user=8,
                                                            long_side=96))
     return root
 
@@ -185,7 +185,8 @@ def test_transfer_experiment_writes_its_table(ws: Workspace) -> None:
     assert (out / "transfer.csv").is_file() and (out / "transfer.md").is_file() and (out / "cells.csv").is_file()
     table = result.table
     assert list(table.index) == ["fully supervised", "0 % strong, L-Net only"]  # full is always run: the reference
-    cells = {c.row: c for c in result.cells}
+    by_user = {(c.row, c.user): c for c in result.cells}
+    cells = {row: by_user[(row, "id1")] for row in ("full", "zero_lnet")}
     assert cells["full"].status == Status.DONE and cells["zero_lnet"].status == Status.DONE
     full, zero = table.loc["fully supervised"], table.loc["0 % strong, L-Net only"]
     assert full["source val all (% of full)"] == pytest.approx(100.0)
@@ -197,6 +198,14 @@ def test_transfer_experiment_writes_its_table(ws: Workspace) -> None:
     assert report is not None and report["split"]["weak"] == list(range(1, C))
     assert zero["source val all"] == pytest.approx(report["source_val_split"]["all"] * 100, abs=1e-6)
     assert zero["source val weak"] == pytest.approx(report["source_val_split"]["weak"] * 100, abs=1e-6)
+    # one transfer run per seed, scored on the other user by an evaluation-only run that keeps its split (the app
+    # shows the weak classes there too)
+    other = by_user[("zero_lnet", "id2")]
+    assert other.action == "evaluated" and other.run_id != cells["zero_lnet"].run_id
+    moved = ws.store().open_run(other.run_id or "").read_report()
+    assert moved is not None and moved["split"] == report["split"] and "coarse_quality" in moved
+    assert moved["eval_split"]["all"] == pytest.approx(moved["miou"]["pss"])
+    assert zero["id2"] == pytest.approx((other.miou or 0) * 100, abs=1e-6)
     # the fully supervised source-val matrix was scored once and cached; a second invocation reuses every run
     assert len(list((out / "source_val").glob("*.json"))) == 1
     again = run_transfer_experiment(ws, opts, lines.append)
@@ -213,3 +222,61 @@ def test_cli_lists_the_transfer_rows() -> None:
 
     args = build_parser().parse_args(["experiment", "transfer", "--rows", *ROW_KEYS, "--set", "method.cam_steps=5"])
     assert args.table == "transfer" and args.rows == list(ROW_KEYS) and args.transfer_set == ["method.cam_steps=5"]
+
+
+def _matrix(cells: dict[tuple[int, int], int]) -> np.ndarray:
+    matrix = np.zeros((C, C), np.int64)
+    for (truth, pred), count in cells.items():
+        matrix[truth, pred] = count
+    return matrix
+
+
+def test_percent_of_fully_supervised_by_hand() -> None:
+    """Hand case, strong = {0, 1}. Fully supervised: class 0 10 right, class 1 10 right, class 2 5 right + 5 as
+    background -> IoU 10/15, 1, 5/10; the transfer row loses class 2 entirely -> IoU 10/20, 1, 0. The ``pss``
+    convention averages every class of a group (absent = 0): all = sum / 21, strong = (IoU0 + IoU1) / 2, weak =
+    IoU2 / 19. So the transfer row keeps (1.5 / 21) / ((2/3 + 1.5) / 21) = 69.23 % of all, 0.75 / (5/6) = 90 % of
+    strong and 0 % of weak."""
+    from types import SimpleNamespace
+
+    from pss.experiments.runner import Plan
+    from pss.experiments.spec import Cell, ExperimentOptions
+    from pss.experiments.transfer import per_seed_values, summarise, transfer_rows
+
+    full = _matrix({(0, 0): 10, (1, 1): 10, (2, 2): 5, (2, 0): 5})
+    half = _matrix({(0, 0): 10, (1, 1): 10, (2, 0): 10})
+    rows = transfer_rows(["half"])
+    plan = Plan(ExperimentOptions(table="transfer"), rows, 1, 1, "id1")
+    plan.sources[7] = SimpleNamespace(run_id="full-run")  # type: ignore[assignment]
+    plan.shared[("half", 7)] = SimpleNamespace(run_id="half-run")  # type: ignore[assignment]
+    matrices = {"full-run": full, "half-run": half}
+
+    class Scores:  # what the experiment reads of the runs: their reports and confusion matrices
+        def report(self, run_id: str) -> dict:
+            return {"split": {"strong": [0, 1]}} if run_id == "half-run" else {}
+
+        def user_confusion(self, run_id: str) -> np.ndarray:
+            return matrices[run_id]
+
+        def source_val_confusion(self, record: SimpleNamespace) -> np.ndarray:
+            return matrices[record.run_id]
+
+    cells = [Cell("full", "id1", 7, "full-run", Status.DONE), Cell("half", "id1", 7, "half-run", Status.DONE)]
+    values = per_seed_values(cells, plan, rows, ["id1"], [7], Scores())  # type: ignore[arg-type]
+    half_values, full_values = values[("half", 7)], values[("full", 7)]
+    assert full_values["source val all"] == pytest.approx((2 / 3 + 1 + 0.5) / 21 * 100)
+    assert full_values["source val strong"] == pytest.approx((2 / 3 + 1) / 2 * 100)  # the 50 % rows' split
+    assert full_values["source val weak"] == pytest.approx(0.5 / 19 * 100)
+    assert half_values["source val all"] == pytest.approx(1.5 / 21 * 100)
+    assert half_values["source val all (% of full)"] == pytest.approx(1.5 / (2 / 3 + 1.5) * 100)  # 69.23
+    assert half_values["source val strong (% of full)"] == pytest.approx(90.0)
+    assert half_values["source val weak (% of full)"] == pytest.approx(0.0)
+    assert half_values["id1 (% of full)"] == pytest.approx(1.5 / (2 / 3 + 1.5) * 100)
+    # mean and sample std over seeds: 69.23 and a second seed at 80 -> mean 74.62, std |80 - 69.23| / sqrt(2)
+    values[("half", 8)] = {**half_values, "source val all (% of full)": 80.0}
+    table, std = summarise(values, rows, ["id1"])
+    first = 1.5 / (2 / 3 + 1.5) * 100
+    assert table.loc["50 % strong, L-Net + P-Net", "source val all (% of full)"] == pytest.approx((first + 80) / 2)
+    assert std.loc["50 % strong, L-Net + P-Net", "source val all (% of full)"] == pytest.approx(
+        abs(80 - first) / np.sqrt(2))
+    assert np.isnan(std.loc["fully supervised", "source val all"])  # one seed: no spread

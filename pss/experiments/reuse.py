@@ -101,6 +101,7 @@ def _evaluate_into_run(ws: Workspace, config: ExperimentConfig, checkpoint: Path
     from pss.engine.evaluate import EvalSettings
     from pss.runs.execute import finish_run, prepare_run
     from pss.models.segmenter import build_segmenter
+    from pss.weak.transfer_run import evaluation_entries
 
     started = time.time()
     run = prepare_run(config, ws, device)
@@ -112,8 +113,10 @@ def _evaluate_into_run(ws: Workspace, config: ExperimentConfig, checkpoint: Path
         load_model_weights(model, checkpoint)
         _link_or_copy(checkpoint, run.checkpoint_path(source.steps))
         data = load_experiment_data(config, torch_device, ws.cache, config.model.context.mode != "none")
+        # a transfer model keeps its split on every user it is scored on (the app shows which classes were weak)
+        inherited, after_eval = evaluation_entries(ws.store().open_run(source.run_id).read_report() or {})
         finish_run(run, model.to(torch_device), config, data, EvalSettings.from_config(config, torch_device),
-                   source.steps, started, steps=source.steps)
+                   source.steps, started, inherited, after_eval, steps=source.steps)
     except BaseException as exc:
         run.log(traceback.format_exc())
         run.set_status(Status.FAILED, error=f"{type(exc).__name__}: {exc}", duration_s=time.time() - started)

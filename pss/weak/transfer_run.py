@@ -19,6 +19,7 @@ held-out split and of the user's evaluation images, ``pss.weak.split_report``), 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -141,3 +142,22 @@ def run_transfer_pipeline(ctx: StageContext) -> PipelineOutput:
         return {"eval_split": group_entry(evaluation, split.strong)}
 
     return PipelineOutput(model, report, steps["pnet"], after_eval=after_eval)
+
+
+USER_INDEPENDENT = ("split", "coarse_quality", "source_val_split", "stages")
+"""Report entries of a transfer run that do not depend on the user it was evaluated on."""
+
+
+def evaluation_entries(trained: dict[str, Any]) -> tuple[dict[str, Any], Callable[[SegReport], dict[str, Any]] | None]:
+    """For an evaluation-only run of a trained model on another user (``pss.experiments.reuse.evaluation_run``):
+    the trained run's user-independent entries (``trained`` = its report; which classes were weak, ...) and the
+    ``after_eval`` that splits the new user's mIoU by the same classes. Nothing for a run without a split."""
+    split = trained.get("split")
+    if not isinstance(split, dict) or not split.get("strong"):
+        return {}, None
+    strong = tuple(int(c) for c in split["strong"])
+
+    def after_eval(evaluation: SegReport) -> dict[str, Any]:
+        return {"eval_split": group_entry(evaluation, strong)}
+
+    return {k: trained[k] for k in USER_INDEPENDENT if k in trained}, after_eval
