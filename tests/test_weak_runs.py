@@ -322,3 +322,26 @@ def test_ours_s2_with_tags_as_a_run(ws: Workspace) -> None:
     assert len(written) == len(tags)
     for path in written:
         assert set(np.unique(read_label_png(path))) <= {0, IGNORE_INDEX, *tags[path.stem]}
+
+
+def test_the_app_launches_a_pipeline_like_any_run(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job service (the app's run form) launches ``eps_affinity`` with no special case: the run's progress
+    total is the sum of its stages' steps, and the job trains every stage to done."""
+    from support import wait_for
+
+    from pss.api.jobs import JobService
+    from pss.api.launch_form import LaunchRequest
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job process: one thread on the shared cores
+    service = JobService(ws, poll_s=0.1, grace_s=5.0).start()
+    try:
+        launched = service.launch(LaunchRequest(user="id1", method="eps_affinity", preset="tiny", steps=SEG_STEPS,
+                                                device="cpu", extra=tuple(o for o in OVERRIDES
+                                                                          if not o.startswith("train.steps"))))
+        total = sum(STAGE_STEPS.values()) + SEG_STEPS
+        assert ws.store().index.get_run(launched.run_id).total_steps == total
+        wait_for(lambda: service.queue.get(launched.job_id).status in ("done", "failed"), deadline_s=300)
+        record = ws.store().index.get_run(launched.run_id)
+        assert record.status == Status.DONE and record.steps == total
+    finally:
+        service.stop()

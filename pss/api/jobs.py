@@ -111,6 +111,7 @@ class JobService:
         run's ``init_from``, which may then still be queued or running."""
         from pss.config import config_to_dict
         from pss.methods import method_class
+        from pss.runs.execute import total_steps  # a pipeline's progress total is the sum of its stages' steps
 
         if after:
             parent = self.store.index.get_run(after)
@@ -120,7 +121,7 @@ class JobService:
         config = validate_launch(self.ws, request, self.store, after=after)
         device = pick_device(request.device, self.queue)
         run = self.store.create_run(config.data.user, config.method_name, config_to_dict(config), device,
-                                    config.train.steps)
+                                    total_steps(config))
         try:
             command = train_command(self.ws, run.run_id, device, run.dir / "config.yaml")
             if after:
