@@ -18,6 +18,7 @@ from pss.data.demo import DemoConfig, generate_demo
 from pss.data.labels import IGNORE_INDEX, read_label_png
 from pss.data.pss_layout import read_user
 from pss.engine.hooks import Hook
+from pss.errors import ConfigError, DatasetError
 from pss.engine.trainer import Trainer
 from pss.models.affinity import build_affinity_net
 from pss.runs.execute import execute_run, prepare_run
@@ -175,7 +176,19 @@ def test_the_users_own_saliency_maps_are_used(ws: Workspace) -> None:
     # a bad map stops the run before any training, naming the file
     Image.fromarray(np.zeros((5, 5), np.uint8), "L").save(maps / f"{user.records[0].name}.png")
     run, outcome = None, None
-    with pytest.raises(Exception, match="bad saliency map"):
+    with pytest.raises(DatasetError, match="bad saliency map"):
+        _run(ws, "eps_seg")
+
+
+def test_settings_a_pipeline_cannot_run_are_refused_before_training(ws: Workspace) -> None:
+    with pytest.raises(ConfigError, match="data.crop=64 gives a 8x8 feature grid.*use data.crop >= 72"):
+        _run(ws, "eps_affinity", extra=("data.crop=64",))
+    with pytest.raises(ConfigError, match="set data.target=personal"):
+        _run(ws, "eps_seg", extra=("data.target=mix_all",))
+    with pytest.raises(ConfigError, match="pseudo.folder is set by the pipeline"):
+        api.make_config(ws, "tiny", ["method.name=eps_seg", "method.pseudo.folder=/tmp/x"])
+    (ws.personal / "id1" / "imgLabelList.txt").unlink()  # no tag file: every image untagged, nothing to learn from
+    with pytest.raises(ConfigError, match="has no tagged image"):
         _run(ws, "eps_seg")
 
 

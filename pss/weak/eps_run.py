@@ -106,6 +106,9 @@ def run_eps(ctx: StageContext) -> PipelineOutput:
         raise ConfigError(f"run_eps runs the tags pipelines, not {method.name!r}")
     cfg: EPSPipelineConfig = method.config
     config, device, seed = ctx.config, ctx.device, ctx.seed
+    if config.data.target != "personal":  # the masks are the user's own, named by image: one user's collection
+        raise ConfigError(f"{method.name} makes pseudo masks from one user's tags: set data.target=personal "
+                          f"(got {config.data.target!r})")
     if "affinity" in method.stages:
         check_affinity_crop(config, cfg.radius, cfg.net_output_stride)
     collection = read_user(config.data.personal_path(), config.data.user)
