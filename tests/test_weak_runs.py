@@ -318,6 +318,14 @@ def test_the_weak_experiment_writes_its_tables(ws: Workspace, tmp_path: Path) ->
     assert "EPS + AffinityNet (tags)" in (out / "weak.md").read_text()
     again = run_weak(ws, opts, said.append)  # resumable: every cell is reused
     assert {c.action for c in again.tables.cells} == {"reused"}
+    (out / "mask_quality.csv").unlink()
+    from pss.cli import main  # the command line gives the same options: the same cells, reused, the tables again
+
+    assert main(["experiment", "weak", "-w", str(ws.root), "--start", start.run_id, "--seeds", "2", "--steps", "1",
+                 "--saliency-steps", "1", "--cam-steps", "1", "--affinity-steps", "1", "--methods", "eps_affinity",
+                 "--preset", str(preset_path), "--device", "cpu", "--jobs", "1", "--bootstrap", "10"]) == 0
+    assert pd.read_csv(out / "mask_quality.csv").equals(quality)
+    assert len(ws.store().list_runs(method="eps_affinity")) == 2  # nothing was trained again
 
 
 def test_ours_s2_with_tags_as_a_run(ws: Workspace) -> None:
