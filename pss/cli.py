@@ -159,10 +159,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from pss.experiments import ExperimentOptions, run_experiment
 
-    if args.table == "weak":  # the user's tags as supervision (issue 17)
-        return _weak(args)
     if args.table == "annotate-curve":
         return _annotate_curve(args)
+    if args.table == "weak":  # the user's tags as supervision (issue 17)
+        return _weak(args)
     opts = ExperimentOptions(table=args.table, users=args.users, methods=args.methods, steps=args.steps,
                              source_steps=args.source_steps, seeds=args.seeds, one_start=args.one_start,
                              bootstrap=args.bootstrap, start=args.start, preset=args.preset,
@@ -335,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "with ray every node must see the workspace at the same path (a shared filesystem)")
     p.add_argument("--address", help="the Ray cluster to submit to, from one of its nodes: HEAD:6379, or auto "
                    "(the one `ray start` started here); default: start a local Ray with --jobs CPUs (default all)")
+    curve = p.add_argument_group("annotate-curve")
+    curve.add_argument("--counts", type=int, nargs="+", help="numbers of annotated images (default 0 5 10 20 40)")
+    curve.add_argument("--orders", nargs="+", choices=["uncertainty", "random"], default=["uncertainty", "random"])
+    curve.add_argument("--weight", type=float, default=1.0, help="train.annotated_weight of the annotated cells")
+    curve.add_argument("--method", dest="curve_method", default="source_only",
+                       help="the method every cell fine-tunes with (default source_only: No-DA continued)")
     # the user's tags as supervision (issue 17)
     weak = p.add_argument_group("weak", "weak = the tags pipelines (EPS, EPS + AffinityNet, OURS-S2 + tags) as "
                                 "Table 1 rows and the quality of their pseudo masks (pss.experiments.weak_quality); "
@@ -344,12 +350,6 @@ def build_parser() -> argparse.ArgumentParser:
     weak.add_argument("--affinity-steps", dest="affinity_steps", type=int, help="steps of the AffinityNet stage")
     weak.add_argument("--no-cam-plain", dest="no_cam_plain", action="store_true",
                       help="do not train the plain CAM baseline (the mask-quality table's CAM row)")
-    curve = p.add_argument_group("annotate-curve")
-    curve.add_argument("--counts", type=int, nargs="+", help="numbers of annotated images (default 0 5 10 20 40)")
-    curve.add_argument("--orders", nargs="+", choices=["uncertainty", "random"], default=["uncertainty", "random"])
-    curve.add_argument("--weight", type=float, default=1.0, help="train.annotated_weight of the annotated cells")
-    curve.add_argument("--method", dest="curve_method", default="source_only",
-                       help="the method every cell fine-tunes with (default source_only: No-DA continued)")
     p.set_defaults(func=cmd_experiment)
     return parser
 
