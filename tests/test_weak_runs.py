@@ -18,6 +18,7 @@ from pss.data.demo import DemoConfig, generate_demo
 from pss.data.labels import IGNORE_INDEX, read_label_png
 from pss.data.pss_layout import read_user
 from pss.engine.hooks import Hook
+from pss.errors import ConfigError, DatasetError
 from pss.engine.trainer import Trainer
 from pss.models.affinity import build_affinity_net
 from pss.runs.execute import execute_run, prepare_run
@@ -175,7 +176,19 @@ def test_the_users_own_saliency_maps_are_used(ws: Workspace) -> None:
     # a bad map stops the run before any training, naming the file
     Image.fromarray(np.zeros((5, 5), np.uint8), "L").save(maps / f"{user.records[0].name}.png")
     run, outcome = None, None
-    with pytest.raises(Exception, match="bad saliency map"):
+    with pytest.raises(DatasetError, match="bad saliency map"):
+        _run(ws, "eps_seg")
+
+
+def test_settings_a_pipeline_cannot_run_are_refused_before_training(ws: Workspace) -> None:
+    with pytest.raises(ConfigError, match="data.crop=64 gives a 8x8 feature grid.*use data.crop >= 72"):
+        _run(ws, "eps_affinity", extra=("data.crop=64",))
+    with pytest.raises(ConfigError, match="set data.target=personal"):
+        _run(ws, "eps_seg", extra=("data.target=mix_all",))
+    with pytest.raises(ConfigError, match="pseudo.folder is set by the pipeline"):
+        api.make_config(ws, "tiny", ["method.name=eps_seg", "method.pseudo.folder=/tmp/x"])
+    (ws.personal / "id1" / "imgLabelList.txt").unlink()  # no tag file: every image untagged, nothing to learn from
+    with pytest.raises(ConfigError, match="has no tagged image"):
         _run(ws, "eps_seg")
 
 
@@ -305,6 +318,14 @@ def test_the_weak_experiment_writes_its_tables(ws: Workspace, tmp_path: Path) ->
     assert "EPS + AffinityNet (tags)" in (out / "weak.md").read_text()
     again = run_weak(ws, opts, said.append)  # resumable: every cell is reused
     assert {c.action for c in again.tables.cells} == {"reused"}
+    (out / "mask_quality.csv").unlink()
+    from pss.cli import main  # the command line gives the same options: the same cells, reused, the tables again
+
+    assert main(["experiment", "weak", "-w", str(ws.root), "--start", start.run_id, "--seeds", "2", "--steps", "1",
+                 "--saliency-steps", "1", "--cam-steps", "1", "--affinity-steps", "1", "--methods", "eps_affinity",
+                 "--preset", str(preset_path), "--device", "cpu", "--jobs", "1", "--bootstrap", "10"]) == 0
+    assert pd.read_csv(out / "mask_quality.csv").equals(quality)
+    assert len(ws.store().list_runs(method="eps_affinity")) == 2  # nothing was trained again
 
 
 def test_ours_s2_with_tags_as_a_run(ws: Workspace) -> None:
@@ -322,3 +343,26 @@ def test_ours_s2_with_tags_as_a_run(ws: Workspace) -> None:
     assert len(written) == len(tags)
     for path in written:
         assert set(np.unique(read_label_png(path))) <= {0, IGNORE_INDEX, *tags[path.stem]}
+
+
+def test_the_app_launches_a_pipeline_like_any_run(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job service (the app's run form) launches ``eps_affinity`` with no special case: the run's progress
+    total is the sum of its stages' steps, and the job trains every stage to done."""
+    from support import wait_for
+
+    from pss.api.jobs import JobService
+    from pss.api.launch_form import LaunchRequest
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the job process: one thread on the shared cores
+    service = JobService(ws, poll_s=0.1, grace_s=5.0).start()
+    try:
+        launched = service.launch(LaunchRequest(user="id1", method="eps_affinity", preset="tiny", steps=SEG_STEPS,
+                                                device="cpu", extra=tuple(o for o in OVERRIDES
+                                                                          if not o.startswith("train.steps"))))
+        total = sum(STAGE_STEPS.values()) + SEG_STEPS
+        assert ws.store().index.get_run(launched.run_id).total_steps == total
+        wait_for(lambda: service.queue.get(launched.job_id).status in ("done", "failed"), deadline_s=300)
+        record = ws.store().index.get_run(launched.run_id)
+        assert record.status == Status.DONE and record.steps == total
+    finally:
+        service.stop()

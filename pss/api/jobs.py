@@ -166,6 +166,7 @@ class JobService:
         run's ``init_from``, which may then still be queued or running."""
         from pss.config import config_to_dict
         from pss.methods import method_class
+        from pss.runs.execute import total_steps  # a pipeline's progress total is the sum of its stages' steps
 
         if after:
             parent = self.store.index.get_run(after)
@@ -175,7 +176,7 @@ class JobService:
         config = validate_launch(self.ws, request, self.store, after=after)
         device = self._job_device(request.device, request.run_on == RUN_ON_RAY)
         run = self.store.create_run(config.data.user, config.method_name, config_to_dict(config), device,
-                                    config.train.steps)
+                                    total_steps(config))
         try:
             command = train_command(self.ws, run.run_id, device, run.dir / "config.yaml")
             if after:

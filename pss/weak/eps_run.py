@@ -90,6 +90,13 @@ def quality_entry(report: SegReport) -> dict[str, Any]:
             "num_images": report.num_images}
 
 
+def _quality_line(stage: str, entry: dict[str, Any]) -> str:
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None or value != value else f"{value * 100:.2f}"
+    return (f"{stage}: pseudo masks vs the {entry['num_images']} evaluation masks (scored only): MIoU "
+            f"{pct(entry['miou'])}, FIoU {pct(entry['fiou'])}")
+
+
 def check_affinity_crop(config: ExperimentConfig, radius: int, stride: int) -> None:
     """AffinityNet's pairs need an interior point on the crop's stride-8 grid: say so before any stage trains."""
     grid = config.data.crop // stride
@@ -106,6 +113,9 @@ def run_eps(ctx: StageContext) -> PipelineOutput:
         raise ConfigError(f"run_eps runs the tags pipelines, not {method.name!r}")
     cfg: EPSPipelineConfig = method.config
     config, device, seed = ctx.config, ctx.device, ctx.seed
+    if config.data.target != "personal":  # the masks are the user's own, named by image: one user's collection
+        raise ConfigError(f"{method.name} makes pseudo masks from one user's tags: set data.target=personal "
+                          f"(got {config.data.target!r})")
     if "affinity" in method.stages:
         check_affinity_crop(config, cfg.radius, cfg.net_output_stride)
     collection = read_user(config.data.personal_path(), config.data.user)
@@ -156,6 +166,7 @@ def run_eps(ctx: StageContext) -> PipelineOutput:
         return PipelineOutput(None)
     pipeline.write_cam_pseudo_masks(cam_model, tagged, cam_dir, cam_dir, device, short_side=cfg.infer_short_side)
     quality["cam"] = quality_entry(pseudo_mask_quality(cam_dir, collection.records))
+    ctx.log(_quality_line("cam (EPS)", quality["cam"]))
     seconds["cam"] = time.time() - started
     masks = cam_dir
 
@@ -171,6 +182,7 @@ def run_eps(ctx: StageContext) -> PipelineOutput:
         pipeline.write_cam_pseudo_masks(plain_model, tagged, plain_dir, plain_dir, device,
                                         short_side=cfg.infer_short_side)
         quality[PLAIN_CAM] = quality_entry(pseudo_mask_quality(plain_dir, collection.records))
+        ctx.log(_quality_line("cam_plain (no saliency loss)", quality[PLAIN_CAM]))
         seconds[PLAIN_CAM] = time.time() - started
 
     # 3. AffinityNet on the confident regions, then the random walk
@@ -189,6 +201,7 @@ def run_eps(ctx: StageContext) -> PipelineOutput:
         pipeline.write_refined_masks(aff_model, tagged, cam_dir, masks, device, radius=cfg.radius,
                                      short_side=cfg.infer_short_side)
         quality["refined"] = quality_entry(pseudo_mask_quality(masks, collection.records))
+        ctx.log(_quality_line("affinity (random walk)", quality["refined"]))
         seconds["affinity"] = time.time() - started
 
     # 4. the segmenter on those masks (weak_seg) from the run's starting model, checkpointed as any run
@@ -201,8 +214,8 @@ def run_eps(ctx: StageContext) -> PipelineOutput:
     labels = seg_method.pseudo_policy().build(model, PseudoContext(data.target, data.target_groups,
                                                                    EvalSettings.from_config(config, device),
                                                                    ctx.work / "pseudo"))
-    ctx.log(f"segmenter: {len(labels.selected)} of {len(labels.mean_entropy)} user images have a {method.mask_stage}"
-            f" mask to train on ({masks})")
+    ctx.log(f"segmenter: {len(labels.selected)} of {len(labels.mean_entropy)} user images have a mask of the "
+            f"{method.mask_stage} stage to train on ({masks})")
     groups = {n: data.target_groups[n] for n in labels.selected} if data.target_groups else None
     streams = {"source": make_stream(data.source, data.source_groups, config, seed, fields=seg_method.fields),
                "pseudo": make_stream(labels.records, groups, config, seed + 2, fields=seg_method.fields)}
