@@ -40,7 +40,7 @@ from pss.workspace import Workspace
 EPS_METHODS: tuple[str, ...] = ("eps_seg", "eps_affinity")
 TRANSFER_METHODS: tuple[str, ...] = ("transfer",)
 WEAK_METHODS: tuple[str, ...] = (*EPS_METHODS, *TRANSFER_METHODS)
-VIEWS_VERSION = "w1"  # part of every PNG name: bump when a drawing changes
+VIEWS_VERSION = "w2"  # part of every PNG name: bump when a drawing changes
 AFFINITY_MODEL = "model.pt"
 USER_SALIENCY = "SALImages"  # pss.data.saliency's folder name in the user's folder (EPS's layout)
 HEAT_ALPHA = 0.65  # the CAM / affinity heat over the photo: enough photo left to see what lights up
@@ -118,7 +118,7 @@ class PixelAffinity:
 
     ``cell`` (row, col) of image pixel (x, y) on the ``grid`` (h, w) at ``stride``; ``neighbours``: (dy, dx,
     affinity) for the cell itself (0, 0, 1.0) and every in-grid cell with ``0 < dy² + dx² < radius²``; ``heat``:
-    the PNG of those affinities over the image.
+    the PNG of those affinities over the image at the display size, with a 0..1 colour bar on the right.
     """
 
     x: int
@@ -476,7 +476,8 @@ def pixel_affinities(ws: Workspace, run_id: str, name: str, x: int, y: int) -> P
         scale = display.scale
         cell_w, cell_h = stride * width / crop_w * scale, stride * height / crop_h * scale
         box = (col * cell_w, row * cell_h, (col + 1) * cell_w - 1, (row + 1) * cell_h - 1)
-        return maps.mark_pixel(drawn, (x + 0.5) * scale, (y + 0.5) * scale, box)
+        marked = maps.mark_pixel(drawn, (x + 0.5) * scale, (y + 0.5) * scale, box)
+        return maps.with_colour_bar(marked, 0.0, 1.0, "affinity")  # absolute 0..1: runs and pixels compare
 
     return PixelAffinity(x, y, (row, col), (grid_h, grid_w), stride, radius, neighbours, _draw(out, draw))
 

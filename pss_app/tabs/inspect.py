@@ -142,10 +142,12 @@ def _weak_section(ctx: TabContext, run: gr.Dropdown, image: gr.Dropdown) -> None
     with gr.Accordion("Weak-supervision stages (EPS / AffinityNet / transfer runs)", open=True,
                       elem_id="inspect-weak"):
         weak_info = gr.Markdown(elem_id="inspect-weak-info")
-        cams = gr.Gallery(label="CAM of each tagged class", columns=4, height=240, object_fit="contain",
-                          elem_id="inspect-weak-cams")
         with gr.Row(equal_height=False):
-            panels = [gr.Image(label=label, type="filepath", format="png", interactive=False,
+            # one row: the gallery's cells are squares as wide as its width over its item count, so a quarter of
+            # the row keeps a few CAMs whole at this height
+            cams = gr.Gallery(label="CAM of each tagged class", columns=4, height=280, object_fit="contain",
+                              scale=1, elem_id="inspect-weak-cams")
+            panels = [gr.Image(label=label, type="filepath", format="png", interactive=False, scale=1,
                                elem_id=f"inspect-weak-panel{i}") for i, label in enumerate(EMPTY_LABELS)]
         weak_note = gr.Markdown(elem_id="inspect-weak-note")
         with gr.Row(equal_height=True):
