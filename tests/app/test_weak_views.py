@@ -236,3 +236,20 @@ def test_inspect_weak_pixel_endpoint(served) -> None:
     assert _png(heat).shape[0] == _png(weak_view(weak.ws, weak.eps, weak.a).panels[0].path).shape[0]
     *_, status = client.predict(weak.transfer, weak.a, 1, 1, api_name="/inspect_weak_pixel")
     assert status.startswith("⚠") and "only eps_affinity" in status
+
+
+def test_pixel_affinities_at_the_runs_inference_size(weak) -> None:
+    """``method.infer_short_side`` (the pipeline computes its CAMs and random walk there): the features are of the
+    image shrunk to that short side, and the pixel's cell is on that grid (hand-computed for the 192x144 photo)."""
+    import shutil
+
+    from weak_support import _run
+
+    run_id, run_dir = _run(weak.ws, "eps_affinity", {}, {"radius": 5, "infer_short_side": 100})
+    (run_dir / "affinity").mkdir()
+    shutil.copy(weak.ws.runs / weak.eps / "affinity" / "model.pt", run_dir / "affinity" / "model.pt")
+    assert weak.size == (144, 192)
+    # shrunk to 100 x round(192 * 100 / 144) = 133: grid (ceil(100 / 8), ceil(133 / 8)) = (13, 17);
+    # pixel (96, 72) -> (96.5 * 133 / 192, 72.5 * 100 / 144) = (66.8, 50.3) -> cell (50.3 // 8, 66.8 // 8) = (6, 8)
+    result = pixel_affinities(weak.ws, run_id, weak.a, 96, 72)
+    assert result.grid == (13, 17) and result.cell == (6, 8) and len(result.neighbours) == 69
