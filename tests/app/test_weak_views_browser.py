@@ -1,5 +1,6 @@
 """The Inspect tab's weak-supervision section in a real browser (Playwright driving Debian's chromium): an EPS run's
-CAM gallery and stage maps render, and clicking a stage map shows the pixel's affinity heat map. Writes
+CAM gallery and stage maps render, and clicking a stage map shows the pixel's affinity heat map; a transfer run
+shows its split and its source-image picker. Writes
 ``assets/screenshots/inspect_weak.png`` (the fake run of tests/app/weak_support.py: hand-made maps on a demo image).
 """
 from __future__ import annotations
@@ -68,4 +69,21 @@ def test_the_eps_section_renders_and_a_click_shows_affinities(page) -> None:
     page.evaluate("() => document.querySelectorAll('.toast-wrap').forEach(e => e.remove())")
     page.wait_for_timeout(500)
     page.locator("#inspect-weak").screenshot(path=str(SCREENSHOTS / "inspect_weak.png"))
+    assert page.errors == []
+
+
+def test_a_transfer_run_shows_its_source_images_and_split(page) -> None:
+    weak = page.weak
+    page.get_by_role("tab", name="Inspect").click()
+    _pick(page, "#inspect-run", weak.transfer)
+    _wait_text(page, "#inspect-weak-info", "cat, dog")  # the weak classes
+    page.wait_for_selector("#inspect-weak-source input")  # the source-image picker shows for a transfer run
+    page.wait_for_function("t => document.querySelector('#inspect-weak-source input')?.value === t", arg=weak.s0)
+    _wait_text(page, "#inspect-weak-panel1", "coarse label")
+    page.wait_for_selector("#inspect-weak-panel1 img")
+    _pick(page, "#inspect-weak-source", weak.s1)  # an object map only
+    _wait_text(page, "#inspect-weak-panel1", "(missing)")
+    _wait_text(page, "#inspect-weak-info", "no coarse label")
+    page.wait_for_timeout(1500)  # no update loop between the picker and the section: its value stays
+    assert page.locator("#inspect-weak-source input").input_value() == weak.s1
     assert page.errors == []
