@@ -9,7 +9,9 @@ The runs' directory layout is the pipelines' contract (``pss.weak.eps_run`` / ``
   state_dict), ``affinity/refined/<name>.png`` (the random-walk refined mask); report ``stage_quality``.
 * transfer runs: ``objectness/<name>.png`` (L-Net's class-agnostic object map, grey), ``coarse/<name>.png``
   (L-Net's coarse label, 255 unknown), ``labels/<name>.png`` (the merged training labels); report ``split``
-  (which classes were strong, i.e. pixel-labelled, and which weak, i.e. image labels only).
+  (which classes were strong, i.e. pixel-labelled, and which weak, i.e. image labels only) and ``coarse_quality``.
+  These maps are of the SOURCE images of the split (VOC), not of the user's photos: the view of a transfer run
+  takes one of the run's own images (:func:`transfer_images`) and shows it from the run's source folder.
 
 A missing file is a panel with a message, never an error: a run stopped early, or an image no stage covered (an
 untagged image has no CAM), still shows what there is. The pictures are PNGs under ``WS/cache/weak/<run>/`` keyed
@@ -40,7 +42,7 @@ from pss.workspace import Workspace
 EPS_METHODS: tuple[str, ...] = ("eps_seg", "eps_affinity")
 TRANSFER_METHODS: tuple[str, ...] = ("transfer",)
 WEAK_METHODS: tuple[str, ...] = (*EPS_METHODS, *TRANSFER_METHODS)
-VIEWS_VERSION = "w1"  # part of every PNG name: bump when a drawing changes
+VIEWS_VERSION = "w2"  # part of every PNG name: bump when a drawing changes
 AFFINITY_MODEL = "model.pt"
 USER_SALIENCY = "SALImages"  # pss.data.saliency's folder name in the user's folder (EPS's layout)
 HEAT_ALPHA = 0.65  # the CAM / affinity heat over the photo: enough photo left to see what lights up
@@ -107,6 +109,7 @@ class WeakView:
     cams: list[tuple[Path, str]] = field(default_factory=list)
     quality: list[StageQuality] = field(default_factory=list)
     split: SplitInfo | None = None
+    coarse_quality: dict[str, float] = field(default_factory=dict)  # transfer: mIoU all / strong / weak, coverage
     saliency_source: str | None = None
     has_affinity: bool = False
     messages: list[str] = field(default_factory=list)
@@ -118,7 +121,7 @@ class PixelAffinity:
 
     ``cell`` (row, col) of image pixel (x, y) on the ``grid`` (h, w) at ``stride``; ``neighbours``: (dy, dx,
     affinity) for the cell itself (0, 0, 1.0) and every in-grid cell with ``0 < dy² + dx² < radius²``; ``heat``:
-    the PNG of those affinities over the image.
+    the PNG of those affinities over the image at the display size, with a 0..1 colour bar on the right.
     """
 
     x: int
@@ -290,16 +293,58 @@ def _cam_gallery(ws: Workspace, run: _WeakRun, name: str, photo: np.ndarray,
     return gallery, ""
 
 
+TRANSFER_FOLDERS = ("coarse", "objectness", "labels")  # coarse first: the weak-class images L-Net labelled
+
+
+def transfer_images(ws: Workspace, run_id: str) -> list[str]:
+    """The source images a transfer run wrote maps for: those with a coarse label (the weak-class images) first,
+    then the others (object map or training label only), each part sorted by name."""
+    run = _open(ws, run_id)
+    if run.kind != "transfer":
+        raise DatasetError(f"run {run_id} is a {run.method} run: its stage maps are of the user's images")
+    seen: dict[str, None] = {}
+    for folder in TRANSFER_FOLDERS:
+        part = run.dir / folder
+        for path in sorted(part.glob("*.png")) if part.is_dir() else []:
+            seen.setdefault(path.stem, None)
+    return list(seen)
+
+
+def _source_image(ws: Workspace, run: _WeakRun, name: str) -> Path:
+    """The photo of source image ``name`` of a transfer run (its config's VOC root, else the workspace's);
+    ``name`` must be one of the run's images (never a path from the client)."""
+    from pss.data.image_io import IMAGE_SUFFIXES
+
+    if name not in transfer_images(ws, run.run_id):
+        raise DatasetError(f"run {run.run_id} has no stage map of an image named {name!r}: a transfer run's maps are "
+                           "of its source (VOC) split images; pick one of them")
+    data = run.config.get("data") or {}
+    roots = [Path(str(data["voc_root"]))] if data.get("voc_root") else []
+    roots += [Path(str(data.get("root") or "data")) / "VOC2012", ws.data / "VOC2012"]
+    for root in roots:
+        for suffix in IMAGE_SUFFIXES:
+            path = root / "JPEGImages" / f"{name}{suffix}"
+            if path.is_file():
+                return path
+    raise DatasetError(f"the source image {name} of run {run.run_id} is not in {roots[0] / 'JPEGImages'}; restore the "
+                       "source data the run was trained on")
+
+
 def weak_view(ws: Workspace, run_id: str, name: str) -> WeakView:
-    """What the stages of weak-supervision run ``run_id`` wrote for image ``name`` (module docstring).
+    """What the stages of weak-supervision run ``run_id`` wrote for image ``name`` (module docstring): a user's
+    image for an EPS run, one of :func:`transfer_images` for a transfer run.
 
     DatasetError for a run that is not a weak-supervision run, an unknown run or image; missing stage files are
     panels with messages (``WeakView.messages``)."""
     run = _open(ws, run_id)
     if not name:
-        raise DatasetError("choose an image of the run's user")
-    record = find_record(user_records(ws, run.user), name, run.user)
-    image = load_image(record.image_path)
+        raise DatasetError("choose an image of the run's user" if run.kind == "eps" else
+                           "choose one of the transfer run's source images")
+    if run.kind == "eps":
+        image_path = find_record(user_records(ws, run.user), name, run.user).image_path
+    else:
+        image_path = _source_image(ws, run, name)
+    image = load_image(image_path)
     height, width = image.shape[:2]
     display = maps.display_size(width, height)
     size = (display.width, display.height)
@@ -340,6 +385,10 @@ def weak_view(ws: Workspace, run_id: str, name: str) -> WeakView:
                         "label", photo, size, "no training label"),
         ]
         view.split = split_info(run.report)
+        coarse = run.report.get("coarse_quality")
+        if isinstance(coarse, dict):
+            view.coarse_quality = {k: float(v) for k, v in coarse.items()
+                                   if k in ("all", "strong", "weak", "coverage") and isinstance(v, (int, float))}
         if view.split is None:
             view.messages.append("split: the run's report has no strong/weak split yet (unfinished run?)")
     view.messages += [p.missing for p in view.panels if p.path is None]
@@ -476,7 +525,8 @@ def pixel_affinities(ws: Workspace, run_id: str, name: str, x: int, y: int) -> P
         scale = display.scale
         cell_w, cell_h = stride * width / crop_w * scale, stride * height / crop_h * scale
         box = (col * cell_w, row * cell_h, (col + 1) * cell_w - 1, (row + 1) * cell_h - 1)
-        return maps.mark_pixel(drawn, (x + 0.5) * scale, (y + 0.5) * scale, box)
+        marked = maps.mark_pixel(drawn, (x + 0.5) * scale, (y + 0.5) * scale, box)
+        return maps.with_colour_bar(marked, 0.0, 1.0, "affinity")  # absolute 0..1: runs and pixels compare
 
     return PixelAffinity(x, y, (row, col), (grid_h, grid_w), stride, radius, neighbours, _draw(out, draw))
 
@@ -488,6 +538,6 @@ def clear_weak_caches() -> None:
         _FEATURES.clear()
 
 
-__all__ = ["EPS_METHODS", "TRANSFER_METHODS", "WEAK_METHODS", "Panel", "PixelAffinity", "SplitInfo", "StageQuality",
-           "WeakView", "clear_weak_caches", "pixel_affinities", "run_method", "split_info", "weak_kind",
-           "weak_view"]
+__all__ = ["EPS_METHODS", "TRANSFER_FOLDERS", "TRANSFER_METHODS", "WEAK_METHODS", "Panel", "PixelAffinity",
+           "SplitInfo", "StageQuality", "WeakView", "clear_weak_caches", "pixel_affinities", "run_method",
+           "split_info", "transfer_images", "weak_kind", "weak_view"]

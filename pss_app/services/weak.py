@@ -11,7 +11,8 @@ import json
 from dataclasses import dataclass, field
 
 from pss.api import Workspace
-from pss.api.weak_views import WEAK_METHODS, WeakView, pixel_affinities, run_method, weak_kind, weak_view
+from pss.api.weak_views import (WEAK_METHODS, WeakView, pixel_affinities, run_method, transfer_images, weak_kind,
+                                weak_view)
 from pss.errors import DatasetError
 
 PANELS = 3  # EPS: saliency, EPS mask, refined mask; transfer: object map, coarse label, training labels
@@ -28,6 +29,8 @@ class WeakSection:
     panels: list[tuple[str | None, str]] = field(default_factory=lambda: [(None, label) for label in EMPTY_LABELS])
     display: str = ""
     pixel_note: str = ""
+    sources: list[str] = field(default_factory=list)  # a transfer run's source images (its maps are of those)
+    source: str | None = None  # the one shown
 
 
 def _pct(value: float | None) -> str:
@@ -45,20 +48,35 @@ def _info(view: WeakView) -> str:
                   " |" for q in view.quality]
     if view.split is not None:
         lines += ["", "Split: " + view.split.text()]
+    if view.coarse_quality:
+        q = view.coarse_quality
+        parts = [f"{key} {_pct(q.get(key))}" for key in ("all", "strong", "weak") if key in q]
+        lines += ["", f"Coarse labels vs the source masks: mIoU (%) {' · '.join(parts)}"
+                      + (f" · coverage {_pct(q['coverage'])} %" if "coverage" in q else "")]
     if view.messages:
         lines += ["", *[f"- {message}" for message in view.messages]]
     return "\n".join(lines)
 
 
-def weak_section(ws: Workspace, run_id: str | None, name: str | None) -> WeakSection:
-    """The section for ``run_id`` and image ``name``: empty without both, a note for a run of another method;
-    DatasetError for an unknown run or image."""
-    if not run_id or not name:
+def weak_section(ws: Workspace, run_id: str | None, name: str | None, source: str | None = None) -> WeakSection:
+    """The section for ``run_id`` and the user's image ``name`` (an EPS run) or source image ``source`` (a transfer
+    run: its maps are of the source's split images; default its first): empty without a run and image, a note for
+    a run of another method; DatasetError for an unknown run or image."""
+    if not run_id:
         return WeakSection("")
     method = run_method(ws, run_id)  # DatasetError for a run that is not there
-    if weak_kind(method) is None:
+    kind = weak_kind(method)
+    if kind is None:
         return WeakSection(f"`{run_id}` is a {method} run, not a weak-supervision run: the stage views are for "
                            f"runs of {', '.join(WEAK_METHODS)}.")
+    sources: list[str] = []
+    if kind == "transfer":
+        sources = transfer_images(ws, run_id)
+        if not sources:
+            return WeakSection(f"`{run_id}` (transfer) has written no stage map yet.")
+        name = source if source in sources else sources[0]
+    if not name:
+        return WeakSection("")
     view = weak_view(ws, run_id, name)
     panels: list[tuple[str | None, str]] = [(str(p.path) if p.path else None,
                                              p.caption if p.path else f"{p.caption} (missing)") for p in view.panels]
@@ -72,7 +90,11 @@ def weak_section(ws: Workspace, run_id: str | None, name: str | None) -> WeakSec
         note = "No AffinityNet weights in this run yet: pixel affinities appear when its affinity stage is done."
     else:
         note = f"A {view.method} run has no AffinityNet: pixel affinities are for eps_affinity runs."
-    return WeakSection(_info(view), [(str(p), caption) for p, caption in view.cams], panels[:PANELS], display, note)
+    if kind == "transfer":
+        note = (f"Transfer runs write their maps for the source's split images ({len(sources)} here, the weak-class "
+                "images with a coarse label first): pick one above. " + note)
+    return WeakSection(_info(view), [(str(p), caption) for p, caption in view.cams], panels[:PANELS], display, note,
+                       sources, name if kind == "transfer" else None)
 
 
 @dataclass

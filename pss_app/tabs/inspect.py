@@ -141,11 +141,15 @@ def _weak_section(ctx: TabContext, run: gr.Dropdown, image: gr.Dropdown) -> None
     ws, status = ctx.ws, ctx.status
     with gr.Accordion("Weak-supervision stages (EPS / AffinityNet / transfer runs)", open=True,
                       elem_id="inspect-weak"):
+        weak_source = gr.Dropdown([], label="Source image (a transfer run's maps are of its split's source images)",
+                                  visible=False, allow_custom_value=True, elem_id="inspect-weak-source")
         weak_info = gr.Markdown(elem_id="inspect-weak-info")
-        cams = gr.Gallery(label="CAM of each tagged class", columns=4, height=240, object_fit="contain",
-                          elem_id="inspect-weak-cams")
         with gr.Row(equal_height=False):
-            panels = [gr.Image(label=label, type="filepath", format="png", interactive=False,
+            # one row: the gallery's cells are squares as wide as its width over its item count, so a quarter of
+            # the row keeps a few CAMs whole at this height
+            cams = gr.Gallery(label="CAM of each tagged class", columns=4, height=280, object_fit="contain",
+                              scale=1, elem_id="inspect-weak-cams")
+            panels = [gr.Image(label=label, type="filepath", format="png", interactive=False, scale=1,
                                elem_id=f"inspect-weak-panel{i}") for i, label in enumerate(EMPTY_LABELS)]
         weak_note = gr.Markdown(elem_id="inspect-weak-note")
         with gr.Row(equal_height=True):
@@ -157,15 +161,17 @@ def _weak_section(ctx: TabContext, run: gr.Dropdown, image: gr.Dropdown) -> None
         affinity_info = gr.Markdown(elem_id="inspect-weak-pixel")
     weak_display = gr.State("")
 
-    weak_outputs = [weak_info, cams, *panels, weak_note, weak_display, status]
+    weak_outputs = [weak_info, cams, *panels, weak_note, weak_source, weak_display, status]
 
     @guarded(len(weak_outputs))
-    def show_weak(run_id: str | None, name: str | None):
-        section = weak_section(ws, run_id, name)
+    def show_weak(run_id: str | None, name: str | None, source: str | None):
+        section = weak_section(ws, run_id, name, source)
         shown = [gr.Image(value=path, label=label) for path, label in section.panels]
-        return (section.info, section.cams, *shown, section.pixel_note, section.display, "")
+        sources = gr.Dropdown(choices=section.sources, value=section.source, visible=bool(section.sources))
+        return (section.info, section.cams, *shown, section.pixel_note, sources, section.display, "")
 
-    gr.on([run.change, image.change], show_weak, [run, image], weak_outputs, api_name="inspect_weak")
+    gr.on([run.change, image.change, weak_source.change], show_weak, [run, image, weak_source], weak_outputs,
+          api_name="inspect_weak")
 
     pixel_outputs = [affinity, affinity_info, status]
 

@@ -72,8 +72,9 @@ def test_missing_stage_files_are_messages_not_errors(weak) -> None:
     assert view.cams == [] and all(p.path is None for p in view.panels)
     assert len(view.messages) == 4 and view.messages[0].startswith("CAMs: none for")
     assert all("not found" in m for m in view.messages)
-    transfer = weak_view(weak.ws, weak.transfer, weak.b)
-    assert all(p.path is None for p in transfer.panels) and len(transfer.messages) == 3
+    transfer = weak_view(weak.ws, weak.transfer, weak.s1)  # an object map only
+    assert [p.path is not None for p in transfer.panels] == [True, False, False] and len(transfer.messages) == 2
+    assert transfer.messages[0].startswith("coarse label (L-Net; white = unknown): no coarse label")
     from pss_app.services.weak import weak_section
 
     section = weak_section(weak.ws, weak.eps, weak.b)
@@ -108,7 +109,16 @@ def test_user_saliency_is_read_from_the_users_folder(weak) -> None:
 
 
 def test_transfer_view_and_the_split_in_inspect_and_runs(weak) -> None:
-    view = weak_view(weak.ws, weak.transfer, weak.a)
+    from pss.api.weak_views import transfer_images
+
+    # the maps are of the source's split images: the run's own list, coarse-labelled first; a user image is refused
+    assert transfer_images(weak.ws, weak.transfer) == [weak.s0, weak.s1]
+    with pytest.raises(DatasetError, match="source .VOC. split images"):
+        weak_view(weak.ws, weak.transfer, weak.a)
+    with pytest.raises(DatasetError, match="no stage map of an image named"):
+        weak_view(weak.ws, weak.transfer, "../../id1/JPEGImages/x")
+    view = weak_view(weak.ws, weak.transfer, weak.s0)
+    assert (view.width, view.height) == Image.open(weak.ws.data / "VOC2012" / "JPEGImages" / f"{weak.s0}.jpg").size
     assert view.kind == "transfer" and view.messages == [] and view.cams == []
     assert [p.caption for p in view.panels] == ["object map (L-Net, class-agnostic)",
                                                 "coarse label (L-Net; white = unknown)", "merged training labels"]
@@ -121,8 +131,12 @@ def test_transfer_view_and_the_split_in_inspect_and_runs(weak) -> None:
     from pss_app.services.runs import run_view
     from pss_app.services.weak import weak_section
 
-    assert "**weak** (image labels only, pixels hidden): cat, dog" in weak_section(weak.ws, weak.transfer,
-                                                                                    weak.a).info
+    section = weak_section(weak.ws, weak.transfer, weak.a)  # the user's image: the run's first source image instead
+    assert section.sources == [weak.s0, weak.s1] and section.source == weak.s0
+    assert "**weak** (image labels only, pixels hidden): cat, dog" in section.info
+    assert "Coarse labels vs the source masks: mIoU (%) all 50.0 · strong 62.5 · weak 25.0 · coverage 75.0 %" in \
+        section.info
+    assert weak_section(weak.ws, weak.transfer, weak.a, weak.s1).source == weak.s1
     metrics = run_view(weak.ws, weak.transfer).metrics  # the Runs tab's run details
     assert "Split: **weak** (image labels only, pixels hidden): cat, dog" in metrics
     assert "**strong** (pixel labels): background, aeroplane, person (fraction 0.5, seed 3)" in metrics
@@ -175,8 +189,8 @@ def test_pixel_affinities_on_a_tiny_affinity_net(weak) -> None:
     # the heat map over the image at the display size; far from the pixel, the photo is untouched
     view = weak_view(weak.ws, weak.eps, weak.a)
     heat = _png(result.heat)
-    assert heat.shape[:2] == (view.display.height, view.display.width)
-    np.testing.assert_array_equal(heat[-1, -1], _photo(weak, view)[-1, -1])
+    assert heat.shape[0] == view.display.height and heat.shape[1] > view.display.width  # + the colour bar
+    np.testing.assert_array_equal(heat[-1, 0], _photo(weak, view)[-1, 0])
     with pytest.raises(DatasetError, match="only eps_affinity"):
         pixel_affinities(weak.ws, weak.transfer, weak.a, 1, 1)
 
@@ -196,23 +210,46 @@ def served(weak, tmp_path_factory) -> Iterator:
 
 def test_inspect_weak_endpoint(served) -> None:
     weak, client = served
-    info, cams, saliency, eps, refined, note, status = client.predict(weak.eps, weak.a, api_name="/inspect_weak")
+    info, cams, saliency, eps, refined, note, sources, status = client.predict(weak.eps, weak.a, None,
+                                                                                api_name="/inspect_weak")
+    assert sources["visible"] is False  # an EPS run's maps are of the user's images
     assert status == "" and "method **eps_affinity**" in info and "| refined | 37.5 | 18.8 | 4 |" in info
     assert [item["caption"] for item in cams] == ["cat", "person"]
     assert [panel["label"] for panel in (saliency, eps, refined)] == ["saliency (our model)", "EPS pseudo mask",
                                                                        "AffinityNet-refined mask"]
     assert all(_png(panel["value"]).shape[2] == 3 for panel in (saliency, eps, refined))
     assert "radius 5" in note
-    *_, status = client.predict("no-such-run", weak.a, api_name="/inspect_weak")
+    *_, status = client.predict("no-such-run", weak.a, None, api_name="/inspect_weak")
     assert status.startswith("⚠") and "not in this workspace" in status
-    info, *_, status = client.predict(weak.plain, weak.a, api_name="/inspect_weak")
+    info, *_, status = client.predict(weak.plain, weak.a, None, api_name="/inspect_weak")
     assert status == "" and "not a weak-supervision run" in info
+    info, _, objectness, coarse, labels, _, sources, status = client.predict(weak.transfer, weak.a, weak.s1,
+                                                                             api_name="/inspect_weak")
+    assert status == "" and sources["value"] == weak.s1 and [c[1] for c in sources["choices"]] == [weak.s0, weak.s1]
+    assert objectness["value"] and coarse["label"].endswith("(missing)") and "cat, dog" in info
 
 
 def test_inspect_weak_pixel_endpoint(served) -> None:
     weak, client = served
     heat, text, status = client.predict(weak.eps, weak.a, 45, 42, api_name="/inspect_weak_pixel")
     assert status == "" and "feature cell (5, 5)" in text and "68 neighbours within radius 5" in text
-    assert _png(heat).shape[:2] == _png(weak_view(weak.ws, weak.eps, weak.a).panels[0].path).shape[:2]
+    assert _png(heat).shape[0] == _png(weak_view(weak.ws, weak.eps, weak.a).panels[0].path).shape[0]
     *_, status = client.predict(weak.transfer, weak.a, 1, 1, api_name="/inspect_weak_pixel")
     assert status.startswith("⚠") and "only eps_affinity" in status
+
+
+def test_pixel_affinities_at_the_runs_inference_size(weak) -> None:
+    """``method.infer_short_side`` (the pipeline computes its CAMs and random walk there): the features are of the
+    image shrunk to that short side, and the pixel's cell is on that grid (hand-computed for the 192x144 photo)."""
+    import shutil
+
+    from weak_support import _run
+
+    run_id, run_dir = _run(weak.ws, "eps_affinity", {}, {"radius": 5, "infer_short_side": 100})
+    (run_dir / "affinity").mkdir()
+    shutil.copy(weak.ws.runs / weak.eps / "affinity" / "model.pt", run_dir / "affinity" / "model.pt")
+    assert weak.size == (144, 192)
+    # shrunk to 100 x round(192 * 100 / 144) = 133: grid (ceil(100 / 8), ceil(133 / 8)) = (13, 17);
+    # pixel (96, 72) -> (96.5 * 133 / 192, 72.5 * 100 / 144) = (66.8, 50.3) -> cell (50.3 // 8, 66.8 // 8) = (6, 8)
+    result = pixel_affinities(weak.ws, run_id, weak.a, 96, 72)
+    assert result.grid == (13, 17) and result.cell == (6, 8) and len(result.neighbours) == 69

@@ -5,8 +5,9 @@
   0..1) and person (0.5 everywhere), an EPS mask and a refined mask (person in the top half), a tiny
   AffinityNet's weights; image ``B`` has none of it (an untagged image). Report: ``stage_quality`` cam /
   refined, ``saliency_source: trained``.
-* ``transfer``: image ``A`` has an object map, a coarse label (255 = unknown in the bottom rows) and merged labels;
-  report ``split`` with weak classes cat and dog.
+* ``transfer``: its maps are of source (VOC) images: ``s0`` has an object map, a coarse label (255 = unknown in
+  the bottom rows) and merged labels, ``s1`` an object map only; report ``split`` (weak: cat and dog) and
+  ``coarse_quality``.
 * a plain ``source_only`` run with nothing of that.
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ EPS_QUALITY = {"cam": {"fiou": 0.25, "miou": 0.125, "miou_present": 0.3, "num_im
                "refined": {"fiou": 0.375, "miou": 0.1875, "miou_present": 0.35, "num_images": 4}}
 SPLIT = {"strong": [0, 1, PERSON], "weak": [CAT, DOG], "strong_names": ["background", "aeroplane", "person"],
          "weak_names": ["cat", "dog"], "fraction": 0.5, "seed": 3}
+COARSE_QUALITY = {"num_images": 1, "all": 0.5, "strong": 0.625, "weak": 0.25, "coverage": 0.75}
 
 
 @dataclass
@@ -41,6 +43,8 @@ class WeakWorkspace:
     eps: str  # eps_affinity run id
     transfer: str
     plain: str
+    s0: str  # a source image the transfer run wrote all its maps for
+    s1: str  # a source image with an object map only
 
 
 def _run(ws: Workspace, method: str, report: dict, extra_method: dict | None = None) -> tuple[str, Path]:
@@ -110,17 +114,25 @@ def build(root: Path) -> WeakWorkspace:
     torch.save(build_affinity_net(ModelConfig(backbone="tiny", pretrained=False)).state_dict(),
                eps_dir / "affinity" / "model.pt")
 
-    transfer, transfer_dir = _run(ws, "transfer", {"split": SPLIT})
-    _grey(transfer_dir / "objectness" / f"{a.name}.png", cat_ramp(height, width))
-    coarse = person_top(height, width)
+    # a transfer run's maps are of the SOURCE split images: s0 has all three, s1 only an object map
+    sources = sorted((ws.data / "VOC2012" / "JPEGImages").glob("*.jpg"))[:2]
+    s0, s1 = sources[0].stem, sources[1].stem
+    transfer, transfer_dir = _run(ws, "transfer", {"split": SPLIT, "coarse_quality": COARSE_QUALITY})
+    for source in sources:
+        with Image.open(source) as im:
+            sw, sh = im.size
+        _grey(transfer_dir / "objectness" / f"{source.stem}.png", cat_ramp(sh, sw))
+    with Image.open(sources[0]) as im:
+        sw, sh = im.size
+    coarse = person_top(sh, sw)
     coarse[-5:] = 255
     (transfer_dir / "coarse").mkdir()
-    write_label_png(transfer_dir / "coarse" / f"{a.name}.png", coarse)
+    write_label_png(transfer_dir / "coarse" / f"{s0}.png", coarse)
     (transfer_dir / "labels").mkdir()
-    write_label_png(transfer_dir / "labels" / f"{a.name}.png", person_top(height, width))
+    write_label_png(transfer_dir / "labels" / f"{s0}.png", person_top(sh, sw))
 
     plain, _ = _run(ws, "source_only", {})
-    return WeakWorkspace(ws, a.name, b.name, (height, width), eps, transfer, plain)
+    return WeakWorkspace(ws, a.name, b.name, (height, width), eps, transfer, plain, s0, s1)
 
 
 _BUILT: dict[str, WeakWorkspace] = {}
