@@ -420,10 +420,10 @@ def _affinity_net(run: _WeakRun) -> tuple[Any, str]:
     """The run's AffinityNet (its config's model, its saved weights) and a cache key of the weights file."""
     import torch
 
-    from pss.configbase import from_dict
     from pss.errors import CheckpointError
     from pss.models.affinity import build_affinity_net
-    from pss.models.segmenter import ModelConfig
+    from pss.config import resolve_config
+    from pss.weak.eps_run import affinity_model_config
 
     weights = run.dir / "affinity" / AFFINITY_MODEL
     if not weights.is_file():
@@ -432,8 +432,10 @@ def _affinity_net(run: _WeakRun) -> tuple[Any, str]:
     key = f"{run.run_id}|{file_key(weights)}"
 
     def make() -> Any:
-        cfg = from_dict(ModelConfig, dict(run.config.get("model") or {}), where="model")
-        # the saved state_dict replaces every weight: no ImageNet weights to load first
+        # the net the weights were trained with: the run's model at the method's net_output_stride (psa's 8 even
+        # when the segmenter runs at 16; pss.weak.eps_run.affinity_model_config) -- the saved state_dict replaces
+        # every weight, so no ImageNet weights to load first
+        cfg = affinity_model_config(resolve_config(run.config))
         model = build_affinity_net(replace(cfg, pretrained=False, weights_path=None))
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)

@@ -26,7 +26,8 @@ from pss.workspace import Workspace
 
 USER = "id1"
 CAT, DOG, PERSON = 8, 12, 15
-MODEL = {"backbone": "tiny", "pretrained": False}
+# the segmenter at stride 16 as the demo preset; the CAM net and AffinityNet run at the method's net_output_stride (8)
+MODEL = {"backbone": "tiny", "pretrained": False, "output_stride": 16}
 EPS_QUALITY = {"cam": {"fiou": 0.25, "miou": 0.125, "miou_present": 0.3, "num_images": 4},
                "refined": {"fiou": 0.375, "miou": 0.1875, "miou_present": 0.35, "num_images": 4}}
 SPLIT = {"strong": [0, 1, PERSON], "weak": [CAT, DOG], "strong_names": ["background", "aeroplane", "person"],
