@@ -161,14 +161,15 @@ def _weak_section(ctx: TabContext, run: gr.Dropdown, image: gr.Dropdown) -> None
         affinity_info = gr.Markdown(elem_id="inspect-weak-pixel")
     weak_display = gr.State("")
 
-    weak_outputs = [weak_info, cams, *panels, weak_note, weak_source, weak_display, status]
+    weak_outputs = [weak_info, cams, *panels, weak_note, weak_source, weak_display, affinity, affinity_info, status]
 
     @guarded(len(weak_outputs))
     def show_weak(run_id: str | None, name: str | None, source: str | None):
         section = weak_section(ws, run_id, name, source)
         shown = [gr.Image(value=path, label=label) for path, label in section.panels]
         sources = gr.Dropdown(choices=section.sources, value=section.source, visible=bool(section.sources))
-        return (section.info, section.cams, *shown, section.pixel_note, sources, section.display, "")
+        # a heat map left from the last pixel belongs to another run or image: cleared
+        return (section.info, section.cams, *shown, section.pixel_note, sources, section.display, None, "", "")
 
     gr.on([run.change, image.change, weak_source.change], show_weak, [run, image, weak_source], weak_outputs,
           api_name="inspect_weak")

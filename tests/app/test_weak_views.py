@@ -210,8 +210,10 @@ def served(weak, tmp_path_factory) -> Iterator:
 
 def test_inspect_weak_endpoint(served) -> None:
     weak, client = served
-    info, cams, saliency, eps, refined, note, sources, status = client.predict(weak.eps, weak.a, None,
-                                                                                api_name="/inspect_weak")
+    client.predict(weak.eps, weak.a, 45, 42, api_name="/inspect_weak_pixel")
+    info, cams, saliency, eps, refined, note, sources, heat, pixel, status = client.predict(
+        weak.eps, weak.a, None, api_name="/inspect_weak")
+    assert heat is None and pixel == ""  # a new run or image clears the last pixel's heat map
     assert sources["visible"] is False  # an EPS run's maps are of the user's images
     assert status == "" and "method **eps_affinity**" in info and "| refined | 37.5 | 18.8 | 4 |" in info
     assert [item["caption"] for item in cams] == ["cat", "person"]
@@ -223,8 +225,8 @@ def test_inspect_weak_endpoint(served) -> None:
     assert status.startswith("⚠") and "not in this workspace" in status
     info, *_, status = client.predict(weak.plain, weak.a, None, api_name="/inspect_weak")
     assert status == "" and "not a weak-supervision run" in info
-    info, _, objectness, coarse, labels, _, sources, status = client.predict(weak.transfer, weak.a, weak.s1,
-                                                                             api_name="/inspect_weak")
+    info, _, objectness, coarse, labels, _, sources, _, _, status = client.predict(weak.transfer, weak.a, weak.s1,
+                                                                                   api_name="/inspect_weak")
     assert status == "" and sources["value"] == weak.s1 and [c[1] for c in sources["choices"]] == [weak.s0, weak.s1]
     assert objectness["value"] and coarse["label"].endswith("(missing)") and "cat, dog" in info
 
