@@ -40,11 +40,11 @@ from pss.api import runs as api
 from pss.config import ExperimentConfig
 from pss.data.annotations import QUEUE_ORDERS, QueueItem, rank_queue, tag_mismatch, write_annotated
 from pss.data.labels import read_label_png, write_label_png
-from pss.data.pss_layout import TAG_FILES, UserCollection, list_users, read_user
+from pss.data.pss_layout import TAG_FILES, UserCollection, read_user
 from pss.errors import ConfigError, PssError
 from pss.experiments.report import MIOU_NOTE
 from pss.experiments.reuse import evaluation_run
-from pss.experiments.runner import Plan, run_cells
+from pss.experiments.runner import Plan, run_cells, table_users
 from pss.experiments.spec import Cell, ExperimentOptions, RowSpec
 from pss.runs.index import RunRecord
 from pss.status import Status
@@ -225,13 +225,9 @@ def run_annotate_curve(ws: Workspace, opts: CurveOptions, say: Say = print) -> C
     start = store.open_run(opts.start).record
     if start.status != Status.DONE:
         raise PssError(f"--start run {opts.start} is {start.status}; give a finished No-DA run")
-    everyone = list_users(ws.personal)
-    users: list[str] = list(opts.users) if opts.users else [start.user] if start.user else []
-    if not users:
+    if not opts.users and not start.user:
         raise ConfigError(f"run {opts.start} names no user; give --users")
-    missing = [u for u in users if u not in everyone]
-    if missing:
-        raise ConfigError(f"unknown user(s) {', '.join(missing)}; users in {ws.personal}: {', '.join(everyone)}")
+    users = table_users(ws, opts.users, [start.user] if start.user else None)
     preset = api.make_config(ws, opts.preset)
     seeds = [preset.train.seed + i for i in range(opts.seeds)]
     out = ws.root / "experiments" / CURVE

@@ -13,8 +13,8 @@ from typing import Callable, Sequence
 
 from pss.api import runs as api
 from pss.config import ExperimentConfig, config_to_dict
-from pss.data.pss_layout import read_user
-from pss.errors import PssError
+from pss.data.pss_layout import list_users, read_user
+from pss.errors import ConfigError, PssError
 from pss.experiments.backends import Backend, CellResult, CellTask, InProcess
 from pss.experiments.reuse import canonical
 from pss.experiments.spec import NO_INIT, SKIPPED, Cell, ExperimentOptions, RowSpec
@@ -25,6 +25,19 @@ from pss.workspace import Workspace
 
 log = logging.getLogger(__name__)
 Say = Callable[[str], None]
+
+
+def table_users(ws: Workspace, requested: Sequence[str] | None, default: Sequence[str] | None = None) -> list[str]:
+    """The users an experiment runs on: ``requested`` (``--users``), else ``default`` (None: every user of the
+    workspace); an unknown name is an error that lists the workspace's users."""
+    everyone = list_users(ws.personal)
+    if not everyone:
+        raise ConfigError(f"no users under {ws.personal}; write the demo with `pss demo --out {ws.data}`")
+    users = list(requested) if requested else list(default) if default is not None else everyone
+    missing = [u for u in users if u not in everyone]
+    if missing:
+        raise ConfigError(f"unknown user(s) {', '.join(missing)}; users in {ws.personal}: {', '.join(everyone)}")
+    return users
 
 
 @dataclass

@@ -34,7 +34,7 @@ from pss.errors import ConfigError, PssError
 from pss.experiments.backends import RayBackend, make_backend
 from pss.experiments.gains import gain_tables
 from pss.experiments.report import write_outputs
-from pss.experiments.runner import Plan, run_cells
+from pss.experiments.runner import Plan, run_cells, table_users
 from pss.experiments.spec import Cell, ExperimentOptions, ExperimentResult, RowSpec
 from pss.status import Status
 from pss.workspace import Workspace
@@ -152,13 +152,8 @@ def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], 
     started = time.time()
     table_rows = list(rows) if rows is not None else TABLES[opts.table] if opts.table in TABLES else None
     shown, needed = select_rows(opts.table, opts.methods, table_rows)
-    everyone = list_users(ws.personal)
-    if not everyone:
-        raise ConfigError(f"no users under {ws.personal}; write the demo with `pss demo --out {ws.data}`")
-    users = list(opts.users) if opts.users else everyone
-    missing = [u for u in users if u not in everyone]
-    if missing:
-        raise ConfigError(f"unknown user(s) {', '.join(missing)}; users in {ws.personal}: {', '.join(everyone)}")
+    users = table_users(ws, opts.users)
+    everyone = list_users(ws.personal)  # Plan.first_user: the user the shared No-DA runs are trained under
     for name in ("steps", "source_steps"):
         if getattr(opts, name) is not None and getattr(opts, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(opts, name)}")

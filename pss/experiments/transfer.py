@@ -37,12 +37,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from pss.api import runs as api
-from pss.data.pss_layout import list_users
 from pss.data.strong_weak import choose_strong_classes
 from pss.errors import ConfigError
 from pss.experiments.backends import make_backend
 from pss.experiments.report import MIOU_NOTE
-from pss.experiments.runner import Plan, run_cells
+from pss.experiments.runner import Plan, run_cells, table_users
 from pss.experiments.spec import NO_INIT, Cell, ExperimentOptions, RowSpec
 from pss.experiments.tables import default_jobs
 from pss.runs.index import RunRecord
@@ -131,13 +130,7 @@ def run_transfer_experiment(ws: Workspace, opts: TransferOptions, say: Say = pri
     """Train (or reuse) every cell, then write the table (module docstring)."""
     started = time.time()
     opts.validate()
-    everyone = list_users(ws.personal)
-    if not everyone:
-        raise ConfigError(f"no users under {ws.personal}; write the demo with `pss demo --out {ws.data}`")
-    users = list(opts.users) if opts.users else everyone
-    missing = [u for u in users if u not in everyone]
-    if missing:
-        raise ConfigError(f"unknown user(s) {', '.join(missing)}; users in {ws.personal}: {', '.join(everyone)}")
+    users = table_users(ws, opts.users)
     preset = api.make_config(ws, opts.preset)
     steps = opts.steps or preset.train.steps
     rows = transfer_rows(opts.rows, opts.overrides)

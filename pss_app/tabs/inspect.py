@@ -16,6 +16,16 @@ from pss_app.services.weak import EMPTY_LABELS, weak_pixel, weak_section
 from pss_app.tabs.context import TabContext, tab_page
 
 
+def clicked_pixel(size_json: str, evt: gr.SelectData):
+    """A click on a displayed map (``evt.index`` = display pixel) -> (x, y) image pixel; the display size comes as
+    JSON from the view that drew the map (DisplaySize + the image's size)."""
+    if not size_json or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
+        return gr.skip(), gr.skip()
+    size = json.loads(size_json)
+    shown = DisplaySize(size["width"], size["height"], size["scale"])
+    return to_image_pixel(evt.index[0], evt.index[1], shown, size["image_width"], size["image_height"])
+
+
 def _dropdown(choices: list[tuple[str, str]], current: str | None) -> gr.Dropdown:
     values = [value for _, value in choices]
     return gr.Dropdown(choices=choices, value=current if current in values else (values[0] if values else None))
@@ -123,14 +133,7 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
     x.submit(show_pixel, pixel_inputs, pixel_outputs, api_visibility="private")
     y.submit(show_pixel, pixel_inputs, pixel_outputs, api_visibility="private")
 
-    def clicked(size_json: str, evt: gr.SelectData):
-        if not size_json or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
-            return gr.skip(), gr.skip()
-        size = json.loads(size_json)
-        shown = DisplaySize(size["width"], size["height"], size["scale"])
-        return to_image_pixel(evt.index[0], evt.index[1], shown, size["image_width"], size["image_height"])
-
-    prediction.select(clicked, display, [x, y], api_visibility="private").then(
+    prediction.select(clicked_pixel, display, [x, y], api_visibility="private").then(
         show_pixel, pixel_inputs, pixel_outputs, api_visibility="private")
 
     _weak_section(ctx, run, image)
@@ -183,13 +186,6 @@ def _weak_section(ctx: TabContext, run: gr.Dropdown, image: gr.Dropdown) -> None
 
     weak_go.click(show_affinity, [run, image, wx, wy], pixel_outputs, api_name="inspect_weak_pixel")
 
-    def clicked(size_json: str, evt: gr.SelectData):
-        if not size_json or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
-            return gr.skip(), gr.skip()
-        size = json.loads(size_json)
-        shown = DisplaySize(size["width"], size["height"], size["scale"])
-        return to_image_pixel(evt.index[0], evt.index[1], shown, size["image_width"], size["image_height"])
-
     for panel in panels:
-        panel.select(clicked, weak_display, [wx, wy], api_visibility="private").then(
+        panel.select(clicked_pixel, weak_display, [wx, wy], api_visibility="private").then(
             show_affinity, [run, image, wx, wy], pixel_outputs, api_visibility="private")
