@@ -52,17 +52,10 @@ from pss.models.segmenter import ModelConfig, build_segmenter
 from pss.status import Status
 from pss.weak import pipeline
 from pss.weak.quality import pseudo_mask_quality
-from pss.weak.stages import PipelineOutput, StageContext
+from pss.weak.stages import PipelineOutput, StageContext, stage_config
 
 AFFINITY_MODEL = "model.pt"
 REFINED = "refined"
-
-
-def stage_config(config: ExperimentConfig, steps: int, output_stride: int | None = None) -> ExperimentConfig:
-    """The run's config with ``train.steps = steps`` (a stage's loop; its events carry that stage's steps) and, for
-    the CAM and AffinityNet stages, their networks' ``output_stride``."""
-    model = config.model if output_stride is None else replace(config.model, output_stride=output_stride)
-    return replace(config, model=model, train=replace(config.train, steps=steps))
 
 
 def affinity_model_config(config: ExperimentConfig) -> ModelConfig:

@@ -12,7 +12,7 @@ The layer order holds: ``pss.weak`` sits with the engine (it drives ``Trainer``)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,13 @@ from pss.engine.hooks import Hook
 from pss.methods.base import Method
 from pss.metrics import SegReport
 from pss.models.segmenter import Segmenter
+
+
+def stage_config(config: ExperimentConfig, steps: int, output_stride: int | None = None) -> ExperimentConfig:
+    """The config one stage's loop runs with: ``train.steps = steps`` (its progress, LR schedule) and, for a stage
+    whose network runs at another stride than the segmenter (EPS's CAM net, AffinityNet: 8), ``output_stride``."""
+    model = config.model if output_stride is None else replace(config.model, output_stride=output_stride)
+    return replace(config, model=model, train=replace(config.train, steps=steps))
 
 
 @dataclass

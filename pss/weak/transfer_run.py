@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
-from pss.config import ExperimentConfig
 from pss.data.labels import CLASS_NAMES
 from pss.data.strong_weak import StrongWeakSplit, apply_split
 from pss.engine.evaluate import EvalSettings, evaluate_records
@@ -32,15 +30,10 @@ from pss.errors import ConfigError
 from pss.methods.transfer import Transfer, TransferConfig
 from pss.metrics import MIoUConvention, SegReport
 from pss.weak.split_report import group_miou
-from pss.weak.stages import PipelineOutput, StageContext
+from pss.weak.stages import PipelineOutput, StageContext, stage_config
 from pss.weak.transfer import coarse_label_quality, train_cams, train_object_map, train_pnet, write_coarse_labels
 
 STRONG_LABELS, LABELS = "strong_labels", "labels"  # run folders beside the stages' own (module docstring)
-
-
-def stage_config(config: ExperimentConfig, steps: int) -> ExperimentConfig:
-    """``config`` with ``train.steps = steps``: the config one stage's loop runs with (its progress, LR schedule)."""
-    return replace(config, train=replace(config.train, steps=steps))
 
 
 def _number(value: float) -> float | None:
