@@ -71,20 +71,22 @@ def test_ray_cells_write_the_same_table_as_local_processes(ray_cluster: None, wo
 
 
 def _sigint_state() -> str:
-    """How SIGINT stands in the main thread: its Python handler, and whether the thread blocks or ignores it."""
+    """How SIGINT stands in the main thread: its Python handler, and whether the thread blocks, ignores or catches
+    it (/proc: what the process really does, whatever Python believes)."""
     status = Path(f"/proc/self/task/{threading.main_thread().native_id}/status")
     masks = dict(line.split(":", 1) for line in status.read_text().splitlines()
-                 if line.startswith(("SigBlk", "SigIgn"))) if status.exists() else {}
+                 if line.startswith(("SigBlk", "SigIgn", "SigCgt"))) if status.exists() else {}
     bit = 1 << (signal.SIGINT - 1)
     return (f"handler {signal.getsignal(signal.SIGINT)!r}, "
             + ", ".join(f"{k} {'yes' if int(v, 16) & bit else 'no'}" for k, v in masks.items()))
 
 
-@pytest.mark.parametrize("left_behind", ["ignored", "swallowing handler", "blocked"])
+@pytest.mark.parametrize("left_behind", ["ignored", "swallowing handler", "blocked", "ignored behind Python's back"])
 def test_ctrl_c_interrupts_an_experiment_whatever_sigint_handling_was_left_behind(left_behind: str) -> None:
     """An earlier test or library that left SIGINT ignored, handled by a handler that does not raise (an asyncio
-    runner's cancels its main task on the first Ctrl-C), or blocked in the main thread must not turn an experiment's
-    Ctrl-C into nothing (``ctrl_c_interrupts``); what it left is put back afterwards."""
+    runner's cancels its main task on the first Ctrl-C), blocked in the main thread, or ignored by a C library
+    (``signal(2)``, which Python's ``getsignal`` does not see) must not turn an experiment's Ctrl-C into nothing
+    (``ctrl_c_interrupts``); what Python knows of is put back afterwards."""
     swallowed: list[int] = []
 
     def swallow(signum: int, frame: object) -> None:
@@ -93,6 +95,11 @@ def test_ctrl_c_interrupts_an_experiment_whatever_sigint_handling_was_left_behin
     previous = signal.getsignal(signal.SIGINT)
     if left_behind == "blocked":
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    elif left_behind == "ignored behind Python's back":
+        import ctypes
+
+        ctypes.CDLL(None).signal(signal.SIGINT, ctypes.c_void_p(1))  # SIG_IGN, set from C
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Python does not know
     else:
         signal.signal(signal.SIGINT, signal.SIG_IGN if left_behind == "ignored" else swallow)
     left = signal.getsignal(signal.SIGINT)
@@ -105,7 +112,7 @@ def test_ctrl_c_interrupts_an_experiment_whatever_sigint_handling_was_left_behin
         assert signal.getsignal(signal.SIGINT) is left  # put back
         if left_behind == "blocked":
             assert signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, set())
-        else:
+        elif left_behind != "ignored behind Python's back":
             signal.raise_signal(signal.SIGINT)  # outside: what was left behind handles it again
             assert swallowed == ([] if left_behind == "ignored" else [signal.SIGINT])
     finally:

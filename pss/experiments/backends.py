@@ -288,7 +288,9 @@ def ctrl_c_interrupts() -> Iterator[None]:
     before = signal.getsignal(signal.SIGINT)
     if before is not signal.default_int_handler:
         log.debug("experiment: SIGINT handler was %r; using Python's default while the cells run", before)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    # installed even when Python thinks it is in place: a C library may have replaced the process's handler
+    # (or set SIG_IGN) behind Python's back, which getsignal cannot see
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     try:
         yield
