@@ -14,7 +14,6 @@ import re
 import signal
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -142,6 +141,21 @@ def test_a_ray_job_whose_worker_is_killed_fails_with_a_message(service: JobServi
     assert job.error is not None and job.error.startswith("its Ray task died before the run finished ("), job.error
     run = service.store.open_run(launched.run_id)
     assert run.meta["status"] == "failed" and run.meta["error"] == job.error  # the run says why, too
+
+
+def test_a_service_started_again_in_the_same_app_adopts_its_running_ray_job(ray_cluster: Any, ws: Workspace) -> None:
+    first = JobService(ws, poll_s=0.1, warm=False, ray=RaySettings()).start()
+    launched = first.launch(request(steps=100))
+    wait_for(lambda: bool(_train_steps(first, launched.run_id)) or _ended(first, launched.job_id))
+    first.stop()  # the app's tests stop and start the workspace's service; the task runs on meanwhile
+    second = JobService(ws, poll_s=0.1, warm=False, ray=RaySettings()).start()
+    try:
+        assert second.ray_worker is not None  # started for the Ray job it found running
+        wait_for(lambda: _ended(second, launched.job_id))
+        assert second.queue.get(launched.job_id).status == "done", second.queue.get(launched.job_id).error
+        assert _train_steps(second, launched.run_id)[-1] == 100
+    finally:
+        second.stop()
 
 
 def test_a_ray_job_of_an_app_that_died_is_ended_by_the_next_app(ws: Workspace) -> None:

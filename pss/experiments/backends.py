@@ -17,11 +17,14 @@ experiment's; ``cancel`` (Ctrl-C) drops what is queued and interrupts what runs 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import threading
+from collections.abc import Iterator
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -268,6 +271,36 @@ def _ray_task(task: CellTask, threads: int) -> CellResult:
     return run_task(task)
 
 
+@contextlib.contextmanager
+def ctrl_c_interrupts() -> Iterator[None]:
+    """While an experiment waits on its cells, Ctrl-C (SIGINT) raises KeyboardInterrupt in this, the main, thread:
+    that is how it cancels the queued cells and interrupts the running ones.
+
+    Whatever the process had set up for SIGINT is put back afterwards; meanwhile Python's default handler is in
+    place and SIGINT is not blocked in this thread. Without that, a handler installed earlier in a long-lived
+    process (an asyncio runner's, which only cancels its own main task on the first Ctrl-C; ``SIG_IGN`` of a
+    library; a mask inherited from code that blocked SIGINT around a spawn) would make the Ctrl-C do nothing, and
+    the experiment would run on to its end. Nothing changes off the main thread (signals only reach Python there).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT)
+    if before is not signal.default_int_handler:
+        log.debug("experiment: SIGINT handler was %r; using Python's default while the cells run", before)
+    # installed even when Python thinks it is in place: a C library may have replaced the process's handler
+    # (or set SIG_IGN) behind Python's back, which getsignal cannot see
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        if before is not signal.default_int_handler and before is not None:
+            signal.signal(signal.SIGINT, before)
+
+
 def make_backend(name: str, jobs: int | None, device: str, address: str | None = None) -> Backend:
     """The backend ``pss experiment --backend NAME`` asked for. ``jobs``: local processes (``local``; None = 1), or
     the CPUs of the local Ray this starts (``ray`` without ``address``; None = all of this machine's)."""
@@ -281,4 +314,4 @@ def make_backend(name: str, jobs: int | None, device: str, address: str | None =
 
 
 __all__ = ["BACKENDS", "Backend", "CellResult", "CellTask", "InProcess", "LocalProcesses", "RayBackend",
-           "make_backend", "run_task"]
+           "ctrl_c_interrupts", "make_backend", "run_task"]

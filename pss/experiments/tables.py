@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 from pss.api import runs as api
 from pss.data.pss_layout import list_users
 from pss.errors import ConfigError, PssError
-from pss.experiments.backends import RayBackend, make_backend
+from pss.experiments.backends import RayBackend, ctrl_c_interrupts, make_backend
 from pss.experiments.gains import gain_tables
 from pss.experiments.report import write_outputs
 from pss.experiments.runner import Plan, run_cells, table_users
@@ -168,7 +168,8 @@ def run_experiment(ws: Workspace, opts: ExperimentOptions, say: Callable[[str], 
     if isinstance(backend, RayBackend):
         say(f"[{opts.table}] cells run as Ray tasks on {backend.describe()}")
     try:
-        runner = run_cells(ws, plan, users, seeds, say, backend)
+        with ctrl_c_interrupts():
+            runner = run_cells(ws, plan, users, seeds, say, backend)
     except KeyboardInterrupt:  # Ctrl-C: nothing stays queued or running on the cluster
         backend.cancel()
         raise

@@ -8,6 +8,7 @@ nothing here imports it at module import.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import signal
 import threading
@@ -22,12 +23,12 @@ RAY_INSTALL = 'pip install -e ".[cluster]" in a checkout, or pip install "pss[cl
 
 
 def ray_installed() -> bool:
-    """Whether ``import ray`` works here (without importing it when it is absent)."""
+    """Whether Ray is installed here, without importing it (the app asks when it builds the Runs form; importing
+    Ray takes seconds and registers exit hooks, which an app that never uses Ray should not pay for)."""
     try:
-        import_ray("")
-    except ConfigError:
+        return importlib.util.find_spec("ray") is not None  # None too when sys.modules["ray"] is None (tests)
+    except (ImportError, ValueError):  # a broken or half-imported installation
         return False
-    return True
 
 
 def import_ray(needed_for: str, otherwise: str = "") -> Any:

@@ -215,7 +215,9 @@ class RayWorker(threading.Thread):
         tasks = self._mine()
         if not tasks:
             return
-        ray = self._ray or ray_cluster.import_ray("collecting Ray jobs")
+        if self._ray is None:  # adopted from a stopped worker of this process: the connection is the process's
+            self._ray = ray_cluster.import_ray("collecting Ray jobs")
+        ray = self._ray
         if not ray.is_initialized():  # the connection ended (ray.shutdown): the tasks went with it
             for task in tasks:
                 self._end(task, None, "the app's connection to Ray ended before the run finished, and its Ray "
