@@ -56,6 +56,8 @@ def _step(page) -> int:
 
 def test_launch_from_the_page_and_watch_progress_move(page, ws: Workspace) -> None:
     page.wait_for_selector("#runs-launch")
+    run_on = page.locator("#runs-run-on")  # where the job runs: this machine by default, or the Ray cluster
+    assert run_on.get_by_label("this machine").is_checked() and "Ray cluster (" in run_on.inner_text()
     _choose(page, "#runs-preset", "tiny")
     page.wait_for_function("() => document.querySelector('#runs-steps input').value === '3'")  # preset values
     _choose(page, "#runs-method", "source_only")

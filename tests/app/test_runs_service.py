@@ -194,7 +194,8 @@ def test_run_on_offers_this_machine_and_the_ray_cluster_or_says_what_to_install(
     without = svc.run_on_choices(ws)
     assert without.choices == [("this machine", "local"), ("Ray cluster (not installed)", "ray")]
     assert not without.ray_available and 'pip install -e ".[cluster]"' in without.info
-    with pytest.raises(ConfigError, match=re.escape('Running jobs on a Ray cluster needs Ray: pip install -e ".[cluster]"')):
+    needs_ray = 'Running jobs on a Ray cluster needs Ray: pip install -e ".[cluster]"'
+    with pytest.raises(ConfigError, match=re.escape(needs_ray)):
         svc.launch_from_form(ws, "tiny", "id1", "source_only", "default", 4, 3, 0.01, 4, 1, "cpu", "", "ray")
     with pytest.raises(ConfigError, match="run on 'moon': choose 'local' or 'ray'"):
         svc.launch_from_form(ws, "tiny", "id1", "source_only", "default", 4, 3, 0.01, 4, 1, "cpu", "", "moon")
