@@ -44,6 +44,22 @@ def _point_centre(page, index: int) -> tuple[float, float]:
     return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
+def _hover_a_point(page) -> None:
+    """Hover a scatter point until its thumbnail shows. After a lasso the page has grown (the gallery) and a mouse
+    already resting where a point is draws no new hover: scroll the plot into view, come from outside, and try the
+    next point if one is covered (this wait failed when the module ran on a loaded machine, never alone)."""
+    page.locator("#groups-scatter").scroll_into_view_if_needed()
+    for index in range(4):
+        page.mouse.move(1, 1)
+        page.mouse.move(*_point_centre(page, index), steps=5)
+        try:
+            page.wait_for_selector("#groups-scatter .pss-hover img", state="visible", timeout=15_000)
+            return
+        except Exception:  # playwright's TimeoutError: try the next point
+            continue
+    page.wait_for_selector("#groups-scatter .pss-hover img", state="visible")  # the last chance, with its error
+
+
 def _wait_text(page, selector: str, text: str) -> None:
     page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text])
 
@@ -95,8 +111,7 @@ def test_groups_tab_group_lasso_and_open_image(page) -> None:
     _wait_text(page, "#groups-selection-info", "lasso selection")
     page.wait_for_selector("#groups-gallery img")
     _settle(page)
-    page.mouse.move(*_point_centre(page, 0))  # hover again so the screenshot shows the thumbnail box
-    page.wait_for_selector("#groups-scatter .pss-hover img", state="visible")
+    _hover_a_point(page)  # hover again so the screenshot shows the thumbnail box
     _settle(page)
     assert "lasso selection of" in _text(page, "#groups-selection-info")
     page.screenshot(path=str(SCREENSHOTS / "groups.png"), full_page=True)
