@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from pss.data.datasets import SegDataset
@@ -234,19 +235,21 @@ def test_coarse_labels_on_a_toy() -> None:
     assert (empty[objectness >= 0.5] == IGNORE_INDEX).all() and (empty[objectness < 0.3] == 0).all()
 
 
-def test_object_maps_stay_readable_as_saliency(tmp_path: Path) -> None:
-    """An object map that is almost empty (maximum grey level 1) must not be refused as a binary map."""
+def test_saliency_maps_we_write_stay_readable(tmp_path: Path) -> None:
+    """An almost empty map (maximum grey level 1: a short-trained saliency or object model) must not come back as a
+    'binary map saved without scaling' (read_saliency refuses those, the dataset would skip the image)."""
     from pss.data.saliency import read_saliency, write_saliency_png
-    from pss.weak.transfer import readable_object_map
 
     faint = np.full((4, 4), 1.0 / 255, np.float32)
     write_saliency_png(tmp_path / "faint.png", faint)
+    assert (read_saliency(tmp_path / "faint.png") == 0).all()
+    Image.fromarray(np.ones((4, 4), np.uint8), mode="L").save(tmp_path / "binary.png")  # a user's unscaled 0/1 map
     with pytest.raises(Exception, match="binary"):
-        read_saliency(tmp_path / "faint.png")
-    write_saliency_png(tmp_path / "ok.png", readable_object_map(faint))
-    assert (read_saliency(tmp_path / "ok.png") == 0).all()
-    strong = np.linspace(0, 1, 16, dtype=np.float32).reshape(4, 4)
-    assert np.array_equal(readable_object_map(strong)[strong >= 1.5 / 255], strong[strong >= 1.5 / 255])
+        read_saliency(tmp_path / "binary.png")
+    levels = np.arange(256, dtype=np.float32).reshape(16, 16) / 255  # every other level is written as it is
+    write_saliency_png(tmp_path / "levels.png", levels)
+    grey = np.asarray(Image.open(tmp_path / "levels.png"))
+    assert grey[0, 1] == 0 and np.array_equal(grey.ravel()[2:], np.arange(2, 256))
 
 
 # ---- 5. end to end on the demo data ------------------------------------------------------------------------------

@@ -117,12 +117,17 @@ def check_saliency(records: Sequence[ImageRecord], folder: Path | None = None) -
 
 
 def write_saliency_png(path: str | Path, saliency: np.ndarray) -> None:
-    """Write a (H, W) saliency map in [0, 1] as the 8-bit grey PNG of the EPS layout."""
+    """Write a (H, W) saliency map in [0, 1] as the 8-bit grey PNG of the EPS layout. Grey level 1 is written as 0:
+    a map whose maximum is grey 1 would read back as a binary 0/1 map saved without scaling, which
+    :func:`read_saliency` refuses (and the dataset would skip the image: exactly the images where our saliency or
+    object model sees almost nothing, common after a short training stage)."""
     array = np.asarray(saliency, dtype=np.float32)
     if array.ndim != 2:
         raise ValueError(f"saliency map must be 2-D (H, W), got shape {array.shape}")
+    grey = np.rint(np.clip(array, 0.0, 1.0) * 255).astype(np.uint8)
+    grey[grey == 1] = 0
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.rint(np.clip(array, 0.0, 1.0) * 255).astype(np.uint8), mode="L").save(path, format="PNG")
+    Image.fromarray(grey, mode="L").save(path, format="PNG")
 
 
 def encode_for_transform(saliency: np.ndarray) -> torch.Tensor:

@@ -75,24 +75,16 @@ def train_object_map(config: ExperimentConfig, split: StrongWeakSplit, device: t
     return train_saliency_model(config, split.records, device, seed, hooks)
 
 
-def readable_object_map(objectness: np.ndarray) -> np.ndarray:
-    """``objectness`` with the values that would be written as grey level 1 set to 0: a map whose maximum is grey 1
-    reads as a binary 0/1 map saved without scaling (``pss.data.saliency.read_saliency`` refuses it, and the
-    dataset would skip the image: exactly the images where M sees almost nothing). Shape: (H, W) -> (H, W)."""
-    objectness = np.asarray(objectness, dtype=np.float32)
-    return np.where(objectness < 1.5 / 255, 0.0, objectness).astype(np.float32)
-
-
 def write_object_maps(object_model: Segmenter, records: Sequence[ImageRecord], folder: Path,
                       device: torch.device) -> list[Path]:
     """The object maps M as EPS saliency PNGs ``<folder>/<name>.png`` at each image's size
-    (:func:`readable_object_map`; otherwise ``pss.weak.pipeline.write_saliency_maps``)."""
+    (``pss.data.saliency.write_saliency_png``, as ``pss.weak.pipeline.write_saliency_maps``)."""
     object_model.to(device)
     paths = []
     for record in records:
         image = to_float(load_rgb_tensor(record.image_path)).to(device)
         path = saliency_path(record, folder)
-        write_saliency_png(path, readable_object_map(predict_saliency(object_model, image).cpu().numpy()))
+        write_saliency_png(path, predict_saliency(object_model, image).cpu().numpy())
         paths.append(path)
     return paths
 
