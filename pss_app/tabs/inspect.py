@@ -26,6 +26,15 @@ def clicked_pixel(size_json: str, evt: gr.SelectData):
     return to_image_pixel(evt.index[0], evt.index[1], shown, size["image_width"], size["image_height"])
 
 
+def click_handler():
+    """A new function object for each listener: Gradio keys an event's concurrency group and handling on its
+    function, and the prediction's click never answered (browser test) when the weak stage maps' listener shared
+    the one ``clicked_pixel``."""
+    def clicked(size_json: str, evt: gr.SelectData):
+        return clicked_pixel(size_json, evt)
+    return clicked
+
+
 def _dropdown(choices: list[tuple[str, str]], current: str | None) -> gr.Dropdown:
     values = [value for _, value in choices]
     return gr.Dropdown(choices=choices, value=current if current in values else (values[0] if values else None))
@@ -133,7 +142,7 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
     x.submit(show_pixel, pixel_inputs, pixel_outputs, api_visibility="private")
     y.submit(show_pixel, pixel_inputs, pixel_outputs, api_visibility="private")
 
-    prediction.select(clicked_pixel, display, [x, y], api_visibility="private").then(
+    prediction.select(click_handler(), display, [x, y], api_visibility="private").then(
         show_pixel, pixel_inputs, pixel_outputs, api_visibility="private")
 
     _weak_section(ctx, run, image)
@@ -187,5 +196,5 @@ def _weak_section(ctx: TabContext, run: gr.Dropdown, image: gr.Dropdown) -> None
     weak_go.click(show_affinity, [run, image, wx, wy], pixel_outputs, api_name="inspect_weak_pixel")
 
     for panel in panels:
-        panel.select(clicked_pixel, weak_display, [wx, wy], api_visibility="private").then(
+        panel.select(click_handler(), weak_display, [wx, wy], api_visibility="private").then(
             show_affinity, [run, image, wx, wy], pixel_outputs, api_visibility="private")
