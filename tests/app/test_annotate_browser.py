@@ -121,10 +121,19 @@ def test_undo_redo_from_the_keyboard(page, trained) -> None:
     for keys, position, shown in (("Control+z", 1, "draft v2/3"), ("Control+z", 0, "draft v1/3"),
                                   ("Control+Shift+z", 1, "draft v2/3")):
         _text(page, "#annotate-undo", "Undo")
-        page.locator("#annotate-help").click()  # focus outside every text field (the shortcuts skip those)
-        page.wait_for_timeout(500)  # the last answer's buttons are re-rendered
-        page.keyboard.press(keys)
-        wait_for(lambda position=position: ann.read_draft(ws, USER, name).position == position, 60)
+        before = ann.read_draft(ws, USER, name).position
+        for attempt in range(3):
+            page.locator("#annotate-help").click()  # focus outside every text field (the shortcuts skip those)
+            page.wait_for_timeout(500)  # the last answer's buttons are re-rendered
+            page.keyboard.press(keys)
+            try:
+                wait_for(lambda position=position: ann.read_draft(ws, USER, name).position == position, 20)
+                break
+            except AssertionError:
+                # a press that landed while the buttons were re-rendered is lost (seen once in a quiet CI run);
+                # press again only if nothing moved, so a slow press applied late still fails the test
+                if attempt == 2 or ann.read_draft(ws, USER, name).position != before:
+                    raise
         _text(page, "#annotate-info", shown)
         if position == 0:  # back to the ground truth
             np.testing.assert_array_equal(ann.current_mask(t), read_label_png(t.mask_path))
