@@ -1,8 +1,8 @@
 """Latency of the Annotate tab's server work, each against its target (a ratio < 1 meets it).
 
-* brush save round trip — the editor's value in, the draft version on disk: through ``gradio_client`` against the
-  running app (upload of the editor's PNGs, ``/annotate_save``, reply) and the server's own part
-  (``save_draft``: layer -> class ids over the loaded mask -> palette PNG -> stack). Target < 300 ms.
+* brush save round trip — one stroke's JSON in, the draft version on disk: through ``gradio_client`` against the
+  running app (``/annotate_stroke``, reply) and the server's own part (``save_stroke``: the stroke's footprint over
+  the newest version -> palette PNG -> stack). Target < 300 ms.
 * pre-label — ``apply_prelabel`` on an image the run has not seen yet (model loaded: inference + restriction to
   the tags), and again (cached inference). No target in the issue; shown against the click target (1 s).
 * click refinement — GrabCut seeded by the run's probabilities plus 2 clicks, on the demo image and on the same
@@ -47,12 +47,10 @@ def report(label: str, seconds: list[float], target: float) -> None:
           f"target {target * 1000:.0f} ms  ratio {median / target:.3f}", flush=True)
 
 
-def stroke_layer(height: int, width: int, row: int, colour: tuple[int, int, int]) -> np.ndarray:
-    """An RGBA layer with one brush stroke (a thick line with a soft, antialiased rim) across the image."""
-    layer = np.zeros((height, width, 4), np.uint8)
-    layer[row - 3:row + 4, width // 5: 4 * width // 5] = (*colour, 255)
-    layer[row - 4, width // 5: 4 * width // 5] = (*colour, 100)
-    return layer
+def stroke_json(height: int, width: int, row: int, class_id: int) -> dict:
+    """One horizontal 7-pixel brush stroke across the middle three fifths of the image, as the editor sends it."""
+    return {"points": [[width / 5 + k * (3 * width / 5) / 10, row + 0.5] for k in range(11)], "size": 7,
+            "class_id": class_id}
 
 
 def bench_save_server(ws: Workspace, user: str, names: list[str], repeats: int) -> list[float]:
@@ -63,9 +61,9 @@ def bench_save_server(ws: Workspace, user: str, names: list[str], repeats: int) 
         name = names[i % len(names)]
         t = ann.target(ws, user, name)
         key = svc.image_view(ws, user, name).key
-        layer = stroke_layer(t.height, t.width, 10 + 8 * (i // len(names)) % (t.height - 20), (192, 128, 128))
+        stroke = stroke_json(t.height, t.width, 10 + 8 * (i // len(names)) % (t.height - 20), 15)
         started = time.perf_counter()
-        saved = svc.save_draft(ws, user, name, key, {"background": None, "layers": [layer], "composite": None})
+        saved = svc.save_stroke(ws, user, name, key, stroke)
         times.append(time.perf_counter() - started)
         assert saved.pushed
     return times
@@ -73,10 +71,11 @@ def bench_save_server(ws: Workspace, user: str, names: list[str], repeats: int) 
 
 def bench_save_client(ws: Workspace, user: str, names: list[str], repeats: int,
                       folder: Path) -> tuple[list[float], list[float]]:
-    """``/annotate_save`` through gradio_client (the editor's background + layer uploaded as PNG files), and the
-    baseline: the round trip of an endpoint that does nothing (``/annotate_diff`` without a version)."""
-    from gradio_client import Client, handle_file
-    from PIL import Image
+    """``/annotate_stroke`` through gradio_client, and the baseline: the round trip of an endpoint that does
+    nothing (``/annotate_diff`` without a version)."""
+    from gradio_client import Client
+
+    from pss_app.services import annotate as svc
 
     from pss_app.app import build_app, launch_kwargs
 
@@ -91,16 +90,11 @@ def bench_save_client(ws: Workspace, user: str, names: list[str], repeats: int,
             client.predict(user, name, None, api_name="/annotate_diff")
             baseline.append(time.perf_counter() - started)
             t = ann.target(ws, user, name)
-            client.predict(user, name, 0.5, tools_name(), api_name="/annotate_open")  # sets the editor's key
-            layer = stroke_layer(t.height, t.width, t.height // 2 + (i % 5), (0, 64, 128))
-            layer_path, background_path = folder / f"layer{i}.png", folder / f"bg{i}.png"
-            Image.fromarray(layer, "RGBA").save(layer_path)
-            Image.fromarray(np.zeros((t.height, t.width, 4), np.uint8), "RGBA").save(background_path)
-            value = {"background": handle_file(str(background_path)), "layers": [handle_file(str(layer_path))],
-                     "composite": None}
+            key = svc.image_view(ws, user, name).key
+            stroke = stroke_json(t.height, t.width, t.height // 2 + 8 * (i // len(names)) % (t.height // 2 - 4), 12)
             before = ann.read_draft(ws, user, name)
             started = time.perf_counter()
-            message, *_ = client.predict(user, name, value, api_name="/annotate_save")
+            message = client.predict(user, name, key, stroke, api_name="/annotate_stroke")
             times.append(time.perf_counter() - started)
             after = ann.read_draft(ws, user, name)
             assert after is not None and (before is None or len(after.versions) > len(before.versions)), message
@@ -182,7 +176,7 @@ def main() -> None:
         print(f"workspace {ws.root}, run {run_id}, {args.threads} threads, images {first.width}x{first.height}",
               flush=True)
         try:
-            report("brush save, server (save_draft)", bench_save_server(ws, args.user, names, args.repeats),
+            report("brush save, server (save_stroke)", bench_save_server(ws, args.user, names, args.repeats),
                    SAVE_TARGET_S)
             trip, baseline = bench_save_client(ws, args.user, names, args.repeats, Path(tmp))
             report("brush save round trip (gradio_client)", trip, SAVE_TARGET_S)

@@ -5,8 +5,8 @@ run: the round trip of an endpoint that does nothing (``/annotate_diff`` without
 
     python bench/annotate_browser_bench.py [--strokes 8]
 
-``bench/annotate_bench.py`` measures the server's part (``save_draft``, a few ms) and the gradio_client round trip
-(which also uploads files and downloads the preview image the browser keeps in memory).
+``bench/annotate_bench.py`` measures the server's part (``save_stroke``, a few ms) and the gradio_client round trip
+of ``/annotate_stroke``. The editor sends each stroke's JSON on mouse-up (``pss_app.tabs.stroke_editor``).
 """
 from __future__ import annotations
 
@@ -45,18 +45,17 @@ def main() -> int:
 
     entered: list[float] = []  # when the server's save handler starts (the app runs in this process)
     handled: list[float] = []
-    save_draft = svc.save_draft
+    save_stroke = svc.save_stroke
 
-    def timed_save_draft(*a, **k):
+    def timed_save_stroke(*a, **k):
         entered.append(time.perf_counter())
         try:
-            return save_draft(*a, **k)
+            return save_stroke(*a, **k)
         finally:
             handled.append(time.perf_counter())
 
-    svc.save_draft = timed_save_draft
-    anatomy: list[tuple[float, float]] = []
-    browser: list[list[list]] = []  # per stroke: [name, start ms, end ms] of each request after mouse-up  # (mouse-up -> last handler entry, that handler's duration)
+    svc.save_stroke = timed_save_stroke
+    anatomy: list[tuple[float, float]] = []  # (mouse-up -> handler entered, handler's duration) per stroke
     with tempfile.TemporaryDirectory() as tmp:
         ws, _ = prepare(Path(tmp) / "ws")
         name = next(r.name for r in read_user(ws, args.user).records if r.mask_path is None)
@@ -75,7 +74,6 @@ def main() -> int:
                 page.locator("#annotate-editor canvas").first.scroll_into_view_if_needed()
                 canvas = page.locator("#annotate-editor canvas").first.bounding_box()
                 saves = []
-                page.evaluate("performance.setResourceTimingBufferSize(100000)")  # default 250 fills up
                 trace: list[tuple[float, str]] = []
                 if args.trace:  # what the browser sends after a stroke, with times (the cost's anatomy)
                     page.on("request", lambda r: trace.append((time.perf_counter(), f"-> {r.method} {r.url}")))
@@ -91,7 +89,6 @@ def main() -> int:
                         page.mouse.move(x0 + k * 12, y, steps=2)
                     page.mouse.up()
                     started = time.perf_counter()
-                    up_ms = page.evaluate("performance.now()")
                     while versions(ws, args.user, name) <= before:
                         if time.perf_counter() - started > (120 if i == 0 else 30):
                             page.screenshot(path="/tmp/annotate_browser_bench_failed.png")
@@ -102,12 +99,6 @@ def main() -> int:
                         saves.append(time.perf_counter() - started)
                         time.sleep(0.05)  # the handler's finally runs just after the draft is written
                         anatomy.append((entered[-1] - started, handled[-1] - entered[-1]))
-                        # the browser's side, in its own clock: resource timings of the requests after mouse-up
-                        marks = page.evaluate(
-                            "t => performance.getEntriesByType('resource').filter(e => e.startTime >= t)"
-                            ".map(e => [e.name.split('/gradio_api/')[1] || e.name, e.startTime - t, "
-                            "e.responseEnd - t])", up_ms)
-                        browser.append(marks)
                     if args.trace:
                         for when, what in trace:
                             print(f"  stroke {i} {1000 * (when - started):+8.1f} ms {what[:110]}")
@@ -128,18 +119,9 @@ def main() -> int:
     print(f"brush stroke -> draft on disk (browser)   median {median * 1000:7.1f} ms  (n={len(saves)}, "
           f"max {max(saves) * 1000:.1f} ms)  target {SAVE_TARGET_S * 1000:.0f} ms  ratio {median / SAVE_TARGET_S:.3f}")
     print(f"  anatomy: mouse-up -> save handler entered median "
-          f"{statistics.median(a for a, _ in anatomy) * 1000:.1f} ms (browser encoding + uploads + queue + "
-          f"preprocess), handler median {statistics.median(b for _, b in anatomy) * 1000:.1f} ms; save events per "
-          f"stroke {len(entered) / (args.strokes + 1):.1f}")
-    first = [min(m[1] for m in marks) for marks in browser if marks]
-    uploads_end = [max(m[2] for m in marks if not m[0].startswith("queue")) for marks in browser
-                   if any(not m[0].startswith("queue") for m in marks)]
-    joins = [min(m[1] for m in marks if m[0].startswith("queue/join")) for marks in browser
-             if any(m[0].startswith("queue/join") for m in marks)]
-    if first and uploads_end and joins:
-        print(f"  browser clock (medians after mouse-up): first request {statistics.median(first):.0f} ms, "
-              f"uploads done {statistics.median(uploads_end):.0f} ms, last queue/join {statistics.median(joins):.0f} ms"
-              f"; requests per stroke {statistics.mean(len(m) for m in browser):.1f}")
+          f"{statistics.median(a for a, _ in anatomy) * 1000:.1f} ms (the request + the server's routing), handler "
+          f"median {statistics.median(b for _, b in anatomy) * 1000:.1f} ms; saves per stroke "
+          f"{len(entered) / (args.strokes + 1):.1f}")
     base = statistics.median(baseline)
     print(f"  baseline: a no-op endpoint's round trip  median {base * 1000:7.1f} ms  (n={len(baseline)}); "
           f"save / baseline {median / base:.2f}")

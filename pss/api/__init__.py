@@ -6,17 +6,18 @@ it needs of the engine's shared pieces is named here too: atomic writes (``pss.f
 """
 from __future__ import annotations
 
-from pss.api.data import (CLASS_NAMES, DEFAULT_WORKSPACE, NUM_CLASSES, THUMB_SIZE, VOC_PALETTE, DatasetStatistics,
-                          ImageRecord, UserCollection, Workspace, cached_grouping, colorize, compute_grouping,
-                          create_demo_workspace, dataset_statistics, file_key, list_users, load_image, load_label,
-                          open_workspace, thumbnail)
+from pss.api.data import (CLASS_NAMES, DEFAULT_WORKSPACE, IGNORE_INDEX, NUM_CLASSES, THUMB_SIZE, VOC_PALETTE,
+                          DatasetStatistics, ImageRecord, UserCollection, Workspace, cached_grouping, colorize,
+                          compute_grouping, create_demo_workspace, dataset_statistics, file_key, list_users, load_image,
+                          load_label, open_workspace, thumbnail)
 from pss.api.users import find_record, read_user, user_records
 from pss.fileio import atomic_path, write_bytes_atomic, write_text_atomic
 from pss.runs import RunRecord
 from pss.status import ACTIVE, FINISHED, Status
 
 __all__ = [
-    "ACTIVE", "CLASS_NAMES", "DEFAULT_WORKSPACE", "FINISHED", "NUM_CLASSES", "THUMB_SIZE", "VOC_PALETTE",
+    "ACTIVE", "CLASS_NAMES", "DEFAULT_WORKSPACE", "FINISHED", "IGNORE_INDEX", "NUM_CLASSES", "THUMB_SIZE",
+    "VOC_PALETTE",
     "DatasetStatistics", "ImageRecord", "RunRecord", "Status", "UserCollection", "Workspace", "atomic_path",
     "cached_grouping", "colorize", "compute_grouping", "create_demo_workspace", "dataset_statistics", "file_key",
     "find_record", "list_users", "load_image", "load_label", "open_workspace", "read_user", "thumbnail",

@@ -12,9 +12,10 @@ its tests call it. Files (all under the workspace, every write atomic through ``
     annotations/<user>/history/<n>/<v>.png           every submitted version of a mask (v0 = the mask found on disk
                                                      before the first submit, so nothing is ever overwritten for good)
 
-Why a draft is a stack of PNGs rather than the browser's undo: Gradio's ImageEditor keeps its undo history in the
-page only, loses it on reload and resets it whenever the server sends a new layer (a pre-label, a click
-refinement); a stack on the server survives all of that, and a killed server loses at most the edit in flight.
+Why a draft is a stack of PNGs rather than the browser's undo: a browser's history is lost on reload and would have
+to be reset whenever the server sends a new mask (a pre-label, a click refinement); a stack on the server survives
+all of that, and a killed server loses at most the stroke in flight (the editor sends each stroke on mouse-up,
+``Stroke`` / ``paint_stroke``).
 
 An evaluation image (``val_all.txt``) can be re-annotated: its mask is rewritten (the previous one kept as history
 v0) but it is never listed in ``annotated.txt`` (``write_annotated`` refuses it): it stays held out.
@@ -29,6 +30,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,76 +46,89 @@ from pss.workspace import Workspace
 
 DEFAULT_ANNOTATOR = "local"
 MAX_DRAFT_VERSIONS = 60  # undo depth kept per image; older versions are dropped (the submitted history is not)
-ALPHA_PAINTED = 128  # a layer pixel at least this opaque is painted
-MAX_COLOUR_DISTANCE = 48.0  # VOC palette steps are 64: farther than this from every class colour is a blend
 STATES = ("unlabelled", "ground truth", "pre-labelled", "draft", "submitted", "reviewed")
 
-_LOCK = threading.RLock()  # one writer per process: a timer autosave and a button click may race
-# the brush colours: the 21 classes, then white = "unlabelled" (the palette's colour of 255)
-_COLOURS = np.concatenate([VOC_PALETTE[:NUM_CLASSES], VOC_PALETTE[IGNORE_INDEX:]]).astype(np.int32)
-_COLOUR_IDS = np.array([*range(NUM_CLASSES), IGNORE_INDEX], dtype=np.uint8)
+WRITE_LOCK = threading.RLock()  # one writer per process: a stroke save and a button click may race
 
 
-# ---- masks <-> painted RGBA layers ----------------------------------------------------------------------------
+# ---- brush strokes -> masks -------------------------------------------------------------------------------------
 
-def mask_to_layer(mask: np.ndarray) -> np.ndarray:
-    """The RGBA layer the editor paints on: class colours opaque, 255 (unlabelled) transparent.
+@dataclass(frozen=True)
+class Stroke:
+    """One brush or eraser stroke of the Annotate editor, in continuous image coordinates (pixel ``(row i, col j)``
+    covers ``[j, j + 1) x [i, i + 1)``; its centre is ``(j + 0.5, i + 0.5)``).
+
+    ``class_id``: 0..20 or 255 (the "unlabelled" swatch); ``None`` = the eraser, which puts back the mask the editor
+    was loaded with under the stroke. ``size``: the brush diameter in image pixels."""
+
+    points: tuple[tuple[float, float], ...]
+    size: float
+    class_id: int | None
+
+    @classmethod
+    def parse(cls, data: Any) -> Stroke:
+        """A stroke from the editor's JSON (``{"points": [[x, y], ...], "size": d, "class_id": c | null}``); a clear
+        error for anything else (nothing is painted)."""
+        if not isinstance(data, dict):
+            raise DatasetError(f"a stroke must be an object with points, size and class_id, got {type(data).__name__}")
+        try:
+            points = tuple((float(x), float(y)) for x, y in data.get("points") or [])
+            size = float(data.get("size", 0))
+        except (TypeError, ValueError) as exc:
+            raise DatasetError(f"a stroke's points must be [x, y] pairs and its size a number ({exc})") from None
+        raw = data.get("class_id")
+        class_id = None if raw is None else int(raw)
+        if not points:
+            raise DatasetError("a stroke needs at least one point")
+        if not 0.5 <= size <= 512 or not np.isfinite(np.asarray(points)).all():
+            raise DatasetError(f"a stroke's size must be 0.5..512 image pixels and its points finite, got {size}")
+        if class_id is not None and class_id != IGNORE_INDEX and not 0 <= class_id < NUM_CLASSES:
+            raise DatasetError(f"a stroke's class must be 0..{NUM_CLASSES - 1} or {IGNORE_INDEX}, got {class_id}")
+        return cls(points, size, class_id)
+
+
+def stroke_footprint(shape: tuple[int, int], stroke: Stroke) -> np.ndarray:
+    """The pixels a stroke covers: those whose centre lies within ``size / 2`` of the polyline through its points
+    (a round brush dragged along the path, round caps; no antialiasing, so every pixel gets one class).
 
     Shape:
-        mask: (H, W) uint8 class ids; returns (H, W, 4) uint8.
+        returns (H, W) bool.
     """
-    mask = np.asarray(mask, dtype=np.uint8)
-    layer = np.zeros((*mask.shape, 4), dtype=np.uint8)
-    painted = mask != IGNORE_INDEX
-    layer[..., :3] = VOC_PALETTE[mask]
-    layer[..., 3] = np.where(painted, 255, 0)
-    layer[~painted, :3] = 0
-    return layer
-
-
-def paint_over(base: np.ndarray | None, layer: np.ndarray) -> np.ndarray:
-    """``base`` with the strokes of a painted RGBA layer on top (read the layer, never the composite: the photo
-    bleeds into a composite's painted edges).
-
-    * alpha < 128: not painted (never painted, or erased) -> the pixel keeps its ``base`` value;
-    * alpha >= 128 and within 48 (RGB distance) of a class colour -> that class (the antialiased ring of a stroke
-      over transparency un-premultiplies to the brush colour); near white (the "unlabelled" swatch) -> 255;
-    * alpha >= 128 but far from every colour: the blend where a stroke's soft edge crosses an older stroke of
-      another colour -> keeps its ``base`` value. Snapping it to the nearest palette colour could invent a third
-      class along the edge.
-
-    Shape:
-        base: (H, W) uint8 class ids (None: all 255); layer: (H, W, 4) (or (H, W, 3), taken as opaque) uint8;
-        returns (H, W) uint8.
-    """
-    layer = np.asarray(layer)
-    if layer.ndim != 3 or layer.shape[2] not in (3, 4):
-        raise DatasetError(f"a painted layer must be an RGBA image, got an array of shape {layer.shape}")
-    shape = layer.shape[:2]
-    out = np.full(shape, IGNORE_INDEX, np.uint8) if base is None else np.array(base, dtype=np.uint8, copy=True)
-    if out.shape != shape:
-        raise DatasetError(f"the painted layer is {shape[1]}x{shape[0]} but the mask is {out.shape[1]}x"
-                           f"{out.shape[0]}; reopen the image (nothing was saved)")
-    alpha = layer[..., 3] if layer.shape[2] == 4 else np.full(shape, 255, np.uint8)
-    painted = alpha >= ALPHA_PAINTED
-    if not painted.any():
-        return out
-    rgb = layer[..., :3][painted].astype(np.int32)
-    # distance to each colour, computed on the distinct painted colours only (strokes have few)
-    colours, inverse = np.unique(rgb, axis=0, return_inverse=True)
-    d2 = ((colours[:, None, :] - _COLOURS[None]) ** 2).sum(-1)
-    nearest, close = d2.argmin(1), np.sqrt(d2.min(1)) <= MAX_COLOUR_DISTANCE
-    ids = _COLOUR_IDS[nearest][inverse.reshape(-1)]
-    near = close[inverse.reshape(-1)]
-    painted_values = out[painted]
-    painted_values[near] = ids[near]
-    out[painted] = painted_values
+    height, width = shape
+    out = np.zeros(shape, dtype=bool)
+    radius = stroke.size / 2
+    pts = np.asarray(stroke.points, dtype=np.float64)
+    segments = zip(pts, pts[1:], strict=False) if len(pts) > 1 else [(pts[0], pts[0])]
+    for a, b in segments:
+        # only the segment's bounding box (grown by the radius) can be covered
+        x0, x1 = (int(max(0, np.floor(min(a[0], b[0]) - radius))), int(min(width, np.ceil(max(a[0], b[0]) + radius))))
+        y0, y1 = (int(max(0, np.floor(min(a[1], b[1]) - radius))), int(min(height, np.ceil(max(a[1], b[1]) + radius))))
+        if x0 >= x1 or y0 >= y1:
+            continue
+        cx, cy = np.meshgrid(np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5)
+        d = b - a
+        length2 = float(d @ d)
+        # distance from each pixel centre to the segment: project, clamp to [0, 1], measure
+        t = np.zeros_like(cx) if length2 == 0 else np.clip(((cx - a[0]) * d[0] + (cy - a[1]) * d[1]) / length2, 0, 1)
+        dist2 = (cx - a[0] - t * d[0]) ** 2 + (cy - a[1] - t * d[1]) ** 2
+        out[y0:y1, x0:x1] |= dist2 <= radius * radius
     return out
 
 
-def layer_to_mask(layer: np.ndarray) -> np.ndarray:
-    """Class ids of a layer that paints a whole mask (``mask_to_layer``'s inverse): ``paint_over`` nothing."""
-    return paint_over(None, layer)
+def paint_stroke(current: np.ndarray, base: np.ndarray, stroke: Stroke) -> np.ndarray:
+    """``current`` with the stroke applied: its class on the footprint, or for the eraser the ``base`` mask (the
+    one the editor was loaded with) put back there.
+
+    Shape:
+        current, base: (H, W) uint8 class ids; returns (H, W) uint8 (a new array).
+    """
+    current = np.asarray(current, dtype=np.uint8)
+    if np.shape(base) != current.shape:
+        raise DatasetError(f"the stroke's base mask is {np.shape(base)} but the mask is {current.shape}")
+    covered = stroke_footprint(current.shape, stroke)
+    out = current.copy()
+    out[covered] = np.asarray(base, dtype=np.uint8)[covered] if stroke.class_id is None else stroke.class_id
+    return out
 
 
 def mask_png_bytes(mask: np.ndarray) -> bytes:
@@ -231,7 +246,7 @@ def write_tags(ws: Workspace, user: str, name: str, tags: Iterable[str]) -> tupl
     names = tuple(CLASS_NAMES[i] for i in indices)
     user_dir = Path(t.record.image_path).parent.parent
     path = next((user_dir / f for f in TAG_FILES if (user_dir / f).is_file()), user_dir / TAG_FILES[0])
-    with _LOCK:
+    with WRITE_LOCK:
         text = path.read_text(encoding="utf-8-sig") if path.is_file() else ""
         file_name = Path(t.record.image_path).name
         new_line = f"{file_name}:{','.join(names) or 'UNKNOWN'}"
@@ -331,7 +346,7 @@ def push_version(t: Target, mask: np.ndarray, source: str = "manual") -> Draft:
     always go back to it."""
     mask = check_mask(t, mask)
     folder = _draft_dir(t.ws, t.user, t.name)
-    with _LOCK:
+    with WRITE_LOCK:
         draft = read_draft(t.ws, t.user, t.name)
         if draft is None:
             saved = saved_mask(t)
@@ -371,7 +386,7 @@ def step_draft(t: Target, delta: int) -> tuple[np.ndarray, Draft | None]:
     """Undo (``delta=-1``) or redo (``+1``): move the draft's position; returns the mask now shown and the draft.
 
     Nothing to undo/redo leaves it where it is (DatasetError says so)."""
-    with _LOCK:
+    with WRITE_LOCK:
         draft = read_draft(t.ws, t.user, t.name)
         if draft is None or not 0 <= draft.position + delta < len(draft.versions):
             raise DatasetError("nothing to undo" if delta < 0 else "nothing to redo")
@@ -386,7 +401,7 @@ def discard_draft(ws: Workspace, user: str, name: str) -> None:
     """Delete the image's draft (its versions too); the saved mask is untouched."""
     import shutil
 
-    with _LOCK:
+    with WRITE_LOCK:
         folder = _draft_dir(ws, user, name)
         if folder.is_dir():
             # rename first: a half-deleted folder is never read as a draft
@@ -494,7 +509,7 @@ def submit(ws: Workspace, user: str, name: str, mask: np.ndarray | None = None, 
     (before the mask: a masked image not yet listed would, without val_all.txt, count as an evaluation image), the
     mask, the history line, then the draft is deleted (a left-over draft only offers itself again)."""
     t = target(ws, user, name)
-    with _LOCK:
+    with WRITE_LOCK:
         draft = read_draft(ws, user, name)
         if mask is None:
             mask = draft_mask(ws, user, name, draft)
@@ -548,7 +563,7 @@ def mark_reviewed(ws: Workspace, user: str, name: str, annotator: str = DEFAULT_
     last = entries[-1]
     entry = HistoryEntry(name, last.version, "review", annotator or DEFAULT_ANNOTATOR, time.time(), last.source, 0,
                          last.counts, t.evaluation, last.png)
-    with _LOCK:
+    with WRITE_LOCK:
         _append_history(ws, user, entry)
     return entry
 
@@ -614,9 +629,8 @@ def image_state(ws: Workspace, user: str, name: str) -> str:
     return image_states(ws, user).get(name, "unlabelled")
 
 
-__all__ = ["ALPHA_PAINTED", "DEFAULT_ANNOTATOR", "MAX_COLOUR_DISTANCE", "STATES", "Draft", "HistoryEntry",
-           "Submitted", "Target", "VersionDiff", "annotations_dir", "blank_mask", "check_mask", "class_counts",
-           "current_mask", "diff_versions", "discard_draft", "draft_mask", "drafts", "history_mask", "image_state",
-           "image_states", "layer_to_mask", "mark_reviewed", "mask_png_bytes", "mask_to_layer", "paint_over",
-           "push_version", "read_draft", "read_history", "revert", "saved_mask", "step_draft", "submit", "target",
-           "write_mask", "write_tags"]
+__all__ = ["DEFAULT_ANNOTATOR", "STATES", "WRITE_LOCK", "Draft", "HistoryEntry", "Stroke", "Submitted", "Target",
+           "VersionDiff", "annotations_dir", "blank_mask", "check_mask", "class_counts", "current_mask",
+           "diff_versions", "discard_draft", "draft_mask", "drafts", "history_mask", "image_state", "image_states",
+           "mark_reviewed", "mask_png_bytes", "paint_stroke", "push_version", "read_draft", "read_history", "revert",
+           "saved_mask", "step_draft", "stroke_footprint", "submit", "target", "write_mask", "write_tags"]

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pss.data import pss_layout
-from pss.data.labels import CLASS_NAMES, NUM_CLASSES, VOC_PALETTE, colorize, read_label_png
+from pss.data.labels import CLASS_NAMES, IGNORE_INDEX, NUM_CLASSES, VOC_PALETTE, colorize, read_label_png
 from pss.data.pss_layout import UserCollection
 from pss.data.records import ImageRecord
 from pss.api.users import read_user
@@ -47,7 +47,7 @@ THUMB_SIZE = 160
 _THUMB_VERSION = "t1"  # part of the thumbnail key: bump when the thumbnail recipe changes
 
 __all__ = [
-    "CLASS_NAMES", "DEFAULT_WORKSPACE", "NUM_CLASSES", "THUMB_SIZE", "VOC_PALETTE", "DatasetStatistics",
+    "CLASS_NAMES", "DEFAULT_WORKSPACE", "IGNORE_INDEX", "NUM_CLASSES", "THUMB_SIZE", "VOC_PALETTE", "DatasetStatistics",
     "ImageRecord", "UserCollection", "Workspace", "colorize", "compute_grouping", "create_demo_workspace",
     "dataset_statistics", "file_key", "list_users", "load_image", "load_label", "open_workspace",
     "cached_grouping", "thumbnail",

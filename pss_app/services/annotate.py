@@ -1,29 +1,23 @@
 """The Annotate tab's logic as plain functions (no gradio here): what the editor, the click preview and the
-captions show for one image, and each action (draft save, undo/redo, pre-label, click, submit, revert, review,
+captions show for one image, and each action (stroke save, undo/redo, pre-label, click, submit, revert, review,
 queue, fine-tune) as a call into ``pss.api.annotate`` / ``pss.api.annotate_tools``.
 
-The editor's value is Gradio ImageEditor's dict (``background``, ``layers``, ``composite``). The server sends the
-photo with the current mask blended in at the chosen opacity as the background, and one empty RGBA layer for new
-strokes (composite ``None``: the frontend would show a composite as the photo). It reads back ``layers[0]``, never the
-composite, and paints its strokes over the mask the editor was loaded with (``pss.api.annotate.paint_over``).
-Why not send the mask itself as the layer: in a browser (Gradio 6.31) the first stroke on a layer loaded from the
-server comes back without the loaded pixels, so every stroke would erase the rest of the mask.
+The editor (``pss_app.tabs.stroke_editor``) shows the photo with the current mask blended in at the chosen opacity
+and sends each stroke on mouse-up: its points, size and class (``pss.api.annotate.Stroke``); ``save_stroke`` paints
+it into the newest draft version. The eraser puts back the mask the editor was loaded with (named in the key).
 """
 from __future__ import annotations
 
-import hashlib
-import html
+import base64
 import json
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pss.api import CLASS_NAMES, NUM_CLASSES, VOC_PALETTE, Workspace, done_runs, job_service, load_image
+from pss.api import CLASS_NAMES, VOC_PALETTE, Workspace, done_runs, job_service, load_image
 from pss.api.maps import display_size
 from pss.api import annotate as ann
 from pss.api import annotate_tools as tools
@@ -31,9 +25,6 @@ from pss.api.users import read_user
 from pss.errors import DatasetError
 
 TAG_CHOICES = list(CLASS_NAMES[1:])  # background is never a tag
-# typed as gr.Brush takes it: a list of colours (or colour, opacity) pairs
-BRUSH_COLOURS: list[str | tuple[str, float]] = [
-    *["#{:02x}{:02x}{:02x}".format(*VOC_PALETTE[i]) for i in range(NUM_CLASSES)], "#ffffff"]  # white: unlabelled
 TOOLS = ("+ object (GrabCut)", "− not object (GrabCut)", "fill superpixel")
 QUEUE_COLUMNS = ["#", "image", "state", "mean entropy", "group", "why"]
 HISTORY_COLUMNS = ["version", "action", "when", "annotator", "from", "pixels changed", "classes (pixels)"]
@@ -41,20 +32,6 @@ ORDERS = ("uncertainty", "random")
 SHORTCUTS = [("Ctrl+Z", "undo (server-side)"), ("Ctrl+Shift+Z / Ctrl+Y", "redo"), ("Ctrl+S", "submit"),
              ("Alt+N", "next image from the queue"), ("Alt+P", "pre-label from the chosen run"),
              ("Alt+R", "mark reviewed")]
-
-
-def legend_html() -> str:
-    """The brush swatches' class names (ImageEditor's fixed palette shows colours only), in swatch order."""
-    pairs = enumerate(zip(CLASS_NAMES, BRUSH_COLOURS[:NUM_CLASSES], strict=True))
-    items = "".join(f"<span class='pss-legend-item'><span class='pss-swatch' style='background:{colour}'></span>"
-                    f"{i} {html.escape(name)}</span>" for i, (name, colour) in pairs)
-    items += ("<span class='pss-legend-item'><span class='pss-swatch' style='background:#ffffff'></span>"
-              "white = unlabelled (255)</span>")
-    return (f"<div class='pss-legend' id='annotate-legend-items'>{items}</div>"
-            "<div style='font-size:12px'>Swatches in this order. Paint <b>white</b> to make pixels <b>unlabelled</b> "
-            "(255, ignored in training) and <b>background</b> (black) for what is not an object; the eraser takes "
-            "back strokes made since the image was shown (the mask it had returns there); <b>Undo</b> steps back "
-            "through every saved version.</div>")
 
 
 def shortcuts_markdown() -> str:
@@ -83,8 +60,8 @@ def run_choices(ws: Workspace, user: str) -> list[tuple[str, str]]:
 class AnnotateView:
     """What the tab shows for one image: the editor's value, the click preview, captions, tags, history."""
 
-    key: str  # ``user/name@base``: the image the editor holds and the mask its strokes are painted over
-    editor: dict[str, Any]
+    key: str  # ``user/name@base``: the image the editor holds and the mask its eraser puts back
+    editor: dict[str, Any]  # the stroke editor's value (``editor_value``)
     preview: np.ndarray
     info: str
     tags: list[str]
@@ -104,7 +81,8 @@ def _base_token(draft: ann.Draft | None) -> str:
 
 
 def base_mask(t: ann.Target, key: str) -> np.ndarray:
-    """The mask the editor's strokes are painted over: the draft version or saved mask named in ``key``."""
+    """The mask the editor was loaded with (its eraser puts it back): the draft version or saved mask named in
+    ``key``."""
     token = key.rsplit("@", 1)[-1]
     draft = ann.read_draft(t.ws, t.user, t.name)
     if token.startswith("draft:") and draft is not None and token[6:] in draft.versions:
@@ -168,10 +146,9 @@ def image_view(ws: Workspace, user: str, name: str, opacity: float = 0.5, tool: 
         draft_offer = (f"↺ **Restored your unsubmitted draft** of {name} (saved {when}, {len(draft.versions) - 1} "
                        f"edit(s): {', '.join(draft.provenance()) or 'manual'}). Keep editing, or discard it to go "
                        "back to the saved mask.")
-    strokes = np.zeros((t.height, t.width, 4), np.uint8)
-    editor = {"background": _overlay(image, mask, opacity), "layers": [strokes], "composite": None}
+    key = image_key(user, name, _base_token(draft))
     preview = _preview(image, mask, opacity, edges, clicks)
-    return AnnotateView(image_key(user, name, _base_token(draft)), editor, preview, _info(t, state, draft),
+    return AnnotateView(key, editor_value(key, _overlay(image, mask, opacity)), preview, _info(t, state, draft),
                         [CLASS_NAMES[c] for c in t.record.tags], draft_offer,
                         _history_rows(ws, user, name), bool(draft and draft.can_undo), bool(draft and draft.can_redo))
 
@@ -196,80 +173,74 @@ def _check_key(user: str, name: str, key: str) -> None:
         raise DatasetError("the editor still shows another image; wait until the chosen image has loaded")
 
 
-def layer_of(editor: dict[str, Any] | None) -> np.ndarray | None:
-    """The painted RGBA layer of an ImageEditor value (numpy), or None when it has none (nothing loaded)."""
-    if not isinstance(editor, dict):
-        return None
-    layers = editor.get("layers") or []
-    if not layers or layers[0] is None:
-        return None
-    layer = np.asarray(layers[0])
-    return layer if layer.ndim == 3 else None
+def editor_value(key: str, shown: np.ndarray) -> dict[str, Any]:
+    """The stroke editor's value: the key, the photo with the mask blended in as a PNG data URL (lossless: the
+    blended class colours are what the annotator reads) and its size."""
+    import cv2
+
+    ok, png = cv2.imencode(".png", np.ascontiguousarray(shown[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise DatasetError("could not encode the image for the editor")
+    src = "data:image/png;base64," + base64.b64encode(png.tobytes()).decode("ascii")
+    return {"key": key, "src": src, "width": int(shown.shape[1]), "height": int(shown.shape[0])}
 
 
 @dataclass(frozen=True)
 class Saved:
-    """What a draft save did: ``pushed`` (a new version) and the caption."""
+    """What a stroke save did: ``pushed`` (a new draft version), the caption and the server's time."""
 
     pushed: bool
     message: str
     seconds: float
 
 
-# Layers already saved per editor key (the newest last). The editor sends its value again and again (the change
-# event fires more than once per stroke, and the autosave timer sends the value the page had, which in a browser
-# can be one stroke old): a layer seen before under this key, other than the newest, is such an echo and must not
-# be pushed over the newer version. Strokes only accumulate on a layer, and an eraser never restores an older
-# layer pixel for pixel, so a real edit is never a repeat.
-_SEEN: OrderedDict[str, list[str]] = OrderedDict()
-_SEEN_LOCK = threading.Lock()
-_SEEN_KEYS = 64
+def save_stroke(ws: Workspace, user: str, name: str, key: str, stroke: Any) -> Saved:
+    """Paint one stroke of the editor (``pss.api.annotate.Stroke`` JSON) into the image's newest draft version
+    (nothing when it changes nothing: a stroke over its own class, or a retry of a stroke saved already).
 
-
-def _layer_digest(layer: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(layer).tobytes(), digest_size=16).hexdigest()
-
-
-def _seen(key: str, digest: str) -> bool:
-    """Whether a layer with ``digest`` was saved under this editor key already (the newest or an older one)."""
-    with _SEEN_LOCK:
-        return digest in _SEEN.get(key, [])
-
-
-def _remember(key: str, digest: str) -> None:
-    with _SEEN_LOCK:
-        _SEEN.setdefault(key, []).append(digest)
-        _SEEN.move_to_end(key)
-        while len(_SEEN) > _SEEN_KEYS:
-            _SEEN.popitem(last=False)
-
-
-def save_draft(ws: Workspace, user: str, name: str, key: str, editor: dict[str, Any] | None) -> Saved:
-    """Save the editor's strokes, painted over the mask the editor was loaded with, as the image's newest draft
-    version (nothing when that changes nothing, e.g. a layer with no stroke).
-
-    ``key`` is the image the editor was loaded with: a save that arrives for another image (the dropdown moved on
-    while the editor still held the last one) is refused rather than written to the wrong image."""
+    ``key`` is the image the editor was loaded with: a stroke that arrives for another image (the dropdown moved on
+    while the editor still held the last one) is refused rather than written to the wrong image. The newest
+    version is read and the new one pushed under the annotations' write lock, so two strokes never lose each
+    other."""
     started = time.perf_counter()
-    layer = layer_of(editor)
-    if layer is None or not name:
-        return Saved(False, "", 0.0)
+    if not name or not key:
+        raise DatasetError("a stroke needs the image and the editor key it was painted on (open the image first)")
     _check_key(user, name, key)
-    if not (layer.shape[2] == 4 and (layer[..., 3] >= ann.ALPHA_PAINTED).any()):
-        return Saved(False, "", time.perf_counter() - started)  # no stroke (yet): the server's own value echoed
-    digest = _layer_digest(layer)
-    if _seen(key, digest):
-        return Saved(False, "", time.perf_counter() - started)
+    parsed = ann.Stroke.parse(stroke)
     t = ann.target(ws, user, name)
-    mask = ann.paint_over(base_mask(t, key), layer)
-    if np.array_equal(mask, ann.current_mask(t)):
-        _remember(key, digest)
-        return Saved(False, "", time.perf_counter() - started)
-    draft = ann.push_version(t, mask, "manual")
-    _remember(key, digest)
+    with ann.WRITE_LOCK:
+        current = ann.current_mask(t)
+        mask = ann.paint_stroke(current, base_mask(t, key), parsed)
+        if np.array_equal(mask, current):
+            return Saved(False, "stroke changed nothing", time.perf_counter() - started)
+        draft = ann.push_version(t, mask, "manual")
     seconds = time.perf_counter() - started
     return Saved(True, f"draft saved {time.strftime('%H:%M:%S')} (v{draft.position + 1}, {seconds * 1000:.0f} ms)",
                  seconds)
+
+
+def stroke_answer(ws: Workspace, payload: Any) -> dict[str, Any]:
+    """The editor's server function: save the stroke of ``payload`` (a ``Stroke``'s JSON plus the editor ``key``,
+    which names the user and image) and answer ``{"ok", "pushed", "message"}``; never raises (the page shows the
+    message under the canvas, a refusal in orange)."""
+    try:
+        key = str(payload.get("key") or "") if isinstance(payload, dict) else ""
+        user, _, name = key.rsplit("@", 1)[0].partition("/")
+        if not user or not name:
+            raise DatasetError("the editor holds no image: pick one first")
+        saved = save_stroke(ws, user, name, key, payload)
+        return {"ok": True, "pushed": saved.pushed, "message": saved.message}
+    except (DatasetError, OSError, ValueError) as exc:
+        return {"ok": False, "pushed": False, "message": f"⚠ stroke not saved: {exc}"}
+
+
+def saved_caption(ws: Workspace, user: str, name: str) -> str:
+    """The caption after a stroke: the draft's newest version and when it was written."""
+    draft = ann.read_draft(ws, user, name)
+    if draft is None:
+        return ""
+    when = time.strftime("%H:%M:%S", time.localtime(draft.updated))
+    return f"draft saved {when} (v{draft.position + 1})"
 
 
 def undo_redo(ws: Workspace, user: str, name: str, delta: int, opacity: float, tool: str) -> AnnotateView:
@@ -347,10 +318,12 @@ def click(ws: Workspace, user: str, name: str, key: str, tool: str, class_name: 
             f"GrabCut {class_name}: {len(clicks)} click(s), {seeded}, {seconds:.2f} s")
 
 
-def submit(ws: Workspace, user: str, name: str, key: str, editor: dict[str, Any] | None, annotator: str,
-           opacity: float, tool: str) -> tuple[AnnotateView, str]:
-    """Save what the editor holds, then submit it (``pss.api.annotate.submit``)."""
-    save_draft(ws, user, name, key, editor)
+def submit(ws: Workspace, user: str, name: str, key: str, annotator: str, opacity: float,
+           tool: str) -> tuple[AnnotateView, str]:
+    """Submit the image's newest draft version (or its mask) (``pss.api.annotate.submit``); the page sends every
+    stroke before it sends this. A ``key`` naming another image is refused (an API client may pass none)."""
+    if key:
+        _check_key(user, name, key)
     t = ann.target(ws, user, name)
     done = ann.submit(ws, user, name, ann.current_mask(t), annotator or ann.DEFAULT_ANNOTATOR,
                       source=_source(ws, user, name))
@@ -493,8 +466,8 @@ def finetune_compare(ws: Workspace, user: str, start_run: str, run_id: str, name
                             name if name in values else (values[0] if values else None))
 
 
-__all__ = ["BRUSH_COLOURS", "HISTORY_COLUMNS", "ORDERS", "QUEUE_COLUMNS", "SHORTCUTS", "TAG_CHOICES", "TOOLS",
-           "AnnotateView", "CompareSelection", "Saved", "apply_prelabel", "base_mask", "click", "clicks_json",
+__all__ = ["HISTORY_COLUMNS", "ORDERS", "QUEUE_COLUMNS", "SHORTCUTS", "TAG_CHOICES", "TOOLS", "AnnotateView",
+           "CompareSelection", "Saved", "apply_prelabel", "base_mask", "click", "clicks_json", "editor_value",
            "finetune_compare", "finetune_result", "history_diff", "image_choices", "image_key", "image_view",
-           "latest_finetune", "launch_finetune", "layer_of", "legend_html", "next_in_queue", "parse_clicks",
-           "preview_pixel", "queue_rows", "run_choices", "save_draft", "shortcuts_markdown", "submit", "undo_redo"]
+           "latest_finetune", "launch_finetune", "next_in_queue", "parse_clicks", "preview_pixel", "queue_rows",
+           "run_choices", "save_stroke", "saved_caption", "shortcuts_markdown", "stroke_answer", "submit", "undo_redo"]

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pss.api import (CLASS_NAMES, VOC_PALETTE, Workspace, atomic_path, colorize, file_key, load_image, load_label,
-                     read_user)
+from pss.api import (CLASS_NAMES, IGNORE_INDEX, VOC_PALETTE, Workspace, atomic_path, colorize, file_key, load_image,
+                     load_label, read_user)
 from pss.api.maps import MAX_VIEW_SIDE, display_size
 from pss.errors import DatasetError
 
-IGNORE_INDEX = 255
+
 _VIEW_VERSION = "v2"
 
 

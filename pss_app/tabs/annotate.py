@@ -10,10 +10,10 @@ from pss.api.annotate_tools import DEFAULT_THRESHOLD
 from pss.errors import DatasetError
 from pss_app.feedback import guarded, problem, refused
 from pss_app.services import annotate as svc
-from pss_app.services.annotate import BRUSH_COLOURS, HISTORY_COLUMNS, ORDERS, QUEUE_COLUMNS, TAG_CHOICES, TOOLS
+from pss_app.services.annotate import HISTORY_COLUMNS, ORDERS, QUEUE_COLUMNS, TAG_CHOICES, TOOLS
 from pss_app.tabs.context import TabContext, tab_page
+from pss_app.tabs.stroke_editor import AWAIT_STROKES_JS, stroke_editor
 
-AUTOSAVE_S = 10.0  # the timer's backstop; every change of the editor is saved already (debounced by the queue)
 FINETUNE_POLL_S = 5.0
 
 # Keyboard shortcuts: Gradio has none for the editor, so a page-level handler clicks the tab's buttons (only while
@@ -25,7 +25,7 @@ window.pssAnnotateKeys = true;
 document.addEventListener('keydown', (e) => {
   if (e.repeat) return;  // a held key is one action
   const t = e.target;
-  // skip text fields, except the editor's own zoom box (the editor may focus it when a new value loads)
+  // skip text fields (the editor's size slider is one, but no shortcut here is a plain key)
   const typing = t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.isContentEditable);
   if (typing && !(t.closest && t.closest('#annotate-editor'))) return;
   const shown = (id) => { const el = document.getElementById(id); return el && el.offsetParent !== null ? el : null; };
@@ -61,7 +61,8 @@ def build(ctx: TabContext) -> None:
 def _body(ctx: TabContext, refresh_triggers: list) -> None:
     ws, user, status = ctx.ws, ctx.user, ctx.status
     gr.Markdown("Pick an image (or **Next from queue**), paint its mask with the class colours, or click with the "
-                "tools on the right; every edit is saved on the server as a draft at once. **Submit** writes the "
+                "tools on the right; every stroke is saved on the server as a draft when you let go. **Submit** "
+                "writes the "
                 f"mask to the user's `SegmentationClass/`.  \n{svc.shortcuts_markdown()}", elem_id="annotate-help")
     with gr.Row():
         image = gr.Dropdown([], label="Image (name · state)", scale=3, elem_id="annotate-image",
@@ -76,13 +77,10 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
         discard_btn = gr.Button("Discard draft", variant="stop", scale=0, elem_id="annotate-discard")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            editor = gr.ImageEditor(
-                label="Mask: paint with the class colours (legend below; white = unlabelled)", type="numpy",
-                image_mode="RGBA", format="png", sources=(), transforms=(), layers=False, height=460,
-                brush=gr.Brush(colors=BRUSH_COLOURS, default_color=BRUSH_COLOURS[CLASS_NAMES.index("person")],
-                               color_mode="fixed", default_size=6),
-                eraser=gr.Eraser(default_size=8), elem_id="annotate-editor")
-            gr.HTML(svc.legend_html(), elem_id="annotate-legend")
+            def save_stroke(payload: dict) -> dict:  # called by the editor's page script for each stroke
+                return svc.stroke_answer(ws, payload)
+
+            editor = stroke_editor(save_stroke, "annotate-editor")
         with gr.Column(scale=2):
             preview = gr.Image(label="Click tools: click on the image · overlay at the chosen opacity", type="numpy",
                                format="png", interactive=False, height=300, elem_id="annotate-preview")
@@ -136,7 +134,6 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
     key = gr.State("")  # user/name of the image the editor holds (a save for another image is refused)
     session = gr.State("")  # the click session (JSON: image, class, clicks)
     finetune = gr.State("")  # "start run|fine-tune run" being watched
-    autosave = gr.Timer(AUTOSAVE_S)
     finetune_timer = gr.Timer(FINETUNE_POLL_S, active=False)
 
     view_outputs = [key, editor, preview, info, tags, offer, offer_row, history, undo_btn, redo_btn]
@@ -193,31 +190,26 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
     gr.on([opacity.release, tool.change], redraw, [user, image, key, opacity, tool, session], [*view_outputs, status],
           api_visibility="private")
 
-    @guarded(3)
-    def save(user_name: str, name: str | None, key_value: str, value: dict | None):
-        """Write the strokes as a draft version and answer at once: the preview is redrawn by a separate event
-        (``refresh_preview``), so the next save, which waits for this one (``always_last``), does not wait for it
-        (bench/annotate_browser_bench.py measures mouse-up to the draft on disk)."""
-        result = svc.save_draft(ws, user_name, name or "", key_value, value)
-        if not result.pushed:
-            return gr.skip(), gr.skip(), ""
-        return result.message, gr.Button(interactive=True), ""
-
-    @guarded(2)
-    def refresh_preview(user_name: str, name: str | None, opacity_value: float, tool_value: str):
+    @guarded(4)
+    def after_stroke(user_name: str, name: str | None, opacity_value: float, tool_value: str):
+        """After each stroke the server saved (the page's ``saved`` event, not on the save's path): the caption,
+        the undo/redo buttons and the click preview follow."""
         if not user_name or not name:
-            return gr.skip(), ""
-        return svc.image_view(ws, user_name, name, opacity_value, tool_value).preview, ""
+            return gr.skip(), gr.skip(), gr.skip(), ""
+        view = svc.image_view(ws, user_name, name, opacity_value, tool_value)
+        return (svc.saved_caption(ws, user_name, name), gr.Button(interactive=view.can_undo), view.preview, "")
 
-    save_inputs = [user, image, key, editor]
-    save_outputs = [saved, undo_btn, status]
-    preview_inputs = [user, image, opacity, tool]
-    for trigger, visibility in ((editor.change, "public"), (autosave.tick, "private")):
-        api_name = "annotate_save" if visibility == "public" else None
-        trigger(save, save_inputs, save_outputs, api_name=api_name, api_visibility=visibility,
-                trigger_mode="always_last", show_progress="hidden") \
-            .success(refresh_preview, preview_inputs, [preview, status], api_visibility="private",
-                     trigger_mode="always_last", show_progress="hidden")
+    editor.saved(after_stroke, [user, image, opacity, tool], [saved, undo_btn, preview, status],
+                 api_name="annotate_after_stroke", api_visibility="private", trigger_mode="always_last",
+                 show_progress="hidden")
+
+    @refused
+    def stroke_api(user_name: str, name: str, key_value: str, stroke: dict) -> str:
+        """Paint one stroke (``{"points": [[x, y], ...], "size": d, "class_id": c | null}``, image pixels) into the
+        draft of the image the key names: the same as a stroke in the editor (for API clients and tests)."""
+        return svc.save_stroke(ws, user_name, name, key_value, stroke).message
+
+    gr.api(stroke_api, api_name="annotate_stroke")
 
     @guarded(len(view_outputs) + 1)
     def step(user_name: str, name: str, opacity_value: float, tool_value: str, delta: int):
@@ -277,12 +269,12 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
                     [*view_outputs, session, click_info, status], api_name="annotate_click")
 
     @guarded(len(view_outputs) + 3)
-    def submit(user_name: str, name: str, key_value: str, value: dict | None, opacity_value: float, tool_value: str):
-        view, message = svc.submit(ws, user_name, name, key_value, value, ctx.annotator, opacity_value, tool_value)
+    def submit(user_name: str, name: str, key_value: str, opacity_value: float, tool_value: str):
+        view, message = svc.submit(ws, user_name, name, key_value, ctx.annotator, opacity_value, tool_value)
         return (*shown(view), message, gr.Dropdown(choices=svc.image_choices(ws, user_name)), "")
 
-    submit_btn.click(submit, [user, image, key, editor, opacity, tool], [*view_outputs, saved, image, status],
-                     api_name="annotate_submit")
+    submit_btn.click(submit, [user, image, key, opacity, tool], [*view_outputs, saved, image, status],
+                     api_name="annotate_submit", js=AWAIT_STROKES_JS)
 
     @guarded(len(view_outputs) + 2)
     def review(user_name: str, name: str, opacity_value: float, tool_value: str):

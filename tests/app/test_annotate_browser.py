@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -55,6 +56,8 @@ def _open(page, name: str) -> None:
     _text(page, "#annotate-info", f"{name} ·")
     page.wait_for_selector("#annotate-editor canvas")
     page.wait_for_timeout(1000)  # the editor draws the new background
+    page.locator(f"#annotate-editor .pss-swatch-btn[data-class='{PERSON}']").click()  # the brush, person (the tool
+    # state lives in the page: a test before may have left the eraser on)
 
 
 def _stroke(page, ws, name: str, row: float = 0.5) -> None:
@@ -139,6 +142,90 @@ def test_undo_redo_from_the_keyboard(page, trained) -> None:
             np.testing.assert_array_equal(ann.current_mask(t), read_label_png(t.mask_path))
     page.wait_for_timeout(3000)  # the editor redraws its background after each new value
     page.locator("#tab-annotate").screenshot(path=str(SCREENSHOTS / "annotate.png"))
+    assert page.errors == []
+
+
+def _client_point(page, x: float, y: float) -> tuple[float, float]:
+    """Where image pixel (x, y) (continuous image coordinates) is on the screen: the canvas keeps the image's own
+    grid and CSS scales it, so its box alone says."""
+    box = page.locator("#annotate-editor canvas").first.bounding_box()
+    size = page.evaluate("() => { const c = document.querySelector('#annotate-editor canvas'); "
+                         "return [c.width, c.height]; }")
+    return box["x"] + x * box["width"] / size[0], box["y"] + y * box["height"] / size[1]
+
+
+def _drag(page, ws, name: str, points: list[tuple[float, float]]) -> None:
+    """A stroke through image points, then wait until the draft has a new version."""
+    draft = ann.read_draft(ws, USER, name)
+    before = len(draft.versions) if draft else 0
+    page.mouse.move(*_client_point(page, *points[0]))
+    page.mouse.down()
+    for point in points[1:]:
+        page.mouse.move(*_client_point(page, *point), steps=3)
+    page.mouse.up()
+
+    def saved() -> bool:
+        draft = ann.read_draft(ws, USER, name)
+        return draft is not None and len(draft.versions) > max(before, 1)
+
+    # wait through Playwright calls: a sync Playwright serves routes (the retry test's) only inside its calls
+    deadline = time.monotonic() + 60
+    while not saved():
+        assert time.monotonic() < deadline, "the stroke's draft version did not appear"
+        page.wait_for_timeout(100)
+
+
+def test_strokes_land_on_the_image_pixels_under_the_pointer_with_the_chosen_class_and_eraser(page, trained) -> None:
+    ws = trained.ws
+    name = _names(ws)[0][3]
+    _open(page, name)
+    t = ann.target(ws, USER, name)
+    page.locator("#annotate-editor .pss-swatch-btn[data-class='12']").click()  # dog
+    page.locator("#annotate-help").click()
+    for _ in range(4):
+        page.keyboard.press("]")  # brush size 6 -> 10
+    assert page.locator("#annotate-editor .pss-size-text").inner_text() == "10"
+    row = t.height / 2
+    _drag(page, ws, name, [(t.width * 0.2, row), (t.width * 0.8, row)])
+    mask = ann.current_mask(t)
+    dog = mask == class_index("dog")
+    assert set(np.unique(mask)) == {class_index("dog"), 255}
+    ys, xs = np.nonzero(dog)
+    # the painted band is where the pointer went: rows within the 10-px brush's radius of the line (+1 px for
+    # the pointer's rounding to screen pixels), columns from 20 % to 80 % of the width plus the round caps
+    assert abs(ys.mean() - row) < 1.5 and ys.max() - ys.min() + 1 <= 12 and ys.max() - ys.min() + 1 >= 8
+    assert abs(xs.min() - (t.width * 0.2 - 5)) <= 2 and abs(xs.max() - (t.width * 0.8 + 5)) <= 2
+    page.keyboard.press("e")  # the eraser: the mask the editor was loaded with (nothing) comes back
+    _drag(page, ws, name, [(t.width * 0.2, row), (t.width * 0.5, row)])
+    erased = ann.current_mask(t)
+    assert (erased[:, : int(t.width * 0.5) - 6] == 255).all()
+    assert (erased == class_index("dog")).sum() > 0  # the right half of the dog stroke is still there
+    _text(page, "#annotate-stroke-status", "draft saved")
+    assert page.errors == []
+
+
+def test_a_stroke_the_server_did_not_get_is_sent_again(page, trained) -> None:
+    ws = trained.ws
+    name = _names(ws)[0][4]
+    _open(page, name)
+    t = ann.target(ws, USER, name)
+    dropped: list[str] = []
+
+    def drop_first(route) -> None:
+        if not dropped:  # the network loses the first stroke's request
+            dropped.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/component_server/**", drop_first)
+    try:
+        _drag(page, ws, name, [(t.width * 0.3, t.height * 0.3), (t.width * 0.6, t.height * 0.3)])
+    finally:
+        page.unroute("**/component_server/**")
+    assert dropped, "the stroke's request was not seen"
+    assert (ann.current_mask(t) == PERSON).sum() > 20
+    _text(page, "#annotate-stroke-status", "draft saved")
     assert page.errors == []
 
 

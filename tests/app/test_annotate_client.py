@@ -13,7 +13,7 @@ from pss.api.users import read_user
 from pss.data.annotations import read_annotated
 from pss.data.labels import read_label_png
 
-ENDPOINTS = {"/annotate_choices", "/annotate_open", "/annotate_save", "/annotate_undo", "/annotate_redo",
+ENDPOINTS = {"/annotate_choices", "/annotate_open", "/annotate_stroke", "/annotate_undo", "/annotate_redo",
              "/annotate_discard", "/annotate_prelabel", "/annotate_click", "/annotate_submit", "/annotate_review",
              "/annotate_tags", "/annotate_diff", "/annotate_revert", "/annotate_queue", "/annotate_next",
              "/annotate_finetune", "/annotate_finetune_result"}
@@ -68,7 +68,7 @@ def test_open_fill_undo_redo_submit_review(served) -> None:
     assert ann.current_mask(t)[t.height - 10, t.width - 10] == 255
     client.predict(USER, name, 0.5, FILL, api_name="/annotate_redo")
     np.testing.assert_array_equal(ann.current_mask(t), mask)
-    out = client.predict(USER, name, None, 0.5, FILL, api_name="/annotate_submit")
+    out = client.predict(USER, name, 0.5, FILL, api_name="/annotate_submit")
     assert out[-1] == "" and "listed in annotated.txt" in out[-3]
     np.testing.assert_array_equal(read_label_png(t.mask_path), mask)
     assert name in read_annotated(ws.personal / USER)

@@ -45,7 +45,7 @@ def test_the_labels_listener_fires_on_every_state_line_and_save(served) -> None:
     # every action that shows an image writes the state line, and the draft save writes its message
     info, saved = _by_elem_id(config, "annotate-info"), _by_elem_id(config, "annotate-saved")
     writers = {d.get("api_name") for d in config["dependencies"] if info in d["outputs"] or saved in d["outputs"]}
-    assert {"annotate_open", "annotate_save", "annotate_prelabel", "annotate_click", "annotate_submit",
+    assert {"annotate_open", "annotate_after_stroke", "annotate_prelabel", "annotate_click", "annotate_submit",
             "annotate_revert", "annotate_review", "annotate_undo", "annotate_redo", "annotate_discard"} <= writers
 
 

@@ -1,6 +1,6 @@
 """The Annotate tab's engine side (``pss.api.annotate*``) on hand-made masks, a small demo and two tiny trained runs:
-tags, mask <-> layer, drafts with undo/redo, submit / history / diff / revert / review, the eval-image rule, doctor,
-pre-label, GrabCut, superpixels, the queue and the fine-tune request."""
+tags, brush strokes -> masks, drafts with undo/redo, submit / history / diff / revert / review, the eval-image rule,
+doctor, pre-label, GrabCut, superpixels, the queue and the fine-tune request."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,7 +13,7 @@ from pss.api import annotate_tools as tools
 from pss.api.users import forget_users, read_user
 from pss.data.annotations import read_annotated, tag_mismatch
 from pss.data.demo import DemoConfig, generate_demo
-from pss.data.labels import IGNORE_INDEX, VOC_PALETTE, class_index, read_label_png
+from pss.data.labels import class_index, read_label_png
 from pss.data.validate import check_user
 from pss.errors import DatasetError
 from pss.workspace import Workspace
@@ -38,28 +38,53 @@ def _names(ws: Workspace, user: str = "id1") -> tuple[list[str], list[str]]:
     return ([r.name for r in collection.records if r.mask_path is None], [r.name for r in collection.eval_set])
 
 
-# ---- masks <-> layers --------------------------------------------------------------------------------------------
+# ---- brush strokes -> masks -------------------------------------------------------------------------------------
 
-def test_mask_layer_round_trip_is_exact_for_every_class_and_unlabelled() -> None:
-    mask = np.array([list(range(11)), [*range(11, 21), 255]], dtype=np.uint8)
-    layer = ann.mask_to_layer(mask)
-    assert layer[1, 10, 3] == 0 and (layer[0, :, 3] == 255).all()
-    np.testing.assert_array_equal(ann.layer_to_mask(layer), mask)
+def _stroke(points, size, class_id) -> ann.Stroke:
+    return ann.Stroke.parse({"points": points, "size": size, "class_id": class_id})
 
 
-def test_strokes_snap_antialiased_edges_to_the_brush_colour_or_keep_the_base() -> None:
+def test_a_stroke_covers_the_pixels_whose_centre_is_within_half_its_size() -> None:
+    # a 3-pixel dot on pixel (2, 2)'s centre: the corner centres are sqrt(2) = 1.41 <= 1.5 away -> a 3x3 square
+    dot = ann.stroke_footprint((5, 5), _stroke([[2.5, 2.5]], 3, 15))
+    assert dot.astype(int).tolist() == [[0, 0, 0, 0, 0], [0, 1, 1, 1, 0], [0, 1, 1, 1, 0], [0, 1, 1, 1, 0],
+                                        [0, 0, 0, 0, 0]]
+    # a 5-pixel dot: radius 2.5, the four corners are sqrt(8) = 2.83 away, their neighbours sqrt(5) = 2.24 -> 21 px
+    five = ann.stroke_footprint((5, 5), _stroke([[2.5, 2.5]], 5, 15))
+    assert five.sum() == 21 and not five[0, 0] and five[0, 1] and five[2, 2]
+    # a 1-pixel line along row 0 from column 0 to column 4 (centres 0.5 .. 4.5), round caps reach no further
+    line = ann.stroke_footprint((3, 6), _stroke([[0.5, 0.5], [4.5, 0.5]], 1, 15))
+    assert line.astype(int).tolist() == [[1, 1, 1, 1, 1, 0], [0] * 6, [0] * 6]
+    # a diagonal of width 1 from pixel (0, 0) to (3, 3): the off-diagonal centres are 0.71 > 0.5 away
+    diagonal = ann.stroke_footprint((4, 4), _stroke([[0.5, 0.5], [3.5, 3.5]], 1, 15))
+    np.testing.assert_array_equal(diagonal, np.eye(4, dtype=bool))
+    # points outside the image paint only what is inside
+    assert ann.stroke_footprint((4, 4), _stroke([[-10, -10], [-5, -5]], 3, 15)).sum() == 0
+    assert ann.stroke_footprint((4, 4), _stroke([[-1.0, 0.5], [1.5, 0.5]], 1, 15)).astype(int)[0].tolist() == [1, 1,
+                                                                                                                0, 0]
+
+
+def test_a_stroke_paints_its_class_and_the_eraser_puts_the_loaded_mask_back() -> None:
     cat, dog = class_index("cat"), class_index("dog")
-    base = np.array([[cat, cat, cat, cat, cat, 255]], np.uint8)
-    layer = np.zeros((1, 6, 4), np.uint8)
-    layer[0, 0] = (*VOC_PALETTE[dog], 90)  # the faint rim of a dog stroke: not painted
-    layer[0, 1] = (*(VOC_PALETTE[dog].astype(int) + 10).clip(0, 255), 200)  # un-premultiplied rim: near dog
-    blend = (VOC_PALETTE[dog].astype(int) + VOC_PALETTE[cat].astype(int)) // 2  # a dog rim over a cat stroke
-    layer[0, 2] = (*blend, 255)
-    layer[0, 3] = (255, 255, 255, 255)  # the white swatch: unlabelled
-    layer[0, 5] = (*VOC_PALETTE[0], 255)  # background is paintable (alpha, not colour, says "painted")
-    assert ann.paint_over(base, layer).tolist() == [[cat, dog, cat, 255, cat, 0]]
-    assert ann.paint_over(None, layer).tolist() == [[255, dog, 255, 255, 255, 0]]
-    np.testing.assert_array_equal(ann.paint_over(base, np.zeros((1, 6, 4), np.uint8)), base)  # no stroke
+    base = np.array([[cat, cat, cat, 255, 0]], np.uint8)  # what the editor was loaded with
+    current = np.array([[dog, dog, cat, 255, 0]], np.uint8)  # after a dog stroke
+    row = [[0.5, 0.5], [4.5, 0.5]]
+    assert ann.paint_stroke(current, base, _stroke(row[:1], 1, 255)).tolist() == [[255, dog, cat, 255, 0]]
+    assert ann.paint_stroke(current, base, _stroke(row, 1, 0)).tolist() == [[0, 0, 0, 0, 0]]  # background paints
+    erased = ann.paint_stroke(current, base, _stroke([[0.5, 0.5], [1.5, 0.5]], 1, None))
+    assert erased.tolist() == [[cat, cat, cat, 255, 0]]
+    assert current.tolist() == [[dog, dog, cat, 255, 0]]  # a new array: the input is untouched
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([[1, 1]], "an object"), ({"points": [], "size": 3, "class_id": 1}, "at least one point"),
+    ({"points": [[1, "x"]], "size": 3, "class_id": 1}, "pairs"), ({"points": [[1, 1]], "size": 0, "class_id": 1},
+                                                                   "size"),
+    ({"points": [[1, float("nan")]], "size": 3, "class_id": 1}, "finite"),
+    ({"points": [[1, 1]], "size": 3, "class_id": 21}, "class"), ({"points": [[1, 1, 1]], "size": 3}, "pairs")])
+def test_a_bad_stroke_is_refused_with_what_is_wrong(bad, message) -> None:
+    with pytest.raises(DatasetError, match=message):
+        ann.Stroke.parse(bad)
 
 
 def test_palette_png_round_trip(tmp_path) -> None:
@@ -258,28 +283,36 @@ def test_finetune_request_starts_from_the_run_with_the_annotated_stream(trained)
     assert config.train.annotated_weight == 1.0
 
 
-def test_editor_saves_paint_strokes_over_the_loaded_mask_and_ignore_echoes(ws: Workspace) -> None:
+def test_editor_strokes_go_over_the_newest_version_and_a_retry_pushes_nothing(ws: Workspace) -> None:
     from pss_app.services import annotate as svc
 
     name = _names(ws)[1][0]  # an evaluation image: strokes go over its ground truth
     t = ann.target(ws, "id1", name)
     view = svc.image_view(ws, "id1", name)
-    assert view.editor["composite"] is None and not view.editor["layers"][0].any()  # strokes only, none yet
-    one = np.zeros((t.height, t.width, 4), np.uint8)
-    one[5:8, 5:30] = (*VOC_PALETTE[15], 255)
-    two = one.copy()
-    two[20:23, 5:30] = (*VOC_PALETTE[15], 255)
-
-    def editor(layer: np.ndarray) -> dict:
-        return {"background": None, "layers": [layer], "composite": None}
-
-    assert svc.save_draft(ws, "id1", name, view.key, editor(one)).pushed
-    assert svc.save_draft(ws, "id1", name, view.key, editor(two)).pushed
-    assert not svc.save_draft(ws, "id1", name, view.key, editor(one)).pushed  # a late echo of the first stroke
-    assert not svc.save_draft(ws, "id1", name, view.key, editor(np.zeros_like(one))).pushed  # no stroke
+    assert view.editor["key"] == view.key and (view.editor["width"], view.editor["height"]) == (t.width, t.height)
+    assert view.editor["src"].startswith("data:image/png;base64,")
+    person, dog = class_index("person"), class_index("dog")
+    # size 3 = radius 1.5 around the centre line and its end points: rows 5-7, columns 5-29 exactly (the cap corner
+    # centres (5.5, 5.5) are sqrt(2) = 1.41 from (6.5, 6.5); column 4 is 2 away)
+    one = {"points": [[6.5, 6.5], [28.5, 6.5]], "size": 3, "class_id": person}
+    two = {"points": [[6.5, 21.5], [28.5, 21.5]], "size": 3, "class_id": dog}
+    assert svc.save_stroke(ws, "id1", name, view.key, one).pushed
+    assert svc.save_stroke(ws, "id1", name, view.key, two).pushed
+    assert not svc.save_stroke(ws, "id1", name, view.key, two).pushed  # a retry of a stroke saved already
     expected = read_label_png(t.mask_path)
-    expected[5:8, 5:30] = 15
-    expected[20:23, 5:30] = 15
+    ground_truth = expected.copy()
+    expected[5:8, 5:30] = person
+    expected[20:23, 5:30] = dog
+    np.testing.assert_array_equal(ann.current_mask(t), expected)
+    assert len(ann.read_draft(ws, "id1", name).versions) == 3  # the loaded mask + one version per stroke
+    # the eraser over the first stroke: the ground truth the editor was loaded with comes back there
+    assert svc.save_stroke(ws, "id1", name, view.key, {**one, "class_id": None}).pushed
+    expected[5:8, 5:30] = ground_truth[5:8, 5:30]
     np.testing.assert_array_equal(ann.current_mask(t), expected)
     with pytest.raises(DatasetError, match="another image"):
-        svc.save_draft(ws, "id1", _names(ws)[0][0], view.key, editor(one))
+        svc.save_stroke(ws, "id1", _names(ws)[0][0], view.key, one)
+    # the page's server function never raises: a refusal comes back as its message
+    answer = svc.stroke_answer(ws, {**one, "key": view.key, "size": -1})
+    assert answer == {"ok": False, "pushed": False, "message": answer["message"]} and "size" in answer["message"]
+    assert svc.stroke_answer(ws, {"points": []})["message"].startswith("⚠ stroke not saved: the editor holds no")
+    assert svc.stroke_answer(ws, {**two, "key": view.key, "class_id": person})["pushed"]
