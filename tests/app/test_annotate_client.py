@@ -78,6 +78,26 @@ def test_open_fill_undo_redo_submit_review(served) -> None:
     assert ann.image_state(ws, USER, name) == "reviewed"
 
 
+def test_a_stroke_through_the_api_paints_the_draft(served) -> None:
+    trained, client = served
+    ws = trained.ws
+    name = _unlabelled(ws)[2]
+    client.predict(USER, name, 0.5, FILL, api_name="/annotate_open")
+    from pss_app.services.annotate import image_view
+
+    key = image_view(ws, USER, name).key
+    stroke = {"points": [[2.5, 3.5], [6.5, 3.5]], "size": 1, "class_id": 12}  # row 3, columns 2-6
+    message = client.predict(USER, name, key, stroke, api_name="/annotate_stroke")
+    assert message.startswith("draft saved")
+    mask = ann.current_mask(ann.target(ws, USER, name))
+    assert np.argwhere(mask == 12).tolist() == [[3, 2], [3, 3], [3, 4], [3, 5], [3, 6]]
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="class must be 0..20"):
+        client.predict(USER, name, key, {**stroke, "class_id": 99}, api_name="/annotate_stroke")
+    client.predict(USER, name, 0.5, FILL, api_name="/annotate_discard")
+
+
 def test_prelabel_and_tags(served) -> None:
     trained, client = served
     ws = trained.ws
