@@ -17,23 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "app"))  # the browser tests' helpers (chromium page, app launch)
 sys.path.insert(0, str(ROOT / "tests"))
 
-from browser_support import SCREENSHOTS, open_page  # noqa: E402
+from browser_support import SCREENSHOTS, open_page, pick, wait_text  # noqa: E402
 from inspect_support import launch  # noqa: E402
 
 from pss.api.users import read_user  # noqa: E402
 from pss.workspace import Workspace  # noqa: E402
-
-
-def _wait_text(page, selector: str, text: str) -> None:
-    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
-                           arg=[selector, text])
-
-
-def _pick(page, selector: str, text: str) -> None:
-    box = page.locator(f"{selector} input")
-    box.click()
-    box.fill(text)
-    page.get_by_role("option").filter(has_text=text).first.click()
 
 
 def main() -> int:
@@ -52,21 +40,21 @@ def main() -> int:
         with open_page(url, width=1500, timeout_ms=180_000) as page:
             page.get_by_role("tab", name="Inspect").click()
             page.wait_for_selector("#inspect-run input")
-            _pick(page, "#inspect-run", args.eps)
-            _pick(page, "#inspect-image", name)
-            _wait_text(page, "#inspect-weak-info", "eps_affinity")
+            pick(page, "#inspect-run", args.eps)
+            pick(page, "#inspect-image", name)
+            wait_text(page, "#inspect-weak-info", "eps_affinity")
             page.wait_for_selector("#inspect-weak-panel2 img", state="attached")
             page.locator("#inspect-weak").scroll_into_view_if_needed()
             target = page.locator("#inspect-weak-panel1 img").first
             target.scroll_into_view_if_needed()
             box = target.bounding_box()
             page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.55)
-            _wait_text(page, "#inspect-weak-pixel", "neighbours within radius")
+            wait_text(page, "#inspect-weak-pixel", "neighbours within radius")
             page.wait_for_selector("#inspect-weak-affinity img")
             page.wait_for_timeout(1000)
             page.locator("#inspect-weak").screenshot(path=str(SCREENSHOTS / "inspect_weak_eps.png"))
-            _pick(page, "#inspect-run", args.transfer)
-            _wait_text(page, "#inspect-weak-info", "weak")
+            pick(page, "#inspect-run", args.transfer)
+            wait_text(page, "#inspect-weak-info", "weak")
             page.wait_for_selector("#inspect-weak-panel1 img", state="attached")
             page.wait_for_timeout(1500)
             page.locator("#inspect-weak").screenshot(path=str(SCREENSHOTS / "inspect_weak_transfer.png"))

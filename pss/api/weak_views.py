@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -417,13 +417,10 @@ def _cached(cache: OrderedDict[str, Any], key: str, keep: int, make: Any) -> Any
 
 
 def _affinity_net(run: _WeakRun) -> tuple[Any, str]:
-    """The run's AffinityNet (its config's model, its saved weights) and a cache key of the weights file."""
-    import torch
-
-    from pss.errors import CheckpointError
-    from pss.models.affinity import build_affinity_net
+    """The run's AffinityNet (``pss.weak.eps_run.load_affinity_net``: the run's model at the method's
+    ``net_output_stride``, its saved weights) and a cache key of the weights file."""
     from pss.config import resolve_config
-    from pss.weak.eps_run import affinity_model_config
+    from pss.weak.eps_run import load_affinity_net
 
     weights = run.dir / "affinity" / AFFINITY_MODEL
     if not weights.is_file():
@@ -432,18 +429,7 @@ def _affinity_net(run: _WeakRun) -> tuple[Any, str]:
     key = f"{run.run_id}|{file_key(weights)}"
 
     def make() -> Any:
-        # the net the weights were trained with: the run's model at the method's net_output_stride (psa's 8 even
-        # when the segmenter runs at 16; pss.weak.eps_run.affinity_model_config) -- the saved state_dict replaces
-        # every weight, so no ImageNet weights to load first
-        cfg = affinity_model_config(resolve_config(run.config))
-        model = build_affinity_net(replace(cfg, pretrained=False, weights_path=None))
-        try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
-        except (RuntimeError, KeyError, OSError, ValueError) as exc:
-            raise CheckpointError(f"{weights}: cannot load the AffinityNet weights ({exc}); the run's model config "
-                                  "and the saved weights differ: re-run the pipeline") from exc
-        return model.eval()
+        return load_affinity_net(run.dir, resolve_config(run.config))
 
     return _cached(_MODELS, key, _KEEP_MODELS, make), key
 

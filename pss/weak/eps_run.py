@@ -72,8 +72,13 @@ def load_affinity_net(run_dir: Path, config: ExperimentConfig, device: torch.dev
     if not path.is_file():
         raise CheckpointError(f"{path} not found: the run's affinity stage has not finished (or it is not an "
                               "eps_affinity run)")
-    model = build_affinity_net(affinity_model_config(config))
-    model.load_state_dict(torch.load(path, map_location=device or "cpu", weights_only=True))
+    # the saved state_dict replaces every weight: no ImageNet weights to load first
+    model = build_affinity_net(replace(affinity_model_config(config), pretrained=False, weights_path=None))
+    try:
+        model.load_state_dict(torch.load(path, map_location=device or "cpu", weights_only=True))
+    except (RuntimeError, KeyError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot load the AffinityNet weights ({exc}); the run's model config and the "
+                              "saved weights differ: re-run the pipeline") from exc
     return model.to(device or torch.device("cpu")).eval()
 
 

@@ -49,6 +49,20 @@ def open_page(url: str, width: int = 1400, timeout_ms: int = 60_000) -> Iterator
             browser.close()
 
 
+def wait_text(page, selector: str, text: str) -> None:
+    """Wait until the element ``selector`` shows ``text`` (in its rendered text)."""
+    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
+                           arg=[selector, text])
+
+
+def pick(page, selector: str, text: str) -> None:
+    """Choose the option showing ``text`` in the Gradio dropdown ``selector`` (typed, then clicked)."""
+    box = page.locator(f"{selector} input")
+    box.click()
+    box.fill(text)
+    page.get_by_role("option").filter(has_text=text).first.click()
+
+
 def stop_jobs(ws: Workspace) -> None:
     """End what a test's page launched: kill the running jobs' process groups, stop the workspace's job service."""
     for job in job_service(ws, start=False).queue.list_jobs(status="running"):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from annotate_support import USER, annotate_workspace
-from browser_support import SCREENSHOTS, open_page, require_chromium
+from browser_support import SCREENSHOTS, open_page, require_chromium, wait_text
 from inspect_support import launch
 from pss.api import annotate as ann
 from pss.api.users import forget_users, read_user
@@ -41,11 +41,6 @@ def page(trained) -> Iterator:
     demo.close()
 
 
-def _text(page, selector: str, text: str) -> None:
-    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
-                           arg=[selector, text])
-
-
 def _open(page, name: str) -> None:
     """Switch to Annotate and pick image ``name`` in its dropdown."""
     page.get_by_role("tab", name="Annotate").click()
@@ -53,7 +48,7 @@ def _open(page, name: str) -> None:
     box.click()
     box.fill(name)
     page.get_by_role("option").filter(has_text=name).first.click()
-    _text(page, "#annotate-info", f"{name} ·")
+    wait_text(page, "#annotate-info", f"{name} ·")
     page.wait_for_selector("#annotate-editor canvas")
     page.wait_for_timeout(1000)  # the editor draws the new background
     page.locator(f"#annotate-editor .pss-swatch-btn[data-class='{PERSON}']").click()  # the brush, person (the tool
@@ -77,7 +72,7 @@ def _stroke(page, ws, name: str, row: float = 0.5) -> None:
         return now is not None and len(now.versions) > max(before, 1)
 
     wait_for(saved, 120)
-    _text(page, "#annotate-saved", "draft saved")
+    wait_text(page, "#annotate-saved", "draft saved")
 
 
 def _listed(page, name: str, state: str) -> None:
@@ -101,11 +96,11 @@ def test_paint_submit_reload_and_the_png_holds_the_class_ids(page, trained) -> N
     painted = ann.current_mask(ann.target(ws, USER, name))
     assert (painted == PERSON).sum() > 20 and set(np.unique(painted)) <= {PERSON, 255}
     page.locator("#annotate-submit").click()
-    _text(page, "#annotate-saved", f"{name} v1 saved")
+    wait_text(page, "#annotate-saved", f"{name} v1 saved")
     _listed(page, name, "submitted")
     page.reload(wait_until="load")
     _open(page, name)
-    _text(page, "#annotate-info", "state submitted")
+    wait_text(page, "#annotate-info", "state submitted")
     forget_users()
     on_disk = read_label_png(ann.target(ws, USER, name).mask_path)
     np.testing.assert_array_equal(on_disk, painted)
@@ -116,14 +111,14 @@ def test_undo_redo_from_the_keyboard(page, trained) -> None:
     ws = trained.ws
     name = _names(ws)[1][0]  # an evaluation image: its ground truth shows under the strokes
     _open(page, name)
-    _text(page, "#annotate-info", "evaluation image")
+    wait_text(page, "#annotate-info", "evaluation image")
     _stroke(page, ws, name, 0.4)
     _stroke(page, ws, name, 0.6)
     t = ann.target(ws, USER, name)
     assert ann.read_draft(ws, USER, name).position == 2
     for keys, position, shown in (("Control+z", 1, "draft v2/3"), ("Control+z", 0, "draft v1/3"),
                                   ("Control+Shift+z", 1, "draft v2/3")):
-        _text(page, "#annotate-undo", "Undo")
+        wait_text(page, "#annotate-undo", "Undo")
         before = ann.read_draft(ws, USER, name).position
         for attempt in range(3):
             page.locator("#annotate-help").click()  # focus outside every text field (the shortcuts skip those)
@@ -137,7 +132,7 @@ def test_undo_redo_from_the_keyboard(page, trained) -> None:
                 # press again only if nothing moved, so a slow press applied late still fails the test
                 if attempt == 2 or ann.read_draft(ws, USER, name).position != before:
                     raise
-        _text(page, "#annotate-info", shown)
+        wait_text(page, "#annotate-info", shown)
         if position == 0:  # back to the ground truth
             np.testing.assert_array_equal(ann.current_mask(t), read_label_png(t.mask_path))
     page.wait_for_timeout(3000)  # the editor redraws its background after each new value
@@ -200,7 +195,7 @@ def test_strokes_land_on_the_image_pixels_under_the_pointer_with_the_chosen_clas
     erased = ann.current_mask(t)
     assert (erased[:, : int(t.width * 0.5) - 6] == 255).all()
     assert (erased == class_index("dog")).sum() > 0  # the right half of the dog stroke is still there
-    _text(page, "#annotate-stroke-status", "draft saved")
+    wait_text(page, "#annotate-stroke-status", "draft saved")
     assert page.errors == []
 
 
@@ -225,7 +220,7 @@ def test_a_stroke_the_server_did_not_get_is_sent_again(page, trained) -> None:
         page.unroute("**/component_server/**")
     assert dropped, "the stroke's request was not seen"
     assert (ann.current_mask(t) == PERSON).sum() > 20
-    _text(page, "#annotate-stroke-status", "draft saved")
+    wait_text(page, "#annotate-stroke-status", "draft saved")
     assert page.errors == []
 
 
@@ -237,8 +232,8 @@ def test_prelabel_from_a_run(page, trained) -> None:
     threshold.fill("0.1")  # the tiny 2-step model is unsure everywhere: at 0.6 it would leave every pixel unlabelled
     threshold.press("Enter")
     page.locator("#annotate-prelabel").click()
-    _text(page, "#annotate-click-info", "pre-labelled from")
-    _text(page, "#annotate-info", "state pre-labelled")
+    wait_text(page, "#annotate-click-info", "pre-labelled from")
+    wait_text(page, "#annotate-info", "state pre-labelled")
     _listed(page, name, "pre-labelled")
     record = read_user(ws, USER).record(name)
     mask = ann.current_mask(ann.target(ws, USER, name))
@@ -278,11 +273,11 @@ def test_a_killed_server_offers_the_draft_after_restart(page, tmp_path_factory) 
         proc, url = start()
         page.goto(url, wait_until="load")
         _open(page, name)
-        _text(page, "#annotate-offer", "Restored your unsubmitted draft")
+        wait_text(page, "#annotate-offer", "Restored your unsubmitted draft")
         assert page.locator("#annotate-offer-row").is_visible()
-        _text(page, "#annotate-info", "state draft")
+        wait_text(page, "#annotate-info", "state draft")
         page.locator("#annotate-discard").click()
-        _text(page, "#annotate-info", "state unlabelled")
+        wait_text(page, "#annotate-info", "state unlabelled")
     finally:
         proc.kill()
         proc.wait(30)

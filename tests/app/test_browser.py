@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import SCREENSHOTS, open_page
+from browser_support import SCREENSHOTS, open_page, wait_text
 
 pytestmark = pytest.mark.browser
 
@@ -60,22 +60,18 @@ def _hover_a_point(page) -> None:
     page.wait_for_selector("#groups-scatter .pss-hover img", state="visible")  # the last chance, with its error
 
 
-def _wait_text(page, selector: str, text: str) -> None:
-    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text])
-
-
 def test_images_tab_user_and_image(page, app) -> None:
     from pss.api import read_user
 
     records = read_user(app.ws, "id2").records
     page.wait_for_selector("#images-gallery img")
     _choose(page, "#user", "id2")
-    _wait_text(page, "#images-info", f"of {len(records)}")
+    wait_text(page, "#images-info", f"of {len(records)}")
     page.locator("#images-labelled").get_by_text("labelled", exact=True).click()
-    _wait_text(page, "#images-info", f"of {sum(r.labelled for r in records)}")
+    wait_text(page, "#images-info", f"of {sum(r.labelled for r in records)}")
     page.locator("#images-gallery img").nth(1).click()
     page.wait_for_selector("#image-view img")
-    _wait_text(page, "#image-details", "labelled (GT mask)")
+    wait_text(page, "#image-details", "labelled (GT mask)")
     assert page.locator("#image-legend .pss-swatch").count() >= 2  # background + at least one object class
     name = page.locator("#image-name textarea, #image-name input").first.input_value()
     assert re.fullmatch(r"\w+", name)
@@ -97,7 +93,7 @@ def test_groups_tab_group_lasso_and_open_image(page) -> None:
     page.mouse.move(x, y)
     page.wait_for_selector("#groups-scatter .pss-hover img", state="visible")  # hover shows the thumbnail
     page.mouse.click(x, y)
-    _wait_text(page, "#groups-selection-info", "group ")
+    wait_text(page, "#groups-selection-info", "group ")
     _settle(page)
     assert "lasso" not in _text(page, "#groups-selection-info")  # a click picks the point's group
     # lasso the left half of the plot: those images
@@ -108,7 +104,7 @@ def test_groups_tab_group_lasso_and_open_image(page) -> None:
     for fx, fy in corners[1:]:
         page.mouse.move(area["x"] + area["width"] * fx, area["y"] + area["height"] * fy, steps=6)
     page.mouse.up()
-    _wait_text(page, "#groups-selection-info", "lasso selection")
+    wait_text(page, "#groups-selection-info", "lasso selection")
     page.wait_for_selector("#groups-gallery img")
     _settle(page)
     _hover_a_point(page)  # hover again so the screenshot shows the thumbnail box
@@ -125,7 +121,7 @@ def test_statistics_tab(page) -> None:
     page.get_by_role("tab", name="Statistics").click()
     for chart in ("proportion", "cooccurrence", "object-size", "instances"):
         page.wait_for_selector(f"#stats-{chart} .js-plotly-plot .main-svg")
-    _wait_text(page, "#stats-summary", "id1, id2")
+    wait_text(page, "#stats-summary", "id1, id2")
     _settle(page)
     assert page.locator("#stats-cooccurrence .heatmaplayer image, #stats-cooccurrence .hm").count() >= 1
     page.screenshot(path=str(SCREENSHOTS / "statistics.png"), full_page=True)

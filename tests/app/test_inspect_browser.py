@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import SCREENSHOTS, open_page, require_chromium
+from browser_support import SCREENSHOTS, open_page, require_chromium, wait_text
 from inspect_support import launch, trained_workspace
 
 pytestmark = pytest.mark.browser
@@ -43,28 +43,23 @@ def page(served) -> Iterator:
         yield tab
 
 
-def _wait_text(page, selector: str, text: str) -> None:
-    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
-                           arg=[selector, text])
-
-
 def test_inspect_click_a_pixel(page) -> None:
     page.get_by_role("tab", name="Inspect").click()
     page.wait_for_selector("#inspect-prediction img")
     if "OURS-S1" not in page.locator("#inspect-run input").input_value():  # a workspace with more runs
         page.locator("#inspect-run input").click()
         page.get_by_role("option").filter(has_text="OURS-S1").first.click()
-    _wait_text(page, "#inspect-summary", "context group")  # a run with the group region context
+    wait_text(page, "#inspect-summary", "context group")  # a run with the group region context
     page.wait_for_selector("#inspect-entropy img")
     page.wait_for_selector("#inspect-pseudo img")
-    _wait_text(page, "#inspect-pseudo-info", "step 2")
+    wait_text(page, "#inspect-pseudo-info", "step 2")
     for selector in ("#inspect-prediction img", "#inspect-entropy img", "#inspect-pseudo img"):
         assert page.locator(selector).first.get_attribute("src").endswith(".png")  # never a webp re-encoding
     before = page.locator("#inspect-prediction img").first.get_attribute("src")
     box = page.locator("#inspect-prediction img").first.bounding_box()
     page.mouse.click(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.6)
-    _wait_text(page, "#inspect-pixel", "pixel (")
-    _wait_text(page, "#inspect-attention", "other regions")
+    wait_text(page, "#inspect-pixel", "pixel (")
+    wait_text(page, "#inspect-attention", "other regions")
     page.wait_for_selector("#inspect-regions img")
     page.wait_for_function("(s) => document.querySelector('#inspect-prediction img')?.getAttribute('src') !== s",
                            arg=before)  # the prediction now carries the crosshair
@@ -85,10 +80,10 @@ def test_compare_two_runs(page) -> None:
     page.wait_for_selector("#compare-figure img")
     assert page.locator("#compare-runs input[type=checkbox]:checked").count() >= 2
     assert page.locator("#compare-figure img").first.get_attribute("src").endswith(".png")
-    _wait_text(page, "#compare-scores", "FIoU")
-    _wait_text(page, "#compare-differences", "B - A")
-    _wait_text(page, "#compare-fiou", "Mean")
-    _wait_text(page, "#compare-per-class", "background")
+    wait_text(page, "#compare-scores", "FIoU")
+    wait_text(page, "#compare-differences", "B - A")
+    wait_text(page, "#compare-fiou", "Mean")
+    wait_text(page, "#compare-per-class", "background")
     page.screenshot(path=str(page.shots / "compare_runs.png"), full_page=True)
     current = page.locator("#compare-image input").input_value().split(" ")[0]
     rows = page.locator("#compare-differences .virtual-row")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from browser_support import SCREENSHOTS, open_page, require_chromium
+from browser_support import SCREENSHOTS, open_page, pick, require_chromium, wait_text
 from inspect_support import launch
 from weak_support import weak_workspace
 
@@ -29,39 +29,27 @@ def page(tmp_path_factory) -> Iterator:
     demo.close()
 
 
-def _wait_text(page, selector: str, text: str) -> None:
-    page.wait_for_function("([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)",
-                           arg=[selector, text])
-
-
-def _pick(page, selector: str, text: str) -> None:
-    box = page.locator(f"{selector} input")
-    box.click()
-    box.fill(text)
-    page.get_by_role("option").filter(has_text=text).first.click()
-
-
 def test_the_eps_section_renders_and_a_click_shows_affinities(page) -> None:
     weak = page.weak
     page.get_by_role("tab", name="Inspect").click()
     page.wait_for_selector("#inspect-run input")
-    _pick(page, "#inspect-run", weak.eps)
-    _pick(page, "#inspect-image", weak.a)
-    _wait_text(page, "#inspect-weak-info", "eps_affinity")
-    _wait_text(page, "#inspect-weak-info", "refined")  # the stage-quality table
+    pick(page, "#inspect-run", weak.eps)
+    pick(page, "#inspect-image", weak.a)
+    wait_text(page, "#inspect-weak-info", "eps_affinity")
+    wait_text(page, "#inspect-weak-info", "refined")  # the stage-quality table
     page.wait_for_function("() => document.querySelectorAll('#inspect-weak-cams img').length === 2")
-    _wait_text(page, "#inspect-weak-cams", "cat")
-    _wait_text(page, "#inspect-weak-cams", "person")
+    wait_text(page, "#inspect-weak-cams", "cat")
+    wait_text(page, "#inspect-weak-cams", "person")
     for i in range(3):
         page.wait_for_selector(f"#inspect-weak-panel{i} img")
         assert page.locator(f"#inspect-weak-panel{i} img").first.get_attribute("src").endswith(".png")
-    _wait_text(page, "#inspect-weak-panel1", "EPS pseudo mask")
-    _wait_text(page, "#inspect-weak-panel2", "AffinityNet-refined mask")
+    wait_text(page, "#inspect-weak-panel1", "EPS pseudo mask")
+    wait_text(page, "#inspect-weak-panel2", "AffinityNet-refined mask")
     target = page.locator("#inspect-weak-panel1 img").first
     target.scroll_into_view_if_needed()  # the section is below the fold: a mouse click needs it in the viewport
     box = target.bounding_box()
     page.mouse.click(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.5)
-    _wait_text(page, "#inspect-weak-pixel", "neighbours within radius 5")
+    wait_text(page, "#inspect-weak-pixel", "neighbours within radius 5")
     page.wait_for_selector("#inspect-weak-affinity img")
     x = float(page.locator("#inspect-weak-x input").input_value())
     assert 0.4 < x / weak.size[1] < 0.6  # display pixels were mapped back to image pixels
@@ -75,15 +63,15 @@ def test_the_eps_section_renders_and_a_click_shows_affinities(page) -> None:
 def test_a_transfer_run_shows_its_source_images_and_split(page) -> None:
     weak = page.weak
     page.get_by_role("tab", name="Inspect").click()
-    _pick(page, "#inspect-run", weak.transfer)
-    _wait_text(page, "#inspect-weak-info", "cat, dog")  # the weak classes
+    pick(page, "#inspect-run", weak.transfer)
+    wait_text(page, "#inspect-weak-info", "cat, dog")  # the weak classes
     page.wait_for_selector("#inspect-weak-source input")  # the source-image picker shows for a transfer run
     page.wait_for_function("t => document.querySelector('#inspect-weak-source input')?.value === t", arg=weak.s0)
-    _wait_text(page, "#inspect-weak-panel1", "coarse label")
+    wait_text(page, "#inspect-weak-panel1", "coarse label")
     page.wait_for_selector("#inspect-weak-panel1 img")
-    _pick(page, "#inspect-weak-source", weak.s1)  # an object map only
-    _wait_text(page, "#inspect-weak-panel1", "(missing)")
-    _wait_text(page, "#inspect-weak-info", "no coarse label")
+    pick(page, "#inspect-weak-source", weak.s1)  # an object map only
+    wait_text(page, "#inspect-weak-panel1", "(missing)")
+    wait_text(page, "#inspect-weak-info", "no coarse label")
     page.wait_for_timeout(1500)  # no update loop between the picker and the section: its value stays
     assert page.locator("#inspect-weak-source input").input_value() == weak.s1
     assert page.errors == []
