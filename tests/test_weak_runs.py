@@ -171,6 +171,9 @@ def test_the_users_own_saliency_maps_are_used(ws: Workspace) -> None:
     report = run.read_report()
     assert report["saliency_source"] == "user"
     assert [e["stage"] for e in run.events("stage_end")] == ["cam", "segmenter"]  # no saliency training
+    # the progress total counts the stages that train: the CAMs' and the segmenter's steps, no saliency steps
+    total = STAGE_STEPS["cam"] + SEG_STEPS
+    assert run.meta["total_steps"] == total and max(e["step"] for e in run.events("train")) == total
     assert not list((run.dir / "saliency").iterdir())
     assert "the user's own maps" in (run.dir / "log.txt").read_text()
     # a bad map stops the run before any training, naming the file

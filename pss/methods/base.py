@@ -101,6 +101,11 @@ class Method(nn.Module):
         the final segmenter, usually trains ``train_steps``). Empty for a one-loop method."""
         return {}
 
+    def skipped_stages(self, config: Any) -> frozenset[str]:
+        """Stages of ``stage_steps`` that will not train for this run's data (``config``: the run's
+        ``ExperimentConfig``), so the progress total leaves them out. None by default."""
+        return frozenset()
+
     def pseudo_policy(self) -> PseudoPolicy | None:
         """How the ``pseudo`` stream's labels are built (``None`` for methods without one)."""
         return None

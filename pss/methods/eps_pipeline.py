@@ -19,6 +19,8 @@ and a pseudo batch. ``method.pseudo.folder`` is set by the runner (the run's mas
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from pss.methods.eps import EPSConfig
 from pss.methods.weak_seg import WeakSeg, WeakSegConfig
@@ -86,6 +88,16 @@ class EPSPipeline(WeakSeg):
             if stage == "cam" and cfg.cam_plain:  # the optional baseline, right after the EPS stage
                 out[PLAIN_CAM] = cfg.cam_steps
         return out
+
+
+    def skipped_stages(self, config: Any) -> frozenset[str]:
+        """The saliency stage when the user supplies ``SALImages/`` (``pss.weak.eps_run`` uses them as they are)."""
+        from pss.data.saliency import SALIENCY_FOLDER
+
+        if config.data.target != "personal" or not config.data.user:
+            return frozenset()
+        user_maps = Path(config.data.personal_path()) / config.data.user / SALIENCY_FOLDER
+        return frozenset({"saliency"}) if user_maps.is_dir() else frozenset()
 
 
 class EPSSeg(EPSPipeline):

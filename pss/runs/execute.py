@@ -81,10 +81,16 @@ def prepare_run(config: ExperimentConfig, workspace: Workspace, device_spec: str
                                         total_steps(config), run_id=run_id)
 
 
+def training_stages(method: Method, config: ExperimentConfig) -> dict[str, int]:
+    """A pipeline's stages that train for this run, with their steps, in order (empty for a one-loop method)."""
+    skipped = method.skipped_stages(config)
+    return {stage: steps for stage, steps in method.stage_steps(config.train.steps).items() if stage not in skipped}
+
+
 def total_steps(config: ExperimentConfig) -> int:
     """The run's progress total: ``train.steps``, or for a pipeline the sum of its training stages' steps."""
     method = build_method(config.method_name, config.method_params(), config.model.num_classes)
-    return sum(method.stage_steps(config.train.steps).values()) or config.train.steps
+    return sum(training_stages(method, config).values()) or config.train.steps
 
 
 class _StopHook(Hook):
@@ -109,7 +115,7 @@ def _run_pipeline(run: Run, config: ExperimentConfig, method: Method, data: Expe
         raise ConfigError(f"method {method.name!r} declares stages {method.stages} but pss.weak.runners.PIPELINES "
                           "has no runner for it")
     offsets, total = {}, 0
-    for stage, steps in method.stage_steps(config.train.steps).items():
+    for stage, steps in training_stages(method, config).items():
         offsets[stage], total = total, total + steps
 
     def hooks_for(stage: str) -> list[Hook]:
