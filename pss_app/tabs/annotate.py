@@ -190,16 +190,17 @@ def _body(ctx: TabContext, refresh_triggers: list) -> None:
     gr.on([opacity.release, tool.change], redraw, [user, image, key, opacity, tool, session], [*view_outputs, status],
           api_visibility="private")
 
-    @guarded(4)
+    @guarded(5)
     def after_stroke(user_name: str, name: str | None, opacity_value: float, tool_value: str):
         """After each stroke the server saved (the page's ``saved`` event, not on the save's path): the caption,
-        the undo/redo buttons and the click preview follow."""
+        the undo/redo buttons (a stroke ends the redo stack) and the click preview follow."""
         if not user_name or not name:
-            return gr.skip(), gr.skip(), gr.skip(), ""
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), ""
         view = svc.image_view(ws, user_name, name, opacity_value, tool_value)
-        return (svc.saved_caption(ws, user_name, name), gr.Button(interactive=view.can_undo), view.preview, "")
+        return (svc.saved_caption(ws, user_name, name), gr.Button(interactive=view.can_undo),
+                gr.Button(interactive=view.can_redo), view.preview, "")
 
-    editor.saved(after_stroke, [user, image, opacity, tool], [saved, undo_btn, preview, status],
+    editor.saved(after_stroke, [user, image, opacity, tool], [saved, undo_btn, redo_btn, preview, status],
                  api_name="annotate_after_stroke", api_visibility="private", trigger_mode="always_last",
                  show_progress="hidden")
 

@@ -58,7 +58,7 @@ def _open(page, name: str) -> None:
 def _stroke(page, ws, name: str, row: float = 0.5) -> None:
     """One horizontal brush stroke across the editor's canvas, then wait until the draft has a new version."""
     draft = ann.read_draft(ws, USER, name)
-    before = len(draft.versions) if draft else 0
+    before = set(draft.versions) if draft else set()
     box = page.locator("#annotate-editor canvas").first.bounding_box()
     x0, y = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * row
     page.mouse.move(x0, y)
@@ -67,9 +67,9 @@ def _stroke(page, ws, name: str, row: float = 0.5) -> None:
         page.mouse.move(x0 + i * 10, y, steps=2)
     page.mouse.up()
 
-    def saved() -> bool:
+    def saved() -> bool:  # a version file never seen before is the newest (names count up, never reused)
         now = ann.read_draft(ws, USER, name)
-        return now is not None and len(now.versions) > max(before, 1)
+        return now is not None and now.versions[-1] not in before and now.position == len(now.versions) - 1
 
     wait_for(saved, 120)
     wait_text(page, "#annotate-saved", "draft saved")
@@ -135,6 +135,12 @@ def test_undo_redo_from_the_keyboard(page, trained) -> None:
         wait_text(page, "#annotate-info", shown)
         if position == 0:  # back to the ground truth
             np.testing.assert_array_equal(ann.current_mask(t), read_label_png(t.mask_path))
+    # a new stroke after an undo ends the redo stack, on the server and on the button
+    page.wait_for_function("() => !document.querySelector('#annotate-redo')?.disabled")
+    page.locator("#annotate-editor .pss-swatch-btn[data-class='12']").click()  # dog: not in the ground truth
+    _stroke(page, ws, name, 0.8)
+    assert not ann.read_draft(ws, USER, name).can_redo
+    page.wait_for_function("() => document.querySelector('#annotate-redo')?.disabled")
     page.wait_for_timeout(3000)  # the editor redraws its background after each new value
     page.locator("#tab-annotate").screenshot(path=str(SCREENSHOTS / "annotate.png"))
     assert page.errors == []
