@@ -57,8 +57,7 @@ TEMPLATE = f"""
   ${{value && value.src ? `<div class="pss-stage"
       style="max-width:${{Math.round({MAX_HEIGHT_PX} * value.width / value.height)}}px">
       <img class="pss-photo" src="${{value.src}}" draggable="false" alt="">
-      <canvas class="pss-paint" width="${{value.width}}" height="${{value.height}}"
-        data-key="${{value.key}}"></canvas>
+      <canvas class="pss-paint" width="${{value.width}}" height="${{value.height}}"></canvas>
     </div>` : `<div class="pss-empty">Pick an image to paint its mask.</div>`}}
   <div class="pss-swatches">{_swatches_html()}</div>
   <div class="pss-help">Click a colour, then paint; <b>unlabelled</b> (white) makes pixels 255 (ignored in training),
@@ -148,7 +147,8 @@ element.addEventListener('pointerdown', (ev) => {{
   ev.preventDefault();
   canvas.setPointerCapture(ev.pointerId);
   const p = imagePoint(ev, canvas);
-  stroke = {{key: canvas.dataset.key, points: [p], size: state.size,
+  // the key of the value on screen (read here, not written into the HTML: an image name may hold any character)
+  stroke = {{key: props.value && props.value.key, points: [p], size: state.size,
             class_id: state.mode === 'erase' ? null : state.cls}};
   draw(canvas, p, p);
 }});
