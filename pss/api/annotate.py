@@ -341,9 +341,8 @@ def current_mask(t: Target) -> np.ndarray:
 def push_version(t: Target, mask: np.ndarray, source: str = "manual") -> Draft:
     """Save ``mask`` as the draft's newest version (what was redo-able is dropped, as in every editor).
 
-    A mask equal to the one shown is not pushed (the autosave timer and the editor's change event send the same
-    mask again and again). The first version of a new draft is the mask the image had (``base``), so undo can
-    always go back to it."""
+    A mask equal to the one shown is not pushed (a retried stroke, a click that changes nothing). The first version
+    of a new draft is the mask the image had (``base``), so undo can always go back to it."""
     mask = check_mask(t, mask)
     folder = _draft_dir(t.ws, t.user, t.name)
     with WRITE_LOCK:
