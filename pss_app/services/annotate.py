@@ -222,7 +222,7 @@ def save_stroke(ws: Workspace, user: str, name: str, key: str, stroke: Any) -> S
 def stroke_answer(ws: Workspace, payload: Any) -> dict[str, Any]:
     """The editor's server function: save the stroke of ``payload`` (a ``Stroke``'s JSON plus the editor ``key``,
     which names the user and image) and answer ``{"ok", "pushed", "message"}``; never raises (the page shows the
-    message under the canvas, a refusal in orange)."""
+    message in its toolbar, a refusal in orange)."""
     try:
         key = str(payload.get("key") or "") if isinstance(payload, dict) else ""
         user, _, name = key.rsplit("@", 1)[0].partition("/")

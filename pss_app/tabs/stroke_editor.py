@@ -12,8 +12,8 @@ Value (from the server): ``None`` (no image) or ``{"key", "src", "width", "heigh
 image's size. The canvas keeps the image's own pixel grid (CSS scales it), so a pointer position maps to image
 pixels by the canvas's on-screen box alone. New strokes show on the canvas until the server sends the next value.
 
-Strokes leave in order, one at a time; one the server did not answer is retried every 2 s (the line under the
-canvas says so), so nothing painted is dropped silently. ``window.pssStrokesSaved()`` resolves once every stroke
+Strokes leave in order, one at a time; one the server did not answer is retried every 2 s (the status in the
+toolbar says so), so nothing painted is dropped silently. ``window.pssStrokesSaved()`` resolves once every stroke
 is saved: the Submit button awaits it before its request.
 """
 from __future__ import annotations
@@ -195,6 +195,6 @@ AWAIT_STROKES_JS = "async (...args) => { if (window.pssStrokesSaved) await windo
 
 def stroke_editor(save_stroke: Callable[[Any], dict[str, Any]], elem_id: str) -> gr.HTML:
     """The editor; ``save_stroke(stroke_json) -> {"ok", "pushed", "message"}`` is called from the page for each
-    stroke (it must not raise: its answer is shown under the canvas)."""
+    stroke (it must not raise: its answer is shown in the toolbar)."""
     return gr.HTML(None, html_template=TEMPLATE, css_template=CSS, js_on_load=JS, server_functions=[save_stroke],
                    elem_id=elem_id, apply_default_css=False)
