@@ -36,7 +36,13 @@ def test_backend_ray_without_ray_says_what_to_install(monkeypatch: pytest.Monkey
 def ray_cluster() -> Iterator[None]:
     ray = pytest.importorskip("ray")
     # one local Ray for the module (start-up is the expensive part); the backend uses it and leaves it running
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # started with Python's default SIGINT handler: Ray's processes would inherit a SIG_IGN an earlier test left
+    # behind, and Ray cancels a task by SIGINT in its worker
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     yield
     ray.shutdown()
 
@@ -93,6 +99,8 @@ def test_ctrl_c_interrupts_an_experiment_whatever_sigint_handling_was_left_behin
         swallowed.append(signum)
 
     previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # each case starts from Python's default, whatever
+    # an earlier test left (put back in the finally)
     if left_behind == "blocked":
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     elif left_behind == "ignored behind Python's back":

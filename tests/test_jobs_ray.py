@@ -42,7 +42,13 @@ def request(**changes: Any) -> LaunchRequest:
 def ray_cluster() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
     # one local Ray for the module (its start is the expensive part); the job service uses it as it finds it
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # started with Python's default SIGINT handler: Ray's processes would inherit a SIG_IGN an earlier test left
+    # behind, and Ray cancels a task by SIGINT in its worker
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     yield ray
     ray.shutdown()
 

@@ -49,20 +49,25 @@ def connect(ray: Any, address: str | None, num_cpus: int | None = None) -> bool:
     local Ray with ``num_cpus`` CPUs (None: all of this machine's). A process already connected keeps its connection
     (a test's local Ray, an experiment started from the app's process).
 
-    ``ray.init`` in the main thread leaves Python's SIGINT handler as it found it, and Ctrl-C must stay
-    KeyboardInterrupt in this process (an experiment's cancel, ``tests/test_cluster.py``), so it is put back if it
-    was changed.
+    In the main thread Ray starts with Python's default SIGINT handler (so its processes do not inherit an ignored
+    SIGINT) and the handler found is put back afterwards (Ctrl-C must stay KeyboardInterrupt in this process: an
+    experiment's cancel, ``tests/test_cluster.py``).
     """
     if ray.is_initialized():
         return False
     before = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
-    if address:
-        ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
-    if before is not None and signal.getsignal(signal.SIGINT) is not before:
-        log.debug("ray.init changed the SIGINT handler; restoring it")
-        signal.signal(signal.SIGINT, before)
+    if before is not None:
+        # a local Ray's processes inherit an ignored SIGINT across exec, and Ray cancels a task by SIGINT in its
+        # worker: started from a process that ignores it (a shell's `cmd &`, a library), no cell could be cancelled
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGINT, before)  # as it was, whatever ray.init did to it
     return True
 
 
